@@ -1,0 +1,34 @@
+# Two commands for a fresh machine with Python 3.11: `make run` and `make test`.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+HOST ?= 127.0.0.1
+PORT ?= 8080
+MLLP_PORT ?= 2575
+DATA_DIR ?= ./data
+
+.PHONY: run test bench digest clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[embedded,test,bench]'
+	touch $(STAMP)
+
+run: $(STAMP)
+	$(BIN)/calipso serve --host $(HOST) --port $(PORT) --mllp-port $(MLLP_PORT) --data-dir $(DATA_DIR)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+bench: $(STAMP)
+	$(BIN)/python bench/rest_crud.py
+
+# Rebuild the committed R4 digest from the official definitions (default: ../shared/fhir-r4).
+digest: $(STAMP)
+	$(BIN)/python -m fhir_server.spec.build $(or $(DEFINITIONS),../shared/fhir-r4)
+
+clean:
+	rm -rf $(VENV) .pytest_cache

@@ -1,0 +1,80 @@
+"""create_app: the FastAPI application, its database connection and its error answers."""
+
+from __future__ import annotations
+
+import logging
+from contextlib import asynccontextmanager
+from datetime import timezone
+from typing import Any, AsyncIterator
+
+from fastapi import FastAPI
+from pymongo import AsyncMongoClient
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from fhir_server import __version__
+from fhir_server.engine import Engine
+from fhir_server.outcome import Issue
+from fhir_server.rest.access_log import AccessLog
+from fhir_server.rest.responses import outcome_response
+from fhir_server.rest.routes import ROUTES, guarded
+from fhir_server.settings import Settings
+from fhir_server.spec import load_spec
+from fhir_server.storage.store import ResourceStore
+
+log = logging.getLogger("calipso.app")
+
+HTTP_ISSUE_CODES = {404: "not-found", 405: "not-supported"}
+
+
+def connect(uri: str) -> AsyncMongoClient[dict[str, Any]]:
+    """A client whose datetimes come back timezone-aware in UTC."""
+    return AsyncMongoClient(uri, tz_aware=True, tzinfo=timezone.utc, uuidRepresentation="standard")
+
+
+def create_app(settings: Settings) -> FastAPI:
+    """The FHIR server for these settings; the database must already be reachable at start."""
+    if not settings.mongodb_uri:
+        raise ValueError("create_app needs settings.mongodb_uri (the CLI starts the embedded database)")
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        client = connect(settings.mongodb_uri or "")
+        store = ResourceStore(client, settings.database)
+        await store.ensure_indexes()
+        app.state.engine = Engine(store, load_spec())
+        log.info("fhir api ready database=%s", settings.database)
+        try:
+            yield
+        finally:
+            await client.close()
+
+    app = FastAPI(
+        title="calipso",
+        version=__version__,
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
+    )
+    app.state.settings = settings
+    app.router.redirect_slashes = False  # a FHIR URL with a trailing slash is simply not found
+    for route in ROUTES:
+        app.router.routes.append(Route(route.path, guarded(route.endpoint), methods=[route.method]))
+    app.add_exception_handler(HTTPException, _http_error)
+    app.add_middleware(AccessLog)
+    return app
+
+
+async def _http_error(request: Request, error: Exception) -> Response:
+    """Router errors (no such URL, method not allowed) as OperationOutcomes."""
+    assert isinstance(error, HTTPException)
+    code = HTTP_ISSUE_CODES.get(error.status_code, "processing")
+    text = {404: f"No FHIR endpoint at {request.url.path[:100]}", 405: f"{request.method} is not allowed here"}
+    issue = Issue(code, text.get(error.status_code, str(error.detail)[:200]))
+    return outcome_response(error.status_code, [issue], dict(error.headers or {}))
+
+
+__all__ = ["connect", "create_app"]

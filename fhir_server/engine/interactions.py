@@ -1,0 +1,249 @@
+"""The engine: the one path every write takes, and the reads that go with it.
+
+rest/ (and later the HL7 bridge and Bundles) call these functions; nothing else writes to
+the database. A write is: check the type and id, validate, stamp id/versionId/lastUpdated,
+serialise once, commit current + history + event in one transaction.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from typing import Any, Callable
+
+import orjson
+
+from fhir_server.outcome import FhirError, Issue
+from fhir_server.spec import Spec
+from fhir_server.storage.store import Current, ResourceStore, Version, VersionConflict, Write
+from fhir_server.validation.structural import StructuralValidator
+
+ID_PATTERN = re.compile(r"[A-Za-z0-9\-.]{1,64}")
+MAX_WRITE_ATTEMPTS = 20
+ONE_MS = timedelta(milliseconds=1)
+
+
+def utc_now() -> datetime:
+    """Now, to the millisecond (what MongoDB stores), in UTC."""
+    now = datetime.now(timezone.utc)
+    return now.replace(microsecond=now.microsecond // 1000 * 1000)
+
+
+def fhir_instant(moment: datetime) -> str:
+    """An R4 `instant` with milliseconds: 2026-11-22T10:55:14.762Z."""
+    moment = moment.astimezone(timezone.utc)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """The result of a write: the version now current and whether it created the resource."""
+
+    version: Version
+    created: bool
+
+
+class Engine:
+    """Create, read, update, delete and history for every R4 resource type."""
+
+    def __init__(self, store: ResourceStore, spec: Spec, clock: Callable[[], datetime] = utc_now):
+        self.store = store
+        self.spec = spec
+        self.validator = StructuralValidator(spec)
+        self._clock = clock
+
+    # -- checks shared by every interaction -------------------------------------------------
+
+    def check_type(self, resource_type: str) -> None:
+        if not self.spec.is_resource_type(resource_type):
+            raise FhirError.of(404, "not-supported", f"Unknown resource type '{_clip(resource_type)}'")
+
+    def check_id(self, resource_id: str) -> None:
+        if ID_PATTERN.fullmatch(resource_id) is None:
+            raise FhirError.of(
+                400, "value", f"Invalid id '{_clip(resource_id)}': 1 to 64 of A-Z a-z 0-9 - ."
+            )
+
+    def _validate(self, resource_type: str, body: Any) -> dict[str, Any]:
+        if not isinstance(body, dict):
+            raise FhirError.of(400, "structure", "The body must be a JSON object (a FHIR resource)")
+        declared = body.get("resourceType")
+        if declared != resource_type:
+            raise FhirError.of(
+                400,
+                "invalid",
+                f"The body's resourceType is {_clip(str(declared))!r} but the URL is for {resource_type}",
+                expression="resourceType",
+            )
+        issues = self.validator.validate(body, resource_type)
+        if issues:
+            raise FhirError(422, issues)
+        return body
+
+    # -- writes ------------------------------------------------------------------------------
+
+    async def create(self, resource_type: str, body: Any) -> Outcome:
+        """Create with a server-assigned id (any id in the body is ignored, as R4 says)."""
+        self.check_type(resource_type)
+        resource = self._validate(resource_type, body)
+        resource_id = str(uuid.uuid4())
+        return await self._commit_new(resource_type, resource_id, resource, "POST", None)
+
+    async def update(
+        self, resource_type: str, resource_id: str, body: Any, if_match: int | None = None
+    ) -> Outcome:
+        """Update, or create with the client's id when the resource does not exist yet."""
+        self.check_type(resource_type)
+        self.check_id(resource_id)
+        resource = self._validate(resource_type, body)
+        if resource.get("id") != resource_id:
+            raise FhirError.of(
+                400, "invalid", "The body's id must be present and equal to the id in the URL",
+                expression=f"{resource_type}.id",
+            )
+        for _ in range(MAX_WRITE_ATTEMPTS):
+            current = await self.store.current(resource_type, resource_id)
+            _check_if_match(current, if_match)
+            try:
+                return await self._commit_new(resource_type, resource_id, resource, "PUT", current)
+            except VersionConflict:
+                if if_match is not None:
+                    raise FhirError.of(
+                        412, "conflict", f"Version {if_match} is no longer current"
+                    ) from None
+        raise FhirError.of(409, "conflict", "Too many concurrent writes to this resource; retry")
+
+    async def delete(self, resource_type: str, resource_id: str, if_match: int | None = None) -> Version | None:
+        """Write a tombstone version; None when there was nothing to delete."""
+        self.check_type(resource_type)
+        self.check_id(resource_id)
+        for _ in range(MAX_WRITE_ATTEMPTS):
+            current = await self.store.current(resource_type, resource_id)
+            _check_if_match(current, if_match)
+            if current is None or current.deleted:
+                return None
+            write = Write(
+                type=resource_type,
+                id=resource_id,
+                version=current.version + 1,
+                updated=self._next_time(current),
+                method="DELETE",
+                raw=None,
+                replaces=current.version,
+            )
+            try:
+                await self.store.commit(write)
+            except VersionConflict:
+                if if_match is not None:
+                    raise FhirError.of(412, "conflict", f"Version {if_match} is no longer current") from None
+                continue
+            return _version_of(write)
+        raise FhirError.of(409, "conflict", "Too many concurrent writes to this resource; retry")
+
+    async def _commit_new(
+        self,
+        resource_type: str,
+        resource_id: str,
+        resource: dict[str, Any],
+        method: str,
+        current: Current | None,
+    ) -> Outcome:
+        version = current.version + 1 if current else 1
+        updated = self._next_time(current)
+        raw = _stamp(resource, resource_type, resource_id, version, updated)
+        write = Write(
+            type=resource_type,
+            id=resource_id,
+            version=version,
+            updated=updated,
+            method=method,
+            raw=raw,
+            replaces=current.version if current else None,
+        )
+        await self.store.commit(write)
+        return Outcome(_version_of(write), created=current is None or current.deleted)
+
+    def _next_time(self, current: Current | None) -> datetime:
+        """Now, but never before the version it replaces (history stays in order)."""
+        now = self._clock()
+        if current is not None and now <= current.updated:
+            return current.updated + ONE_MS
+        return now
+
+    # -- reads -------------------------------------------------------------------------------
+
+    async def read(self, resource_type: str, resource_id: str) -> Version:
+        self.check_type(resource_type)
+        self.check_id(resource_id)
+        version = await self.store.read(resource_type, resource_id)
+        if version is None:
+            raise FhirError.of(404, "not-found", f"{resource_type}/{resource_id} is not known")
+        if version.deleted:
+            raise _gone(version)
+        return version
+
+    async def vread(self, resource_type: str, resource_id: str, version_id: str) -> Version:
+        self.check_type(resource_type)
+        self.check_id(resource_id)
+        number = parse_version(version_id)
+        if number is None:
+            raise FhirError.of(404, "not-found", f"No version '{_clip(version_id)}' of {resource_type}/{resource_id}")
+        version = await self.store.read_version(resource_type, resource_id, number)
+        if version is None:
+            raise FhirError.of(404, "not-found", f"{resource_type}/{resource_id} has no version {number}")
+        if version.deleted:
+            raise _gone(version)
+        return version
+
+
+def parse_version(text: str) -> int | None:
+    """A version id as an int, or None when it is not one of ours."""
+    return int(text) if text.isdigit() and len(text) < 12 else None
+
+
+def _check_if_match(current: Current | None, if_match: int | None) -> None:
+    if if_match is None:
+        return
+    if current is None or current.deleted:
+        raise FhirError.of(412, "conflict", f"If-Match names version {if_match}, but the resource does not exist")
+    if current.version != if_match:
+        raise FhirError.of(412, "conflict", f"If-Match names version {if_match}, the current version is {current.version}")
+
+
+def _stamp(resource: dict[str, Any], resource_type: str, resource_id: str, version: int, updated: datetime) -> bytes:
+    """The stored bytes: the validated JSON with the server's id and meta, serialised once."""
+    meta = dict(resource.get("meta") or {})
+    meta["versionId"] = str(version)
+    meta["lastUpdated"] = fhir_instant(updated)
+    stamped = {"resourceType": resource_type, "id": resource_id, "meta": meta}
+    stamped.update((k, v) for k, v in resource.items() if k not in stamped)
+    return orjson.dumps(stamped)
+
+
+def _version_of(write: Write) -> Version:
+    return Version(
+        type=write.type,
+        id=write.id,
+        version=write.version,
+        updated=write.updated,
+        deleted=write.deleted,
+        raw=write.raw,
+        method=write.method,
+    )
+
+
+def _gone(version: Version) -> FhirError:
+    return FhirError(
+        410,
+        Issue("deleted", f"{version.type}/{version.id} was deleted (version {version.version})"),
+        headers={"ETag": f'W/"{version.version}"'},
+    )
+
+
+def _clip(text: str, limit: int = 64) -> str:
+    return text if len(text) <= limit else text[:limit] + "…"
+
+
+__all__ = ["Engine", "Outcome", "fhir_instant", "parse_version", "utc_now"]

@@ -1,0 +1,45 @@
+"""Reading a request body: bounded in size before it is buffered, then parsed as JSON."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from starlette.requests import Request
+
+from fhir_server.outcome import FhirError
+from fhir_server.rest.negotiation import check_body_type
+
+
+def _too_large(limit: int) -> FhirError:
+    return FhirError.of(413, "too-costly", f"The request body is larger than the limit of {limit} bytes")
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The raw body, refusing (413) as soon as it passes `limit` bytes."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise _too_large(limit)
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise _too_large(limit)
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def read_json(request: Request, limit: int) -> Any:
+    """The body as JSON; 400 with the parser's reason when it is not JSON."""
+    check_body_type(request)
+    raw = await read_body(request, limit)
+    if not raw.strip():
+        raise FhirError.of(400, "required", "The request has no body: a FHIR resource in JSON was expected")
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError as error:
+        raise FhirError.of(400, "structure", f"The body is not valid JSON: {error}") from None
+
+
+__all__ = ["read_body", "read_json"]

@@ -1,0 +1,70 @@
+"""Request headers that steer an interaction: If-Match, If-None-Match, If-Modified-Since, Prefer."""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime, timezone
+from email.utils import parsedate_to_datetime
+
+from starlette.requests import Request
+
+from fhir_server.outcome import FhirError
+from fhir_server.storage.store import Version
+
+ETAG = re.compile(r'^\s*(?:W/)?"?(?P<version>[0-9]{1,11})"?\s*$')
+RETURN_PREFERENCES = ("minimal", "representation", "OperationOutcome")
+
+
+def if_match(request: Request) -> int | None:
+    """The version an update is conditioned on; 412 for a tag that names no version of ours."""
+    header = request.headers.get("if-match")
+    if header is None:
+        return None
+    match = ETAG.match(header)
+    if match is None:
+        raise FhirError.of(412, "conflict", f"If-Match {header[:40]!r} names no version: use W/\"<versionId>\"")
+    return int(match["version"])
+
+
+def not_modified(request: Request, version: Version) -> bool:
+    """True when If-None-Match or If-Modified-Since say the client's copy is current."""
+    none_match = request.headers.get("if-none-match")
+    if none_match is not None:
+        tags = [t.strip() for t in none_match.split(",")]
+        return any(t == "*" or ((m := ETAG.match(t)) and int(m["version"]) == version.version) for t in tags)
+    modified_since = request.headers.get("if-modified-since")
+    if modified_since is not None:
+        try:
+            since = parsedate_to_datetime(modified_since)
+        except (TypeError, ValueError):
+            return False  # an unreadable date is ignored, as HTTP says
+        if since.tzinfo is None:
+            since = since.replace(tzinfo=timezone.utc)
+        return version.updated.replace(microsecond=0) <= since
+    return False
+
+
+def return_preference(request: Request) -> str:
+    """The `Prefer: return=` the client asked for (representation by default)."""
+    prefer = request.headers.get("prefer", "")
+    for part in prefer.split(","):
+        for token in part.split(";"):
+            name, _, value = token.strip().partition("=")
+            if name.strip().lower() == "return" and value.strip().strip('"') in RETURN_PREFERENCES:
+                return value.strip().strip('"')
+    return "representation"
+
+
+def parse_instant(value: str, parameter: str) -> datetime:
+    """An instant or dateTime parameter (`_since`); 400 when it is not one."""
+    text = value.strip()
+    try:
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise FhirError.of(400, "invalid", f"{parameter} must be an instant such as 2026-01-31T08:00:00Z") from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=timezone.utc)
+    return moment
+
+
+__all__ = ["if_match", "not_modified", "parse_instant", "return_preference"]

@@ -1,0 +1,233 @@
+"""The FHIR REST interactions: HTTP in, engine call, FHIR response out.
+
+Plain Starlette endpoints (request -> response) mounted on the FastAPI app: no dependency
+injection or response models on the hot paths. Each route declares the CapabilityStatement
+interactions it implements, so the statement is generated from what really exists.
+"""
+
+from __future__ import annotations
+
+import logging
+import traceback
+import uuid
+from dataclasses import dataclass
+from typing import Awaitable, Callable
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from fhir_server.engine import Engine, Outcome, read_history
+from fhir_server.outcome import FhirError, Issue, operation_outcome
+from fhir_server.rest.body import read_json
+from fhir_server.rest.capability import capability_statement
+from fhir_server.rest.history_bundle import history_bundle
+from fhir_server.rest.negotiation import Rendering, negotiate
+from fhir_server.rest.preconditions import if_match, not_modified, parse_instant, return_preference
+from fhir_server.rest.responses import fhir_response, outcome_response, version_headers
+from fhir_server.settings import Settings
+from fhir_server.storage.store import Version
+
+log = logging.getLogger("calipso.rest")
+
+Endpoint = Callable[[Request], Awaitable[Response]]
+
+
+@dataclass(frozen=True)
+class FhirRoute:
+    """One URL pattern, its HTTP method, handler, and the interaction it implements."""
+
+    path: str
+    method: str
+    endpoint: Endpoint
+    interaction: str | None = None
+    level: str = "type"  # "type" (per resource type) or "system"
+
+
+def _engine(request: Request) -> Engine:
+    return request.app.state.engine
+
+
+def _settings(request: Request) -> Settings:
+    return request.app.state.settings
+
+
+def base_url(request: Request) -> str:
+    """The FHIR base the client used (or the configured public one)."""
+    configured = _settings(request).public_base_url
+    if configured:
+        return configured.rstrip("/")
+    return f"{str(request.base_url).rstrip('/')}/fhir"
+
+
+def _location(request: Request, version: Version) -> str:
+    return f"{base_url(request)}/{version.type}/{version.id}/_history/{version.version}"
+
+
+def _write_response(request: Request, outcome: Outcome, rendering: Rendering) -> Response:
+    """Status, Location, ETag and the body `Prefer: return=` asks for."""
+    version = outcome.version
+    status = 201 if outcome.created else 200
+    headers = version_headers(version)
+    headers["Location"] = _location(request, version)
+    preference = return_preference(request)
+    if preference == "minimal":
+        return fhir_response(None, status, headers)
+    if preference == "OperationOutcome":
+        verb = "Created" if outcome.created else "Updated"
+        issue = Issue("informational", f"{verb} {version.type}/{version.id} version {version.version}", "information")
+        return outcome_response(status, [issue], headers, rendering)
+    return fhir_response(version.raw, status, headers, rendering)
+
+
+# -- interactions ------------------------------------------------------------------------------
+
+
+async def metadata(request: Request) -> Response:
+    rendering = negotiate(request)
+    statement = capability_statement(
+        _engine(request).spec,
+        base_url(request),
+        type_interactions=_interactions("type"),
+        system_interactions=_interactions("system"),
+    )
+    return fhir_response(statement, 200, None, rendering)
+
+
+async def create(request: Request) -> Response:
+    rendering = negotiate(request)
+    body = await read_json(request, _settings(request).max_body_bytes)
+    outcome = await _engine(request).create(request.path_params["type"], body)
+    return _write_response(request, outcome, rendering)
+
+
+async def read(request: Request) -> Response:
+    rendering = negotiate(request)
+    version = await _engine(request).read(request.path_params["type"], request.path_params["id"])
+    headers = version_headers(version)
+    if not_modified(request, version):
+        return Response(status_code=304, headers=headers)
+    return fhir_response(version.raw, 200, headers, rendering)
+
+
+async def vread(request: Request) -> Response:
+    rendering = negotiate(request)
+    params = request.path_params
+    version = await _engine(request).vread(params["type"], params["id"], params["vid"])
+    return fhir_response(version.raw, 200, version_headers(version), rendering)
+
+
+async def update(request: Request) -> Response:
+    rendering = negotiate(request)
+    expected = if_match(request)
+    body = await read_json(request, _settings(request).max_body_bytes)
+    params = request.path_params
+    outcome = await _engine(request).update(params["type"], params["id"], body, expected)
+    return _write_response(request, outcome, rendering)
+
+
+async def delete(request: Request) -> Response:
+    rendering = negotiate(request)
+    params = request.path_params
+    tombstone = await _engine(request).delete(params["type"], params["id"], if_match(request))
+    if tombstone is None:
+        issue = Issue("informational", f"{params['type']}/{params['id']} does not exist or is already deleted", "information")
+        return outcome_response(200, [issue], None, rendering)
+    issue = Issue("informational", f"Deleted {tombstone.type}/{tombstone.id} (version {tombstone.version})", "information")
+    return outcome_response(200, [issue], {"ETag": f'W/"{tombstone.version}"'}, rendering)
+
+
+async def history_system(request: Request) -> Response:
+    return await _history(request, None, None)
+
+
+async def history_type(request: Request) -> Response:
+    resource_type = request.path_params["type"]
+    _engine(request).check_type(resource_type)
+    return await _history(request, resource_type, None)
+
+
+async def history_instance(request: Request) -> Response:
+    resource_type, resource_id = request.path_params["type"], request.path_params["id"]
+    engine = _engine(request)
+    engine.check_type(resource_type)
+    engine.check_id(resource_id)
+    if await engine.store.current(resource_type, resource_id) is None:
+        raise FhirError.of(404, "not-found", f"{resource_type}/{resource_id} is not known")
+    return await _history(request, resource_type, resource_id)
+
+
+async def _history(request: Request, resource_type: str | None, resource_id: str | None) -> Response:
+    rendering = negotiate(request)
+    settings = _settings(request)
+    params = request.query_params
+    if "_at" in params:
+        raise FhirError.of(400, "not-supported", "_at is not supported on history; use _since")
+    since = parse_instant(params["_since"], "_since") if "_since" in params else None
+    count = _count(params.get("_count"), settings.history_page_size, settings.history_max_page_size)
+    page = await read_history(
+        _engine(request).store, resource_type, resource_id, since, count, params.get("_cursor")
+    )
+    path = request.url.path.removeprefix(request.scope.get("root_path", "")).removeprefix("/fhir")
+    body = history_bundle(page, base_url(request), path, params.multi_items())
+    return fhir_response(body, 200, None, rendering)
+
+
+def _count(value: str | None, default: int, maximum: int) -> int:
+    if value is None:
+        return default
+    if not value.isdigit():
+        raise FhirError.of(400, "invalid", f"_count must be a whole number from 0 to {maximum}")
+    return min(int(value), maximum)
+
+
+async def not_implemented(request: Request) -> Response:
+    """Answer for interactions that have a URL in FHIR but are not built yet."""
+    negotiate(request)
+    raise FhirError.of(405, "not-supported", f"{request.method} {request.url.path} is not supported by this server yet")
+
+
+# -- error boundary ----------------------------------------------------------------------------
+
+
+def guarded(endpoint: Endpoint) -> Endpoint:
+    """Every outcome becomes a FHIR response; internal errors leak neither trace nor data."""
+
+    async def handle(request: Request) -> Response:
+        try:
+            return await endpoint(request)
+        except FhirError as error:
+            return outcome_response(error.status, error.issues, error.headers)
+        except Exception as error:  # noqa: BLE001 - the last line of defence
+            incident = uuid.uuid4().hex[:12]
+            # type and frames only: exception messages may quote request data
+            frames = "".join(traceback.format_tb(error.__traceback__, limit=-8))
+            log.error("internal error incident=%s type=%s\n%s", incident, type(error).__name__, frames)
+            issue = Issue("exception", f"Internal server error (incident {incident})")
+            return fhir_response(operation_outcome([issue]), 500)
+
+    handle.__name__ = endpoint.__name__
+    return handle
+
+
+ROUTES: list[FhirRoute] = [
+    FhirRoute("/fhir/metadata", "GET", metadata, "capabilities", "system"),
+    FhirRoute("/fhir/_history", "GET", history_system, "history-system", "system"),
+    FhirRoute("/fhir", "POST", not_implemented),
+    FhirRoute("/fhir/{type}/_history", "GET", history_type, "history-type"),
+    FhirRoute("/fhir/{type}", "POST", create, "create"),
+    FhirRoute("/fhir/{type}", "GET", not_implemented),
+    FhirRoute("/fhir/{type}/{id}/_history", "GET", history_instance, "history-instance"),
+    FhirRoute("/fhir/{type}/{id}/_history/{vid}", "GET", vread, "vread"),
+    FhirRoute("/fhir/{type}/{id}", "GET", read, "read"),
+    FhirRoute("/fhir/{type}/{id}", "PUT", update, "update"),
+    FhirRoute("/fhir/{type}/{id}", "DELETE", delete, "delete"),
+    FhirRoute("/fhir/{type}/{id}", "PATCH", not_implemented),
+]
+
+
+def _interactions(level: str) -> list[str]:
+    """Interaction codes for the CapabilityStatement (capabilities itself is implied)."""
+    return [r.interaction for r in ROUTES if r.level == level and r.interaction and r.interaction != "capabilities"]
+
+
+__all__ = ["ROUTES", "FhirRoute", "base_url", "guarded"]

