@@ -16,7 +16,7 @@ from typing import Any
 import orjson
 
 from fhir_server.outcome import FhirError
-from fhir_server.storage.store import ResourceStore, Version, history_key
+from fhir_server.storage.store import ResourceStore, Version, at_or_after, history_key
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,7 +60,7 @@ async def read_history(
     if resource_id is not None:
         query["id"] = resource_id
     if since is not None:
-        query["updated"] = {"$gte": since}
+        query["updated"] = at_or_after(since)
     after = decode_cursor(cursor) if cursor else None
     rows = await store.history(query, count + 1, after)
     more = len(rows) > count

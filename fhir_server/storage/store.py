@@ -15,7 +15,7 @@ the version the writer read (optimistic locking in the database, not in the proc
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from bson import Binary
@@ -201,9 +201,22 @@ class ResourceStore:
         return [doc async for doc in cursor]
 
 
+def at_or_after(moment: datetime) -> dict[str, datetime]:
+    """`updated >= moment` written with a strict bound.
+
+    SecantusDB 0.7.0b3 drops the boundary value of an inclusive bound at the end of an index
+    scan (`$gte` on a descending key, `$lte` on an ascending one). Stored times are whole
+    milliseconds, so `>= t` is exactly `> ceil_ms(t) - 1 ms`, which every engine answers right.
+    """
+    whole_ms = moment.replace(microsecond=moment.microsecond // 1000 * 1000)
+    if whole_ms < moment:
+        whole_ms += timedelta(milliseconds=1)
+    return {"$gt": whole_ms - timedelta(milliseconds=1)}
+
+
 def history_key(version: Version) -> str:
     """The history `_id` of a version: the tie-breaker of history paging."""
     return f"{version.type}/{version.id}/{version.version}"
 
 
-__all__ = ["Current", "ResourceStore", "Version", "VersionConflict", "Write", "history_key"]
+__all__ = ["Current", "ResourceStore", "Version", "VersionConflict", "Write", "at_or_after", "history_key"]

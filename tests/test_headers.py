@@ -1,0 +1,112 @@
+"""HTTP headers and formats: conditional reads, If-Match, Prefer, _format, _pretty, XML refusal."""
+
+from __future__ import annotations
+
+from email.utils import format_datetime, parsedate_to_datetime
+from datetime import timedelta
+
+import httpx
+import orjson
+
+from tests.conftest import notebook_patient
+
+
+async def _created(client: httpx.AsyncClient) -> httpx.Response:
+    response = await client.post("/fhir/Patient", json=notebook_patient())
+    assert response.status_code == 201
+    return response
+
+
+async def test_if_none_match_gives_304_only_for_current_version(client: httpx.AsyncClient) -> None:
+    created = await _created(client)
+    url = f"/fhir/Patient/{created.json()['id']}"
+    same = await client.get(url, headers={"If-None-Match": 'W/"1"'})
+    assert same.status_code == 304 and same.content == b""
+    assert same.headers["etag"] == 'W/"1"'
+    other = await client.get(url, headers={"If-None-Match": 'W/"7"'})
+    assert other.status_code == 200
+
+
+async def test_if_modified_since(client: httpx.AsyncClient) -> None:
+    created = await _created(client)
+    url = f"/fhir/Patient/{created.json()['id']}"
+    last_modified = parsedate_to_datetime(created.headers["last-modified"])
+    later = format_datetime(last_modified + timedelta(seconds=5), usegmt=True)
+    earlier = format_datetime(last_modified - timedelta(seconds=5), usegmt=True)
+    assert (await client.get(url, headers={"If-Modified-Since": later})).status_code == 304
+    assert (await client.get(url, headers={"If-Modified-Since": earlier})).status_code == 200
+    assert (await client.get(url, headers={"If-Modified-Since": "not a date"})).status_code == 200
+
+
+async def test_if_match_stale_gives_412_and_changes_nothing(client: httpx.AsyncClient) -> None:
+    created = (await _created(client)).json()
+    url = f"/fhir/Patient/{created['id']}"
+    ok = await client.put(url, json={**created, "gender": "male"}, headers={"If-Match": 'W/"1"'})
+    assert ok.status_code == 200
+    stale = await client.put(url, json={**created, "gender": "other"}, headers={"If-Match": 'W/"1"'})
+    assert stale.status_code == 412
+    assert stale.json()["issue"][0]["code"] == "conflict"
+    current = (await client.get(url)).json()
+    assert current["gender"] == "male" and current["meta"]["versionId"] == "2"
+    garbage = await client.put(url, json=created, headers={"If-Match": "yesterday"})
+    assert garbage.status_code == 412
+    unknown = await client.put("/fhir/Patient/zz", json=notebook_patient(id="zz"), headers={"If-Match": 'W/"1"'})
+    assert unknown.status_code == 412
+    assert (await client.get("/fhir/Patient/zz")).status_code == 404
+
+
+async def test_if_match_on_delete(client: httpx.AsyncClient) -> None:
+    created = (await _created(client)).json()
+    url = f"/fhir/Patient/{created['id']}"
+    assert (await client.delete(url, headers={"If-Match": 'W/"3"'})).status_code == 412
+    assert (await client.get(url)).status_code == 200
+    assert (await client.delete(url, headers={"If-Match": 'W/"1"'})).status_code == 200
+
+
+async def test_prefer_return(client: httpx.AsyncClient) -> None:
+    minimal = await client.post("/fhir/Patient", json=notebook_patient(), headers={"Prefer": "return=minimal"})
+    assert minimal.status_code == 201 and minimal.content == b""
+    assert minimal.headers["location"] and minimal.headers["etag"] == 'W/"1"'
+    outcome = await client.post("/fhir/Patient", json=notebook_patient(), headers={"Prefer": "return=OperationOutcome"})
+    assert outcome.status_code == 201
+    assert outcome.json()["resourceType"] == "OperationOutcome"
+    assert outcome.json()["issue"][0]["severity"] == "information"
+    full = await client.post("/fhir/Patient", json=notebook_patient(), headers={"Prefer": "return=representation"})
+    assert full.json()["resourceType"] == "Patient"
+
+
+async def test_plain_json_is_accepted_and_format_parameter(client: httpx.AsyncClient) -> None:
+    response = await client.post(
+        "/fhir/Patient",
+        content=orjson.dumps(notebook_patient()),
+        headers={"Content-Type": "application/json", "Accept": "application/json"},
+    )
+    assert response.status_code == 201
+    url = f"/fhir/Patient/{response.json()['id']}"
+    for value in ("json", "application/fhir+json", "application/json"):
+        assert (await client.get(url, params={"_format": value})).status_code == 200
+    assert (await client.get(url, headers={"Accept": "*/*"})).status_code == 200
+
+
+async def test_pretty(client: httpx.AsyncClient) -> None:
+    created = (await _created(client)).json()
+    pretty = await client.get(f"/fhir/Patient/{created['id']}", params={"_pretty": "true"})
+    assert pretty.content.startswith(b'{\n  "resourceType": "Patient"')
+    assert pretty.json() == created
+    compact = await client.get(f"/fhir/Patient/{created['id']}")
+    assert b"\n" not in compact.content
+
+
+async def test_xml_is_refused_with_406_and_415(client: httpx.AsyncClient) -> None:
+    created = (await _created(client)).json()
+    url = f"/fhir/Patient/{created['id']}"
+    for params, headers in (({"_format": "xml"}, {}), ({}, {"Accept": "application/fhir+xml"}), ({"_format": "text/turtle"}, {})):
+        response = await client.get(url, params=params, headers=headers)
+        assert response.status_code == 406
+        assert response.json()["issue"][0]["code"] == "not-supported"
+    xml_body = await client.post(
+        "/fhir/Patient", content=b"<Patient xmlns='http://hl7.org/fhir'/>", headers={"Content-Type": "application/fhir+xml"}
+    )
+    assert xml_body.status_code == 415
+    form = await client.post("/fhir/Patient", content=b"a=b", headers={"Content-Type": "application/x-www-form-urlencoded"})
+    assert form.status_code == 415
