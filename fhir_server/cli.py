@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -36,6 +37,17 @@ def _configure_logging(level: str) -> None:
     )
 
 
+def _keep_shutdown_signals() -> None:
+    """Let SIGTERM/SIGINT end `serve` normally.
+
+    uvicorn shuts down gracefully, restores the handlers it found, then raises the signal
+    again; with the default handlers that kills us before the embedded database is stopped.
+    These handlers only note it, so the `finally` below runs.
+    """
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda number, frame: log.info("stopping on signal %s", number))
+
+
 def serve(args: argparse.Namespace) -> int:
     """Run the API until SIGTERM/SIGINT; start and stop the embedded database around it."""
     import uvicorn
@@ -62,6 +74,7 @@ def serve(args: argparse.Namespace) -> int:
             server_header=False,
         )
         print(f"calipso FHIR API on http://{settings.host}:{settings.port}/fhir", flush=True)
+        _keep_shutdown_signals()
         uvicorn.Server(config).run()
     finally:
         if embedded is not None:

@@ -7,6 +7,8 @@ serialise once, commit current + history + event in one transaction.
 
 from __future__ import annotations
 
+import asyncio
+import random
 import re
 import uuid
 from dataclasses import dataclass
@@ -21,7 +23,8 @@ from fhir_server.storage.store import Current, ResourceStore, Version, VersionCo
 from fhir_server.validation.structural import StructuralValidator
 
 ID_PATTERN = re.compile(r"[A-Za-z0-9\-.]{1,64}")
-MAX_WRITE_ATTEMPTS = 20
+MAX_WRITE_ATTEMPTS = 30
+MAX_BACKOFF_S = 0.05
 ONE_MS = timedelta(milliseconds=1)
 
 
@@ -103,7 +106,7 @@ class Engine:
                 400, "invalid", "The body's id must be present and equal to the id in the URL",
                 expression=f"{resource_type}.id",
             )
-        for _ in range(MAX_WRITE_ATTEMPTS):
+        for attempt in range(MAX_WRITE_ATTEMPTS):
             current = await self.store.current(resource_type, resource_id)
             _check_if_match(current, if_match)
             try:
@@ -113,13 +116,14 @@ class Engine:
                     raise FhirError.of(
                         412, "conflict", f"Version {if_match} is no longer current"
                     ) from None
+                await _back_off(attempt)
         raise FhirError.of(409, "conflict", "Too many concurrent writes to this resource; retry")
 
     async def delete(self, resource_type: str, resource_id: str, if_match: int | None = None) -> Version | None:
         """Write a tombstone version; None when there was nothing to delete."""
         self.check_type(resource_type)
         self.check_id(resource_id)
-        for _ in range(MAX_WRITE_ATTEMPTS):
+        for attempt in range(MAX_WRITE_ATTEMPTS):
             current = await self.store.current(resource_type, resource_id)
             _check_if_match(current, if_match)
             if current is None or current.deleted:
@@ -138,6 +142,7 @@ class Engine:
             except VersionConflict:
                 if if_match is not None:
                     raise FhirError.of(412, "conflict", f"Version {if_match} is no longer current") from None
+                await _back_off(attempt)
                 continue
             return _version_of(write)
         raise FhirError.of(409, "conflict", "Too many concurrent writes to this resource; retry")
@@ -196,6 +201,11 @@ class Engine:
         if version.deleted:
             raise _gone(version)
         return version
+
+
+async def _back_off(attempt: int) -> None:
+    """Jittered exponential pause after losing a write race, so contenders spread out."""
+    await asyncio.sleep(random.uniform(0, min(MAX_BACKOFF_S, 0.002 * 2**attempt)))
 
 
 def parse_version(text: str) -> int | None:

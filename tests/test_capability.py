@@ -1,0 +1,32 @@
+"""GET /metadata: a CapabilityStatement generated from what is really implemented."""
+
+from __future__ import annotations
+
+import httpx
+from fhir.resources.R4B.capabilitystatement import CapabilityStatement
+
+from fhir_server.rest.routes import ROUTES
+
+
+async def test_capability_statement_describes_this_server(client: httpx.AsyncClient) -> None:
+    response = await client.get("/fhir/metadata")
+    assert response.status_code == 200
+    statement = response.json()
+    CapabilityStatement.model_validate(statement)  # second opinion beside the JSON Schema hook
+    assert statement["fhirVersion"] == "4.0.1"
+    assert statement["kind"] == "instance"
+    assert statement["implementation"]["url"] == "http://calipso.test/fhir"
+    assert "application/fhir+json" in statement["format"]
+    rest = statement["rest"][0]
+    assert [i["code"] for i in rest["interaction"]] == ["history-system"]
+    by_type = {r["type"]: r for r in rest["resource"]}
+    assert len(by_type) == 147
+    assert {"Communication", "CarePlan", "CareTeam", "Patient", "RelatedPerson"} <= set(by_type)
+    codes = {i["code"] for i in by_type["Communication"]["interaction"]}
+    assert codes == {"read", "vread", "update", "delete", "history-instance", "history-type", "create"}
+
+
+async def test_every_advertised_interaction_has_a_route() -> None:
+    declared = {r.interaction for r in ROUTES if r.interaction}
+    assert declared >= {"read", "vread", "update", "delete", "history-instance", "history-type", "history-system", "create"}
+    assert "search-type" not in declared  # not built yet: must not be advertised

@@ -1,0 +1,62 @@
+"""Optimistic locking holds in the database: concurrent writers, one or two server instances."""
+
+from __future__ import annotations
+
+import asyncio
+
+import httpx
+
+from fhir_server.app import create_app
+from tests.conftest import fhir_client, notebook_patient, running
+
+
+async def _history_versions(client: httpx.AsyncClient, url: str) -> list[int]:
+    bundle = (await client.get(f"{url}/_history", params={"_count": "1000"})).json()
+    return sorted(int(e["response"]["etag"][3:-1]) for e in bundle["entry"])
+
+
+async def test_fifty_updates_with_the_same_if_match_one_wins(client: httpx.AsyncClient, settings) -> None:
+    """Writers split across two app instances sharing one database (the scale-out shape)."""
+    created = (await client.post("/fhir/Patient", json=notebook_patient())).json()
+    url = f"/fhir/Patient/{created['id']}"
+    async with running(create_app(settings)) as second_app, fhir_client(second_app) as second:
+        clients = [client, second]
+        responses = await asyncio.gather(
+            *(
+                clients[n % 2].put(url, json={**created, "birthDate": f"19{10 + n}"}, headers={"If-Match": 'W/"1"'})
+                for n in range(50)
+            )
+        )
+    statuses = sorted(r.status_code for r in responses)
+    assert statuses == [200] + [412] * 49
+    winner = next(r.json() for r in responses if r.status_code == 200)
+    assert (await client.get(url)).json() == winner
+    assert await _history_versions(client, url) == [1, 2]
+
+
+async def test_concurrent_updates_without_if_match_all_land_without_gaps(client: httpx.AsyncClient) -> None:
+    created = (await client.post("/fhir/Patient", json=notebook_patient())).json()
+    url = f"/fhir/Patient/{created['id']}"
+    responses = await asyncio.gather(
+        *(client.put(url, json={**created, "birthDate": f"19{10 + n}"}) for n in range(20))
+    )
+    assert all(r.status_code == 200 for r in responses), [r.text for r in responses if r.status_code != 200]
+    assert sorted(int(r.json()["meta"]["versionId"]) for r in responses) == list(range(2, 22))
+    assert await _history_versions(client, url) == list(range(1, 22))
+
+
+async def test_concurrent_create_on_update_of_a_new_id(client: httpx.AsyncClient) -> None:
+    body = notebook_patient(id="same-new-id")
+    responses = await asyncio.gather(*(client.put("/fhir/Patient/same-new-id", json=body) for _ in range(10)))
+    assert sorted(r.status_code for r in responses) == [200] * 9 + [201]
+    assert await _history_versions(client, "/fhir/Patient/same-new-id") == list(range(1, 11))
+
+
+async def test_every_committed_write_has_one_outbox_event(client: httpx.AsyncClient, store) -> None:
+    created = (await client.post("/fhir/Patient", json=notebook_patient())).json()
+    url = f"/fhir/Patient/{created['id']}"
+    await asyncio.gather(*(client.put(url, json=created, headers={"If-Match": 'W/"1"'}) for _ in range(5)))
+    await client.delete(url)
+    events = await store.pending_events()
+    assert [(e["action"], e["version"]) for e in events] == [("create", 1), ("update", 2), ("delete", 3)]
+    assert {e["id"] for e in events} == {created["id"]}

@@ -1,0 +1,78 @@
+"""The structural validator on its own: known answers and a property over arbitrary JSON."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from hypothesis import given, settings, strategies as st
+
+from fhir_server.spec import load_spec
+from fhir_server.validation import StructuralValidator
+from tests.conftest import notebook_entry, notebook_patient
+
+validator = StructuralValidator(load_spec())
+
+
+def expressions(resource: Any, resource_type: str) -> list[str]:
+    return [i.expression or "" for i in validator.validate(resource, resource_type)]
+
+
+def test_notebook_resources_are_valid() -> None:
+    assert validator.validate(notebook_patient(), "Patient") == []
+    assert validator.validate(notebook_entry("p1"), "Communication") == []
+
+
+def test_primitive_extensions_and_contained() -> None:
+    patient = notebook_patient(
+        birthDate="1948",
+        _birthDate={"extension": [{"url": "http://example.org/precision", "valueCode": "year"}]},
+        contained=[{"resourceType": "Practitioner", "id": "gp", "name": [{"family": "Martin"}]}],
+        generalPractitioner=[{"reference": "#gp"}],
+    )
+    patient["name"] = [{"given": ["Hélène", None], "_given": [None, {"extension": [{"url": "http://x.org/e", "valueString": "Lulu"}]}]}]
+    assert validator.validate(patient, "Patient") == []
+
+
+def test_contained_resource_is_checked_too() -> None:
+    patient = notebook_patient(contained=[{"resourceType": "Practitioner", "active": "oui"}])
+    assert expressions(patient, "Patient") == ["Patient.contained[0].active"]
+
+
+def test_one_choice_type_at_a_time() -> None:
+    patient = notebook_patient(deceasedBoolean=False, deceasedDateTime="2026-01-01")
+    assert expressions(patient, "Patient") == ["Patient.deceasedDateTime"]
+
+
+def test_required_elements_of_backbones() -> None:
+    entry = notebook_entry("p1")
+    del entry["status"]
+    assert expressions(entry, "Communication") == ["Communication.status"]
+
+
+def test_numbers_keep_their_json_kind() -> None:
+    observation = {"resourceType": "Observation", "status": "final", "code": {"text": "poids"},
+                   "valueQuantity": {"value": 72.5, "unit": "kg"}}
+    assert validator.validate(observation, "Observation") == []
+    observation["valueQuantity"]["value"] = True
+    assert expressions(observation, "Observation") == ["Observation.valueQuantity.value"]
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=8),
+    lambda children: st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=8), children, max_size=3),
+    max_leaves=12,
+)
+patient_keys = st.sampled_from(["name", "active", "birthDate", "gender", "contact", "_birthDate", "telecom", "deceasedBoolean", "x"])
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.dictionaries(patient_keys, json_values, max_size=4))
+def test_any_json_gives_issues_never_an_exception(members: dict[str, Any]) -> None:
+    issues = validator.validate({"resourceType": "Patient", **members}, "Patient")
+    assert all(i.expression and i.expression.startswith("Patient") for i in issues)
+
+
+@settings(max_examples=100, deadline=None)
+@given(json_values)
+def test_any_body_shape_is_handled(body: Any) -> None:
+    assert isinstance(validator.validate(body, "Patient"), list)
