@@ -60,3 +60,18 @@ async def test_every_committed_write_has_one_outbox_event(client: httpx.AsyncCli
     events = await store.pending_events()
     assert [(e["action"], e["version"]) for e in events] == [("create", 1), ("update", 2), ("delete", 3)]
     assert {e["id"] for e in events} == {created["id"]}
+
+
+async def test_concurrent_writes_to_different_resources_never_fail(client: httpx.AsyncClient, settings) -> None:
+    """The embedded database reports WriteConflict between unrelated transactions: never a 500 or a false 412."""
+    creates = await asyncio.gather(*(client.post("/fhir/Patient", json=notebook_patient()) for _ in range(40)))
+    assert [r.status_code for r in creates] == [201] * 40
+    patients = [r.json() for r in creates]
+    async with running(create_app(settings)) as second_app, fhir_client(second_app) as second:
+        updates = await asyncio.gather(
+            *(
+                (client, second)[n % 2].put(f"/fhir/Patient/{p['id']}", json={**p, "gender": "other"}, headers={"If-Match": 'W/"1"'})
+                for n, p in enumerate(patients)
+            )
+        )
+    assert [r.status_code for r in updates] == [200] * 40

@@ -7,8 +7,6 @@ serialise once, commit current + history + event in one transaction.
 
 from __future__ import annotations
 
-import asyncio
-import random
 import re
 import uuid
 from dataclasses import dataclass
@@ -19,12 +17,11 @@ import orjson
 
 from fhir_server.outcome import FhirError, Issue
 from fhir_server.spec import Spec
-from fhir_server.storage.store import Current, ResourceStore, Version, VersionConflict, Write
+from fhir_server.storage.store import Current, ResourceStore, StorageBusy, Version, VersionConflict, Write, back_off
 from fhir_server.validation.structural import StructuralValidator
 
 ID_PATTERN = re.compile(r"[A-Za-z0-9\-.]{1,64}")
 MAX_WRITE_ATTEMPTS = 30
-MAX_BACKOFF_S = 0.05
 ONE_MS = timedelta(milliseconds=1)
 
 
@@ -116,7 +113,7 @@ class Engine:
                     raise FhirError.of(
                         412, "conflict", f"Version {if_match} is no longer current"
                     ) from None
-                await _back_off(attempt)
+                await back_off(attempt)
         raise FhirError.of(409, "conflict", "Too many concurrent writes to this resource; retry")
 
     async def delete(self, resource_type: str, resource_id: str, if_match: int | None = None) -> Version | None:
@@ -138,11 +135,11 @@ class Engine:
                 replaces=current.version,
             )
             try:
-                await self.store.commit(write)
+                await self._commit(write)
             except VersionConflict:
                 if if_match is not None:
                     raise FhirError.of(412, "conflict", f"Version {if_match} is no longer current") from None
-                await _back_off(attempt)
+                await back_off(attempt)
                 continue
             return _version_of(write)
         raise FhirError.of(409, "conflict", "Too many concurrent writes to this resource; retry")
@@ -167,8 +164,17 @@ class Engine:
             raw=raw,
             replaces=current.version if current else None,
         )
-        await self.store.commit(write)
+        await self._commit(write)
         return Outcome(_version_of(write), created=current is None or current.deleted)
+
+    async def _commit(self, write: Write) -> None:
+        try:
+            await self.store.commit(write)
+        except StorageBusy:
+            raise FhirError(
+                503, Issue("transient", "The database is busy with conflicting writes; retry shortly"),
+                headers={"Retry-After": "1"},
+            ) from None
 
     def _next_time(self, current: Current | None) -> datetime:
         """Now, but never before the version it replaces (history stays in order)."""
@@ -201,11 +207,6 @@ class Engine:
         if version.deleted:
             raise _gone(version)
         return version
-
-
-async def _back_off(attempt: int) -> None:
-    """Jittered exponential pause after losing a write race, so contenders spread out."""
-    await asyncio.sleep(random.uniform(0, min(MAX_BACKOFF_S, 0.002 * 2**attempt)))
 
 
 def parse_version(text: str) -> int | None:

@@ -14,6 +14,8 @@ the version the writer read (optimistic locking in the database, not in the proc
 
 from __future__ import annotations
 
+import asyncio
+import random
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -41,12 +43,20 @@ INDEXES: dict[str, list[list[tuple[str, int]]]] = {
     ],
 }
 
+WRITE_CONFLICT = 112
+TRANSIENT_ATTEMPTS = 40
+MAX_BACKOFF_S = 0.05
+
 CURRENT_FIELDS = {"_id": 0, "version": 1, "updated": 1, "deleted": 1}
 READ_FIELDS = {"_id": 0, "type": 1, "id": 1, "version": 1, "updated": 1, "deleted": 1, "raw": 1}
 
 
 class VersionConflict(Exception):
     """Another writer committed a version of this resource first."""
+
+
+class StorageBusy(Exception):
+    """Transient transaction failures went on longer than the retries allow."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,46 +144,52 @@ class ResourceStore:
         return Version.from_document(doc) if doc else None
 
     async def commit(self, write: Write) -> None:
-        """Write current + history + outbox event atomically, or raise VersionConflict."""
-        key = f"{write.type}/{write.id}"
-        current: dict[str, Any] = {
-            "_id": key,
-            "type": write.type,
-            "id": write.id,
-            "version": write.version,
-            "updated": write.updated,
-            "deleted": write.deleted,
-        }
-        if write.raw is not None:
-            current["raw"] = Binary(write.raw)
-        entry = {**current, "_id": f"{key}/{write.version}", "method": write.method}
-        event = {
-            "type": write.type,
-            "id": write.id,
-            "version": write.version,
-            "action": "delete" if write.deleted else ("create" if write.replaces is None else "update"),
-            "at": write.updated,
-            "state": "pending",
-        }
-        try:
-            async with self.client.start_session() as session:
-                async with await session.start_transaction():
+        """Write current + history + outbox event atomically.
+
+        Raises VersionConflict when the version it replaces is no longer current, and
+        StorageBusy when transient transaction failures outlast the retries. A transient
+        failure (WriteConflict: SecantusDB raises it even between transactions touching
+        different documents) retries the *same* write, so it can never pass for a version
+        conflict and give a false 412.
+        """
+        documents = _documents(write)
+        maybe_committed = False
+        for attempt in range(TRANSIENT_ATTEMPTS):
+            try:
+                await self._commit_once(write, *documents)
+                return
+            except VersionConflict:
+                if maybe_committed and await self._is_committed(write):
+                    return  # our earlier commit did land; its answer was lost
+                raise
+            except OperationFailure as error:
+                if not (error.has_error_label("TransientTransactionError") or error.code == WRITE_CONFLICT
+                        or error.has_error_label("UnknownTransactionCommitResult")):
+                    raise
+                maybe_committed = maybe_committed or error.has_error_label("UnknownTransactionCommitResult")
+                await back_off(attempt)
+        raise StorageBusy(f"{write.type}/{write.id}")
+
+    async def _commit_once(self, write: Write, current: dict[str, Any], entry: dict[str, Any], event: dict[str, Any]) -> None:
+        async with self.client.start_session() as session:
+            async with await session.start_transaction():
+                try:
                     if write.replaces is None:
                         await self._resources.insert_one(current, session=session)
                     else:
                         result = await self._resources.replace_one(
-                            {"_id": key, "version": write.replaces}, current, session=session
+                            {"_id": current["_id"], "version": write.replaces}, current, session=session
                         )
                         if result.matched_count != 1:
-                            raise VersionConflict(key)
+                            raise VersionConflict(current["_id"])
                     await self._history.insert_one(entry, session=session)
                     await self._outbox.insert_one(event, session=session)
-        except DuplicateKeyError as error:
-            raise VersionConflict(key) from error
-        except OperationFailure as error:
-            if error.has_error_label("TransientTransactionError") or error.code == 112:
-                raise VersionConflict(key) from error  # WriteConflict: another writer won
-            raise
+                except DuplicateKeyError as error:
+                    raise VersionConflict(current["_id"]) from error
+
+    async def _is_committed(self, write: Write) -> bool:
+        key = f"{write.type}/{write.id}/{write.version}"
+        return await self._history.count_documents({"_id": key, "updated": write.updated}) == 1
 
     async def history(
         self,
@@ -201,6 +217,36 @@ class ResourceStore:
         return [doc async for doc in cursor]
 
 
+async def back_off(attempt: int) -> None:
+    """Jittered exponential pause after losing a race, so contenders spread out."""
+    await asyncio.sleep(random.uniform(0, min(MAX_BACKOFF_S, 0.002 * 2**attempt)))
+
+
+def _documents(write: Write) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+    """The current-version document, its history entry and its outbox event."""
+    key = f"{write.type}/{write.id}"
+    current: dict[str, Any] = {
+        "_id": key,
+        "type": write.type,
+        "id": write.id,
+        "version": write.version,
+        "updated": write.updated,
+        "deleted": write.deleted,
+    }
+    if write.raw is not None:
+        current["raw"] = Binary(write.raw)
+    entry = {**current, "_id": f"{key}/{write.version}", "method": write.method}
+    event = {
+        "type": write.type,
+        "id": write.id,
+        "version": write.version,
+        "action": "delete" if write.deleted else ("create" if write.replaces is None else "update"),
+        "at": write.updated,
+        "state": "pending",
+    }
+    return current, entry, event
+
+
 def at_or_after(moment: datetime) -> dict[str, datetime]:
     """`updated >= moment` written with a strict bound.
 
@@ -219,4 +265,4 @@ def history_key(version: Version) -> str:
     return f"{version.type}/{version.id}/{version.version}"
 
 
-__all__ = ["Current", "ResourceStore", "Version", "VersionConflict", "Write", "at_or_after", "history_key"]
+__all__ = ["Current", "ResourceStore", "StorageBusy", "back_off", "Version", "VersionConflict", "Write", "at_or_after", "history_key"]
