@@ -24,6 +24,7 @@ test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
 bench: $(STAMP)
+	command -v wrk >/dev/null || apt-get install -y wrk || { echo "bench needs wrk (Debian package wrk)"; exit 1; }
 	$(BIN)/python bench/rest_crud.py
 
 # Rebuild the committed R4 digest from the official definitions (default: ../shared/fhir-r4).

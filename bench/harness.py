@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-import asyncio
+import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Awaitable, Callable, Sequence
+from typing import Sequence
 
 import httpx
 
@@ -63,12 +64,13 @@ class ServerProcess:
 
 @dataclass
 class Figures:
-    """One measured phase: requests, wall time, client latencies, server and database CPU."""
+    """One measured phase: requests, wall time, wrk latencies, server and database CPU."""
 
     label: str
     requests: int
     seconds: float
-    latencies_ms: list[float]
+    p50_ms: float
+    p99_ms: float
     server_cpu_s: float
     db_cpu_s: float
     errors: int
@@ -76,10 +78,6 @@ class Figures:
     @property
     def rate(self) -> float:
         return self.requests / self.seconds
-
-    def percentile(self, q: float) -> float:
-        ordered = sorted(self.latencies_ms)
-        return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
     @property
     def server_us(self) -> float:
@@ -90,42 +88,40 @@ class Figures:
         return self.db_cpu_s / self.requests * 1e6
 
     def merge(self, other: "Figures") -> "Figures":
+        """Rounds added up; p50 is the mean of the rounds' p50, p99 the worst round's."""
         return Figures(self.label, self.requests + other.requests, self.seconds + other.seconds,
-                       self.latencies_ms + other.latencies_ms, self.server_cpu_s + other.server_cpu_s,
-                       self.db_cpu_s + other.db_cpu_s, self.errors + other.errors)
+                       (self.p50_ms + other.p50_ms) / 2, max(self.p99_ms, other.p99_ms),
+                       self.server_cpu_s + other.server_cpu_s, self.db_cpu_s + other.db_cpu_s,
+                       self.errors + other.errors)
 
     def row(self) -> str:
-        return (f"{self.label:<22} {self.rate:>8.0f} {self.percentile(0.5):>8.1f} {self.percentile(0.99):>8.1f} "
-                f"{self.server_us:>12.0f} {self.db_us:>10.0f} {self.errors:>6}")
+        return (f"{self.label:<22} {self.rate:>8.0f} {self.p50_ms:>8.1f} {self.p99_ms:>8.1f} "
+                f"{self.server_us:>13.0f} {self.db_us:>10.0f} {self.errors:>6}")
 
 
-HEADER = f"{'phase':<22} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'server µs/req':>12} {'db µs/req':>10} {'errors':>6}"
+HEADER = f"{'phase':<22} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'server µs/req':>13} {'db µs/req':>10} {'errors':>6}"
+WRK_DIR = Path(__file__).resolve().parent / "wrk"
 
-Call = Callable[[httpx.AsyncClient, int], Awaitable[httpx.Response]]
+
+def require_wrk() -> str:
+    """The wrk load generator (C, so the load costs little CPU): Debian package `wrk`."""
+    found = shutil.which("wrk")
+    if not found:
+        raise SystemExit("bench needs wrk: apt-get install wrk (make bench installs it when it can)")
+    return found
 
 
-async def drive(label: str, call: Call, count: int, connections: int, server_pid: int, db_pid: int,
-                expect: int) -> Figures:
-    """Run `count` calls over `connections` concurrent connections; measure everything."""
-    latencies: list[float] = []
-    errors = 0
-    limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
-    async with httpx.AsyncClient(limits=limits, timeout=60) as client:
-        next_index = iter(range(count))
-
-        async def worker() -> None:
-            nonlocal errors
-            for index in next_index:
-                started = time.perf_counter()
-                response = await call(client, index)
-                latencies.append((time.perf_counter() - started) * 1000)
-                errors += response.status_code != expect
-
-        server_cpu, db_cpu, started = cpu_seconds(server_pid), cpu_seconds(db_pid), time.perf_counter()
-        await asyncio.gather(*(worker() for _ in range(connections)))
-        seconds = time.perf_counter() - started
-        return Figures(label, count, seconds, latencies, cpu_seconds(server_pid) - server_cpu,
-                       cpu_seconds(db_pid) - db_cpu, errors)
+def run_wrk(label: str, url: str, script: str, script_args: Sequence[str], seconds: int, connections: int,
+            server_pid: int, db_pid: int) -> Figures:
+    """Drive `url` with wrk for `seconds` and measure the server's and the database's CPU."""
+    command = [require_wrk(), "-t1", f"-c{connections}", f"-d{seconds}s", "--timeout", "30s",
+               "-s", str(WRK_DIR / script), url, "--", *script_args]
+    server_cpu, db_cpu = cpu_seconds(server_pid), cpu_seconds(db_pid)
+    output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+    server_cpu, db_cpu = cpu_seconds(server_pid) - server_cpu, cpu_seconds(db_pid) - db_cpu
+    report = json.loads(output.split("WRK_JSON", 1)[1])
+    return Figures(label, report["requests"], report["duration_us"] / 1e6, report["p50_us"] / 1000,
+                   report["p99_us"] / 1000, server_cpu, db_cpu, report["status_errors"] + report["socket_errors"])
 
 
 def python() -> str:

@@ -1,10 +1,10 @@
 """REST CRUD benchmark: calipso vs a bare FastAPI + PyMongo baseline on one embedded database.
 
-    python bench/rest_crud.py [--creates 1500] [--reads 4000] [--connections 32] [--rounds 2]
+    python bench/rest_crud.py [--seconds 10] [--connections 32] [--rounds 2]
 
 Starts the embedded database, calipso (`calipso serve`) and the baseline (bench/baseline_app.py)
-as child processes, then drives creates of a ~1 KB Patient and reads by id from this process,
-alternating baseline and calipso round by round. Prints req/s, client-side p50/p99, and the
+as child processes, then drives creates of a ~1 KB Patient and reads by random id with wrk
+(a separate process), alternating baseline and calipso in ABBA order round by round. Prints req/s, client-side p50/p99, and the
 CPU each server process and the database used per request, then the ratios.
 Targets (issue 2): read >= 0.9x baseline throughput, create >= 0.7x.
 """
@@ -12,9 +12,7 @@ Targets (issue 2): read >= 0.9x baseline throughput, create >= 0.7x.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
-import random
 import sys
 import tempfile
 from pathlib import Path
@@ -23,11 +21,10 @@ import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.harness import HEADER, Figures, ServerProcess, drive, free_port, python  # noqa: E402
+from pymongo import MongoClient  # noqa: E402
+
+from bench.harness import HEADER, Figures, ServerProcess, free_port, python, require_wrk, run_wrk  # noqa: E402
 from fhir_server.storage.embedded import EmbeddedDatabase  # noqa: E402
-
-HEADERS = {"Content-Type": "application/fhir+json"}
-
 
 def patient_1kb(n: int) -> bytes:
     """A realistic French patient of about 1 KB (fictitious)."""
@@ -57,9 +54,10 @@ def patient_1kb(n: int) -> bytes:
     return orjson.dumps(patient)
 
 
-async def run(args: argparse.Namespace) -> None:
-    data_dir = Path(tempfile.mkdtemp(prefix="calipso-bench-"))
-    database = EmbeddedDatabase(data_dir)
+def run(args: argparse.Namespace) -> None:
+    require_wrk()
+    work = Path(tempfile.mkdtemp(prefix="calipso-bench-"))
+    database = EmbeddedDatabase(work / "data")
     uri = database.start()
     assert database._process is not None
     db_pid = database._process.pid
@@ -70,66 +68,63 @@ async def run(args: argparse.Namespace) -> None:
         env={"CALIPSO_MONGODB_URI": uri, "CALIPSO_DATABASE": "bench_calipso"},
     )
     baseline = ServerProcess(
-        [python(), "bench/baseline_app.py", "--port", str(baseline_port), "--uri", uri],
+        [python(), "bench/baseline_app.py", "--port", str(baseline_port), "--uri", uri, "--database", "bench_baseline"],
         f"http://127.0.0.1:{baseline_port}/Patient/none",
     )
     targets = {
-        "baseline": (baseline, f"http://127.0.0.1:{baseline_port}"),
-        "calipso": (calipso, f"http://127.0.0.1:{calipso_port}/fhir"),
+        # name: (server, base URL, database and collection holding the current versions)
+        "baseline": (baseline, f"http://127.0.0.1:{baseline_port}", ("bench_baseline", "current")),
+        "calipso": (calipso, f"http://127.0.0.1:{calipso_port}/fhir", ("bench_calipso", "resources")),
     }
-    bodies = [patient_1kb(n) for n in range(args.creates * args.rounds)]
-    ids: dict[str, list[str]] = {name: [] for name in targets}
+    body_file = work / "patient.json"
+    body_file.write_bytes(patient_1kb(1))
     results: dict[tuple[str, str], Figures] = {}
+
+    def note(key: tuple[str, str], figures: Figures) -> None:
+        results[key] = results[key].merge(figures) if key in results else figures
+
+    client: MongoClient = MongoClient(uri)
     try:
         for round_number in range(args.rounds):
-            for name, (server, base) in targets.items():
-                offset = round_number * args.creates
-
-                async def create(client, index, base=base, name=name, offset=offset):
-                    response = await client.post(f"{base}/Patient", content=bodies[offset + index], headers=HEADERS)
-                    if response.status_code == 201:
-                        ids[name].append(response.headers["location"].split("/Patient/")[1].split("/")[0])
-                    elif not ids[name]:
-                        print(f"{name} create failed: {response.status_code} {response.text[:300]}", file=sys.stderr)
-                    return response
-
-                figures = await drive(f"create {name}", create, args.creates, args.connections, server.pid, db_pid, 201)
-                key = ("create", name)
-                results[key] = results[key].merge(figures) if key in results else figures
-            for name, (server, base) in targets.items():
-                chosen = [random.choice(ids[name]) for _ in range(args.reads)]
-
-                async def read(client, index, base=base, chosen=chosen):
-                    return await client.get(f"{base}/Patient/{chosen[index]}")
-
-                figures = await drive(f"read {name}", read, args.reads, args.connections, server.pid, db_pid, 200)
-                key = ("read", name)
-                results[key] = results[key].merge(figures) if key in results else figures
+            # ABBA order: the database slows as it fills, so neither side always goes second
+            order = list(targets.items()) if round_number % 2 == 0 else list(reversed(targets.items()))
+            for name, (server, base, _where) in order:
+                note(("create", name), run_wrk(f"create {name}", f"{base}/Patient", "create.lua", [str(body_file)],
+                                               args.seconds, args.connections, server.pid, db_pid))
+            for name, (server, base, (db_name, collection)) in order:
+                ids = [doc["_id"].removeprefix("Patient/") for doc in client[db_name][collection].find({}, {"_id": 1})]
+                ids_file = work / f"ids-{name}.txt"
+                ids_file.write_text("\n".join(ids) + "\n")
+                prefix = base.removeprefix(f"http://127.0.0.1:{server_port(base)}") + "/Patient/"
+                note(("read", name), run_wrk(f"read {name}", base, "read.lua", [str(ids_file), prefix],
+                                             args.seconds, args.connections, server.pid, db_pid))
     finally:
+        client.close()
         calipso.stop()
         baseline.stop()
         database.stop()
 
-    print(f"# rest_crud: {args.rounds} rounds x ({args.creates} creates + {args.reads} reads) per server, "
-          f"{args.connections} connections, {os.cpu_count()} cores")
+    print(f"# rest_crud: {args.rounds} rounds x ({args.seconds} s creates + {args.seconds} s reads) per server, "
+          f"wrk -c{args.connections}, {os.cpu_count()} cores, 1 KB Patient")
     print(HEADER)
     for key in (("create", "baseline"), ("create", "calipso"), ("read", "baseline"), ("read", "calipso")):
         print(results[key].row())
     for phase, target in (("read", 0.9), ("create", 0.7)):
         ours, base = results[(phase, "calipso")], results[(phase, "baseline")]
-        ratio = ours.rate / base.rate
-        print(f"{phase}: throughput ratio calipso/baseline = {ratio:.2f} (target >= {target}), "
-              f"server CPU ratio = {ours.server_us / base.server_us:.2f}, "
-              f"p99 ratio = {ours.percentile(0.99) / base.percentile(0.99):.2f}")
+        print(f"{phase}: throughput ratio calipso/baseline = {ours.rate / base.rate:.2f} (target >= {target}), "
+              f"server CPU ratio = {ours.server_us / base.server_us:.2f}, p99 ratio = {ours.p99_ms / base.p99_ms:.2f}")
+
+
+def server_port(base: str) -> int:
+    return int(base.split(":")[2].split("/")[0])
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--creates", type=int, default=1500)
-    parser.add_argument("--reads", type=int, default=4000)
+    parser.add_argument("--seconds", type=int, default=10, help="length of each wrk run")
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--rounds", type=int, default=2)
-    asyncio.run(run(parser.parse_args()))
+    run(parser.parse_args())
 
 
 if __name__ == "__main__":

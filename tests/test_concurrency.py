@@ -52,14 +52,16 @@ async def test_concurrent_create_on_update_of_a_new_id(client: httpx.AsyncClient
     assert await _history_versions(client, "/fhir/Patient/same-new-id") == list(range(1, 11))
 
 
-async def test_every_committed_write_has_one_outbox_event(client: httpx.AsyncClient, store) -> None:
+async def test_every_committed_write_has_one_pending_event(client: httpx.AsyncClient, store) -> None:
     created = (await client.post("/fhir/Patient", json=notebook_patient())).json()
     url = f"/fhir/Patient/{created['id']}"
     await asyncio.gather(*(client.put(url, json=created, headers={"If-Match": 'W/"1"'}) for _ in range(5)))
     await client.delete(url)
     events = await store.pending_events()
-    assert [(e["action"], e["version"]) for e in events] == [("create", 1), ("update", 2), ("delete", 3)]
-    assert {e["id"] for e in events} == {created["id"]}
+    assert [(e.method, e.version, e.deleted) for e in events] == [("POST", 1, False), ("PUT", 2, False), ("DELETE", 3, True)]
+    assert {e.id for e in events} == {created["id"]}
+    await store.mark_dispatched(events[:2])
+    assert [e.version for e in await store.pending_events()] == [3]
 
 
 async def test_concurrent_writes_to_different_resources_never_fail(client: httpx.AsyncClient, settings) -> None:

@@ -55,10 +55,12 @@ async def read_history(
 ) -> HistoryPage:
     """One page of history; `resource_type`/`resource_id` narrow it to a type or an instance."""
     query: dict[str, Any] = {}
-    if resource_type is not None:
-        query["type"] = resource_type
     if resource_id is not None:
-        query["id"] = resource_id
+        # the versions of one resource are the history keys "Type/id/<n>": an _id range scan
+        prefix = f"{resource_type}/{resource_id}/"
+        query["_id"] = {"$gt": prefix, "$lt": prefix[:-1] + chr(ord("/") + 1)}
+    elif resource_type is not None:
+        query["type"] = resource_type
     if since is not None:
         query["updated"] = at_or_after(since)
     after = decode_cursor(cursor) if cursor else None

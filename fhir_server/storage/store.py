@@ -1,15 +1,17 @@
-"""MongoDB access for resources: current versions, history, the events outbox.
+"""MongoDB access for resources: current versions, history, and the events they carry.
 
 Collections (one database per deployment):
 
 - `resources`: the current version of each resource, `_id` = "Type/id";
 - `history`: every version ever written, `_id` = "Type/id/version" (so a version can never
-  be written twice), tombstones included;
-- `outbox`: one event per committed write, drained later by subscriptions and audit.
+  be written twice), tombstones included. A new entry carries `pending: true` until the
+  event dispatcher has handed it on: history is the transactional outbox (see
+  docs/architecture.md, "Outbox in history").
 
 The resource JSON is stored as the exact bytes served (`raw`), so reads never rebuild it.
-Every write puts current + history + outbox in one multi-document transaction, guarded by
-the version the writer read (optimistic locking in the database, not in the process).
+A write is one transaction holding one `bulkWrite` (one round trip): the current version,
+guarded by the version the writer read (optimistic locking in the database), and the
+history entry.
 """
 
 from __future__ import annotations
@@ -21,29 +23,24 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from bson import Binary
-from pymongo import ASCENDING, DESCENDING, AsyncMongoClient
+from pymongo import ASCENDING, DESCENDING, AsyncMongoClient, InsertOne, ReplaceOne
 from pymongo.asynchronous.database import AsyncDatabase
-from pymongo.errors import DuplicateKeyError, OperationFailure
+from pymongo.errors import ClientBulkWriteException, OperationFailure
 
 RESOURCES = "resources"
 HISTORY = "history"
-OUTBOX = "outbox"
 
-INDEXES: dict[str, list[list[tuple[str, int]]]] = {
-    RESOURCES: [
-        [("type", ASCENDING), ("updated", DESCENDING), ("_id", DESCENDING)],
-    ],
+# Every index costs every write (measured: bench/RESULTS.md); each one here serves a query.
+INDEXES: dict[str, list[tuple[list[tuple[str, int]], dict[str, Any]]]] = {
     HISTORY: [
-        [("type", ASCENDING), ("id", ASCENDING), ("updated", DESCENDING), ("_id", DESCENDING)],
-        [("type", ASCENDING), ("updated", DESCENDING), ("_id", DESCENDING)],
-        [("updated", DESCENDING), ("_id", DESCENDING)],
-    ],
-    OUTBOX: [
-        [("state", ASCENDING), ("_id", ASCENDING)],
+        ([("type", ASCENDING), ("updated", ASCENDING), ("_id", ASCENDING)], {}),  # type history
+        ([("updated", ASCENDING), ("_id", ASCENDING)], {}),  # system history
+        ([("updated", ASCENDING)], {"name": "pending_events", "partialFilterExpression": {"pending": True}}),
     ],
 }
 
 WRITE_CONFLICT = 112
+DUPLICATE_KEY = 11000
 TRANSIENT_ATTEMPTS = 40
 MAX_BACKOFF_S = 0.05
 
@@ -119,13 +116,16 @@ class ResourceStore:
         self.db: AsyncDatabase[dict[str, Any]] = client[database]
         self._resources = self.db[RESOURCES]
         self._history = self.db[HISTORY]
-        self._outbox = self.db[OUTBOX]
 
     async def ensure_indexes(self) -> None:
         """Create the indexes every query relies on (idempotent; run at start-up)."""
+        existing = set(await self.db.list_collection_names())
+        for collection in (RESOURCES, HISTORY):
+            if collection not in existing:  # created up front: implicit creation conflicts in transactions
+                await self.db.create_collection(collection, check_exists=False)
         for collection, indexes in INDEXES.items():
-            for keys in indexes:
-                await self.db[collection].create_index(keys)
+            for keys, options in indexes:
+                await self.db[collection].create_index(keys, **options)
 
     async def current(self, resource_type: str, resource_id: str) -> Current | None:
         doc = await self._resources.find_one({"_id": f"{resource_type}/{resource_id}"}, CURRENT_FIELDS)
@@ -134,8 +134,13 @@ class ResourceStore:
         return Current(doc["version"], doc["updated"], doc.get("deleted", False))
 
     async def read(self, resource_type: str, resource_id: str) -> Version | None:
-        doc = await self._resources.find_one({"_id": f"{resource_type}/{resource_id}"}, READ_FIELDS)
-        return Version.from_document(doc) if doc else None
+        """The current version (type and id come from the caller: fewer fields to decode)."""
+        doc = await self._resources.find_one({"_id": f"{resource_type}/{resource_id}"}, CURRENT_FIELDS | {"raw": 1})
+        if doc is None:
+            return None
+        raw = doc.get("raw")
+        return Version(resource_type, resource_id, doc["version"], doc["updated"], doc.get("deleted", False),
+                       bytes(raw) if raw is not None else None)
 
     async def read_version(self, resource_type: str, resource_id: str, version: int) -> Version | None:
         doc = await self._history.find_one(
@@ -144,7 +149,7 @@ class ResourceStore:
         return Version.from_document(doc) if doc else None
 
     async def commit(self, write: Write) -> None:
-        """Write current + history + outbox event atomically.
+        """Write the current version and its history entry (the pending event) atomically.
 
         Raises VersionConflict when the version it replaces is no longer current, and
         StorageBusy when transient transaction failures outlast the retries. A transient
@@ -163,29 +168,34 @@ class ResourceStore:
                     return  # our earlier commit did land; its answer was lost
                 raise
             except OperationFailure as error:
-                if not (error.has_error_label("TransientTransactionError") or error.code == WRITE_CONFLICT
-                        or error.has_error_label("UnknownTransactionCommitResult")):
+                if not _is_transient(error):
                     raise
                 maybe_committed = maybe_committed or error.has_error_label("UnknownTransactionCommitResult")
                 await back_off(attempt)
         raise StorageBusy(f"{write.type}/{write.id}")
 
-    async def _commit_once(self, write: Write, current: dict[str, Any], entry: dict[str, Any], event: dict[str, Any]) -> None:
+    async def _commit_once(self, write: Write, current: dict[str, Any], entry: dict[str, Any]) -> None:
+        key = current["_id"]
+        if write.replaces is None:
+            first: InsertOne[dict[str, Any]] | ReplaceOne[dict[str, Any]] = InsertOne(current, namespace=self._namespace(RESOURCES))
+        else:
+            first = ReplaceOne({"_id": key, "version": write.replaces}, current, namespace=self._namespace(RESOURCES))
+        operations = [first, InsertOne(entry, namespace=self._namespace(HISTORY))]
         async with self.client.start_session() as session:
             async with await session.start_transaction():
                 try:
-                    if write.replaces is None:
-                        await self._resources.insert_one(current, session=session)
-                    else:
-                        result = await self._resources.replace_one(
-                            {"_id": current["_id"], "version": write.replaces}, current, session=session
-                        )
-                        if result.matched_count != 1:
-                            raise VersionConflict(current["_id"])
-                    await self._history.insert_one(entry, session=session)
-                    await self._outbox.insert_one(event, session=session)
-                except DuplicateKeyError as error:
-                    raise VersionConflict(current["_id"]) from error
+                    result = await self.client.bulk_write(
+                        operations, session=session, ordered=True, verbose_results=write.replaces is not None
+                    )
+                except ClientBulkWriteException as error:
+                    if any(e.get("code") == DUPLICATE_KEY for e in error.write_errors or []):
+                        raise VersionConflict(key) from error
+                    raise
+                if write.replaces is not None and result.update_results[0].matched_count != 1:
+                    raise VersionConflict(key)
+
+    def _namespace(self, collection: str) -> str:
+        return f"{self.db.name}.{collection}"
 
     async def _is_committed(self, write: Write) -> bool:
         key = f"{write.type}/{write.id}/{write.version}"
@@ -211,10 +221,30 @@ class ResourceStore:
     async def count_history(self, query: dict[str, Any]) -> int:
         return await self._history.count_documents(query)
 
-    async def pending_events(self, limit: int = 100) -> list[dict[str, Any]]:
-        """Outbox events not yet dispatched, oldest first."""
-        cursor = self._outbox.find({"state": "pending"}).sort("_id", ASCENDING).limit(limit)
-        return [doc async for doc in cursor]
+    async def pending_events(self, limit: int = 100) -> list[Version]:
+        """Versions whose event has not been handed on yet, oldest first."""
+        cursor = self._history.find({"pending": True}, READ_FIELDS | {"_id": 1, "method": 1})
+        cursor = cursor.sort([("updated", ASCENDING)]).hint("pending_events").limit(limit)
+        return [Version.from_document(doc) async for doc in cursor]
+
+    async def mark_dispatched(self, versions: list[Version]) -> None:
+        """The dispatcher has handed these events on: take them out of the pending index."""
+        keys = [history_key(v) for v in versions]
+        await self._history.update_many({"_id": {"$in": keys}}, {"$unset": {"pending": ""}})
+
+
+def _is_transient(error: OperationFailure) -> bool:
+    """A failure that retrying the same transaction can cure (labels, or a bulk WriteConflict)."""
+    if error.code == WRITE_CONFLICT or any(
+        error.has_error_label(label) for label in ("TransientTransactionError", "UnknownTransactionCommitResult")
+    ):
+        return True
+    if isinstance(error, ClientBulkWriteException):
+        inner = error.error
+        if isinstance(inner, OperationFailure) and _is_transient(inner):
+            return True
+        return any(e.get("code") == WRITE_CONFLICT for e in error.write_errors or [])
+    return False
 
 
 async def back_off(attempt: int) -> None:
@@ -222,8 +252,8 @@ async def back_off(attempt: int) -> None:
     await asyncio.sleep(random.uniform(0, min(MAX_BACKOFF_S, 0.002 * 2**attempt)))
 
 
-def _documents(write: Write) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
-    """The current-version document, its history entry and its outbox event."""
+def _documents(write: Write) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The current-version document and its history entry (pending: the event to hand on)."""
     key = f"{write.type}/{write.id}"
     current: dict[str, Any] = {
         "_id": key,
@@ -235,16 +265,8 @@ def _documents(write: Write) -> tuple[dict[str, Any], dict[str, Any], dict[str, 
     }
     if write.raw is not None:
         current["raw"] = Binary(write.raw)
-    entry = {**current, "_id": f"{key}/{write.version}", "method": write.method}
-    event = {
-        "type": write.type,
-        "id": write.id,
-        "version": write.version,
-        "action": "delete" if write.deleted else ("create" if write.replaces is None else "update"),
-        "at": write.updated,
-        "state": "pending",
-    }
-    return current, entry, event
+    entry = {**current, "_id": f"{key}/{write.version}", "method": write.method, "pending": True}
+    return current, entry
 
 
 def at_or_after(moment: datetime) -> dict[str, datetime]:
