@@ -113,3 +113,15 @@ async def test_operator_shaped_ids_and_values_are_plain_data(client: httpx.Async
     assert created.status_code == 201
     assert (await client.get(f"/fhir/Patient/{created.json()['id']}")).json()["name"][0]["family"] == "$where"
     assert (await client.get("/fhir/Patient/$gt")).status_code == 400
+
+
+async def test_hostile_nesting_is_refused_not_crashed(client: httpx.AsyncClient, store) -> None:
+    extension: dict = {"url": "http://example.org/e", "valueString": "a"}
+    for _ in range(400):  # valid shape (extensions may nest), hostile depth
+        extension = {"url": "http://example.org/e", "extension": [extension]}
+    response = await client.post("/fhir/Patient", json=notebook_patient(extension=[extension]))
+    assert response.status_code == 422
+    assert response.json()["issue"][0]["code"] == "too-costly"
+    too_deep_for_json = b'{"resourceType":"Patient","extension":' + b"[" * 5000 + b"]" * 5000 + b"}"
+    assert (await client.post("/fhir/Patient", content=too_deep_for_json)).status_code == 400
+    assert await _stored_count(store) == 0

@@ -19,6 +19,7 @@ from fhir_server.spec import Spec
 
 ROOT_ONLY = ("resourceType",)
 MAX_ISSUES = 50
+MAX_DEPTH = 64  # far beyond any real resource; keeps hostile nesting off the recursion limit
 
 
 class StructuralValidator:
@@ -125,6 +126,9 @@ class StructuralValidator:
 
     def _check_value(self, item: Any, type_code: str, path: str, issues: list[Issue]) -> None:
         if len(issues) >= MAX_ISSUES:
+            return
+        if path.count(".") > MAX_DEPTH:
+            issues.append(Issue("too-costly", f"Elements nested deeper than {MAX_DEPTH} levels", expression=path[:200]))
             return
         primitive = self._spec.primitives.get(type_code)
         if primitive is not None:
