@@ -16,6 +16,8 @@ from typing import Any, Callable
 import orjson
 
 from fhir_server.outcome import FhirError, Issue
+from fhir_server.search.index import build_index
+from fhir_server.search.parameters import parameters_for
 from fhir_server.spec import Spec
 from fhir_server.storage.store import Current, ResourceStore, StorageBusy, Version, VersionConflict, Write, back_off
 from fhir_server.validation.structural import StructuralValidator
@@ -52,6 +54,7 @@ class Engine:
         self.store = store
         self.spec = spec
         self.validator = StructuralValidator(spec)
+        self.parameters = parameters_for(spec)
         self._clock = clock
 
     # -- checks shared by every interaction -------------------------------------------------
@@ -154,15 +157,17 @@ class Engine:
     ) -> Outcome:
         version = current.version + 1 if current else 1
         updated = self._next_time(current)
-        raw = _stamp(resource, resource_type, resource_id, version, updated)
+        stamped = _stamp(resource, resource_type, resource_id, version, updated)
+        ix, so = build_index(stamped, self.parameters.for_type(resource_type))
         write = Write(
             type=resource_type,
             id=resource_id,
             version=version,
             updated=updated,
             method=method,
-            raw=raw,
+            raw=orjson.dumps(stamped),
             replaces=current.version if current else None,
+            index={"ix": ix, "so": so},
         )
         await self._commit(write)
         return Outcome(_version_of(write), created=current is None or current.deleted)
@@ -223,14 +228,14 @@ def _check_if_match(current: Current | None, if_match: int | None) -> None:
         raise FhirError.of(412, "conflict", f"If-Match names version {if_match}, the current version is {current.version}")
 
 
-def _stamp(resource: dict[str, Any], resource_type: str, resource_id: str, version: int, updated: datetime) -> bytes:
-    """The stored bytes: the validated JSON with the server's id and meta, serialised once."""
+def _stamp(resource: dict[str, Any], resource_type: str, resource_id: str, version: int, updated: datetime) -> dict[str, Any]:
+    """The validated JSON with the server's id and meta (serialised once, by the caller)."""
     meta = dict(resource.get("meta") or {})
     meta["versionId"] = str(version)
     meta["lastUpdated"] = fhir_instant(updated)
     stamped = {"resourceType": resource_type, "id": resource_id, "meta": meta}
     stamped.update((k, v) for k, v in resource.items() if k not in stamped)
-    return orjson.dumps(stamped)
+    return stamped
 
 
 def _version_of(write: Write) -> Version:

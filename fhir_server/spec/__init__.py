@@ -17,7 +17,7 @@ import orjson
 DIGEST_PATH = Path(__file__).with_name("r4.json")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # identity hash: one Spec per process, usable as a cache key
 class Spec:
     """Read-only view of the R4 digest."""
 

@@ -78,6 +78,8 @@ def _structure_elements(sd: dict[str, Any]) -> dict[str, dict[str, dict[str, Any
             continue
         array = element.get("max") != "1" and element.get("max") != "0"
         base = {"min": element.get("min", 0), "array": array}
+        if element.get("isSummary"):
+            base["summary"] = True
         if "contentReference" in element:
             structures[parent][name] = {**base, "type": element["contentReference"].lstrip("#")}
             continue

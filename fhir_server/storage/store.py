@@ -32,6 +32,17 @@ HISTORY = "history"
 
 # Every index costs every write (measured: bench/RESULTS.md); each one here serves a query.
 INDEXES: dict[str, list[tuple[list[tuple[str, int]], dict[str, Any]]]] = {
+    RESOURCES: [  # search: one multikey index per kind of entry (fhir_server/search/index.py)
+        ([("type", ASCENDING), ("ix.rf", ASCENDING), ("so.sent", ASCENDING), ("_id", ASCENDING)], {}),
+        ([("type", ASCENDING), ("ix.tk", ASCENDING)], {}),
+        ([("type", ASCENDING), ("ix.st", ASCENDING)], {}),
+        ([("type", ASCENDING), ("ix.sx", ASCENDING)], {}),
+        ([("type", ASCENDING), ("ix.ur", ASCENDING)], {}),
+        ([("type", ASCENDING), ("ix.dt.p", ASCENDING), ("ix.dt.lo", ASCENDING)], {}),
+        ([("type", ASCENDING), ("ix.nm.p", ASCENDING), ("ix.nm.lo", ASCENDING)], {}),
+        ([("type", ASCENDING), ("ix.qt.p", ASCENDING), ("ix.qt.v", ASCENDING)], {}),
+        ([("type", ASCENDING), ("updated", ASCENDING)], {}),
+    ],
     HISTORY: [
         ([("type", ASCENDING), ("updated", ASCENDING), ("_id", ASCENDING)], {}),  # type history
         ([("updated", ASCENDING), ("_id", ASCENDING)], {}),  # system history
@@ -102,6 +113,7 @@ class Write:
     method: str
     raw: bytes | None
     replaces: int | None
+    index: dict[str, Any] | None = None  # search entries and sort keys: {"ix": ..., "so": ...}
 
     @property
     def deleted(self) -> bool:
@@ -266,6 +278,8 @@ def _documents(write: Write) -> tuple[dict[str, Any], dict[str, Any]]:
     if write.raw is not None:
         current["raw"] = Binary(write.raw)
     entry = {**current, "_id": f"{key}/{write.version}", "method": write.method, "pending": True}
+    if write.index:
+        current.update(write.index)  # only the current version is searchable
     return current, entry
 
 
