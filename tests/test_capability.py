@@ -23,10 +23,14 @@ async def test_capability_statement_describes_this_server(client: httpx.AsyncCli
     assert len(by_type) == 147
     assert {"Communication", "CarePlan", "CareTeam", "Patient", "RelatedPerson"} <= set(by_type)
     codes = {i["code"] for i in by_type["Communication"]["interaction"]}
-    assert codes == {"read", "vread", "update", "delete", "history-instance", "history-type", "create"}
+    assert codes == {"read", "vread", "update", "delete", "history-instance", "history-type", "create", "search-type"}
+    params = {p["name"]: p["type"] for p in by_type["Communication"]["searchParam"]}
+    assert params["subject"] == "reference" and params["sent"] == "date" and params["_lastUpdated"] == "date"
+    assert "Communication:sender" in by_type["Communication"]["searchInclude"]
+    assert "Communication:subject" in by_type["Patient"]["searchRevInclude"]
 
 
 async def test_every_advertised_interaction_has_a_route() -> None:
     declared = {r.interaction for r in ROUTES if r.interaction}
     assert declared >= {"read", "vread", "update", "delete", "history-instance", "history-type", "history-system", "create"}
-    assert "search-type" not in declared  # not built yet: must not be advertised
+    assert "patch" not in declared and "transaction" not in declared  # not built yet: must not be advertised

@@ -16,6 +16,7 @@ from typing import Any, Callable
 import orjson
 
 from fhir_server.outcome import FhirError, Issue
+from fhir_server.search.executor import Searcher
 from fhir_server.search.index import build_index
 from fhir_server.search.parameters import parameters_for
 from fhir_server.spec import Spec
@@ -55,6 +56,7 @@ class Engine:
         self.spec = spec
         self.validator = StructuralValidator(spec)
         self.parameters = parameters_for(spec)
+        self.searcher = Searcher(store.current_versions, spec, self.parameters)
         self._clock = clock
 
     # -- checks shared by every interaction -------------------------------------------------

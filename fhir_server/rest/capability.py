@@ -5,20 +5,42 @@ from __future__ import annotations
 from typing import Any
 
 from fhir_server import __version__
+from fhir_server.search.parameters import Parameters
 from fhir_server.spec import Spec
 
 SOFTWARE_NAME = "calipso"
 PUBLISHED = "2026-11-22"
 
 
+def _search_capabilities(parameters: Parameters, resource_types: list[str]) -> dict[str, dict[str, Any]]:
+    """searchParam, searchInclude and searchRevInclude per type, from the compiled parameters."""
+    found: dict[str, dict[str, Any]] = {t: {"searchInclude": [], "searchRevInclude": []} for t in resource_types}
+    for resource_type in resource_types:
+        compiled = parameters.for_type(resource_type)
+        found[resource_type]["searchParam"] = [
+            {"name": code, "type": p.type} for code, p in sorted(compiled.items())
+        ]
+        for code, p in sorted(compiled.items()):
+            if p.type != "reference":
+                continue
+            found[resource_type]["searchInclude"].append(f"{resource_type}:{code}")
+            for target in p.targets:
+                if target in found:
+                    found[target]["searchRevInclude"].append(f"{resource_type}:{code}")
+    return found
+
+
 def capability_statement(
-    spec: Spec, base_url: str, type_interactions: list[str], system_interactions: list[str]
+    spec: Spec, parameters: Parameters, base_url: str, type_interactions: list[str], system_interactions: list[str]
 ) -> dict[str, Any]:
     """What this server really does: the interactions its routes implement, for every type."""
+    types = sorted(spec.resource_types)
+    search = _search_capabilities(parameters, types) if "search-type" in type_interactions else {}
     resources = [
         {
             "type": resource_type,
             "interaction": [{"code": code} for code in type_interactions],
+            **{k: v for k, v in search.get(resource_type, {}).items() if v},
             "versioning": "versioned-update",
             "readHistory": True,
             "updateCreate": True,
@@ -27,7 +49,7 @@ def capability_statement(
             "conditionalUpdate": False,
             "conditionalDelete": "not-supported",
         }
-        for resource_type in sorted(spec.resource_types)
+        for resource_type in types
     ]
     return {
         "resourceType": "CapabilityStatement",

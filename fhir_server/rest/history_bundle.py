@@ -36,9 +36,9 @@ def history_bundle(
 ) -> bytes:
     """The Bundle of type `history` for one page; `query` is the request's own parameters."""
     kept = [(k, v) for k, v in query if k != "_cursor"]
-    links = [{"relation": "self", "url": _url(base_url, path, query)}]
+    links = [{"relation": "self", "url": link_url(base_url, path, query)}]
     if page.next_cursor:
-        links.append({"relation": "next", "url": _url(base_url, path, kept + [("_cursor", page.next_cursor)])})
+        links.append({"relation": "next", "url": link_url(base_url, path, kept + [("_cursor", page.next_cursor)])})
     head: dict[str, object] = {
         "resourceType": "Bundle",
         "id": str(uuid.uuid4()),
@@ -55,8 +55,8 @@ def history_bundle(
     return opening + b',"entry":[' + entries + b"]}"
 
 
-def _url(base_url: str, path: str, query: list[tuple[str, str]]) -> str:
+def link_url(base_url: str, path: str, query: list[tuple[str, str]]) -> str:
     return f"{base_url}{path}" + (f"?{urlencode(query)}" if query else "")
 
 
-__all__ = ["history_bundle"]
+__all__ = ["history_bundle", "link_url"]

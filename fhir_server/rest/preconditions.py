@@ -55,6 +55,12 @@ def return_preference(request: Request) -> str:
     return "representation"
 
 
+def strict_handling(request: Request) -> bool:
+    """`Prefer: handling=strict`: unknown search parameters are errors, not ignored."""
+    prefer = request.headers.get("prefer", "")
+    return any(part.strip().replace(" ", "") == "handling=strict" for chunk in prefer.split(",") for part in chunk.split(";"))
+
+
 def parse_instant(value: str, parameter: str) -> datetime:
     """An instant or dateTime parameter (`_since`); 400 when it is not one."""
     text = value.strip()
@@ -67,4 +73,4 @@ def parse_instant(value: str, parameter: str) -> datetime:
     return moment
 
 
-__all__ = ["if_match", "not_modified", "parse_instant", "return_preference"]
+__all__ = ["if_match", "not_modified", "parse_instant", "return_preference", "strict_handling"]

@@ -12,17 +12,20 @@ import traceback
 import uuid
 from dataclasses import dataclass
 from typing import Awaitable, Callable
+from urllib.parse import parse_qsl
 
 from starlette.requests import Request
 from starlette.responses import Response
 
 from fhir_server.engine import Engine, Outcome, read_history
 from fhir_server.outcome import FhirError, Issue, operation_outcome
-from fhir_server.rest.body import read_json
+from fhir_server.rest.body import read_body, read_json
 from fhir_server.rest.capability import capability_statement
 from fhir_server.rest.history_bundle import history_bundle
 from fhir_server.rest.negotiation import Rendering, negotiate
-from fhir_server.rest.preconditions import if_match, not_modified, parse_instant, return_preference
+from fhir_server.rest.preconditions import if_match, not_modified, parse_instant, return_preference, strict_handling
+from fhir_server.rest.search_bundle import search_bundle
+from fhir_server.search.values import key
 from fhir_server.rest.responses import fhir_response, outcome_response, version_headers
 from fhir_server.settings import Settings
 from fhir_server.storage.store import Version
@@ -84,8 +87,10 @@ def _write_response(request: Request, outcome: Outcome, rendering: Rendering) ->
 
 async def metadata(request: Request) -> Response:
     rendering = negotiate(request)
+    engine = _engine(request)
     statement = capability_statement(
-        _engine(request).spec,
+        engine.spec,
+        engine.parameters,
         base_url(request),
         type_interactions=_interactions("type"),
         system_interactions=_interactions("system"),
@@ -180,6 +185,45 @@ def _count(value: str | None, default: int, maximum: int) -> int:
     return min(int(value), maximum)
 
 
+async def search_type(request: Request) -> Response:
+    resource_type = request.path_params["type"]
+    return await _search(request, resource_type, f"/{resource_type}", None)
+
+
+async def search_compartment(request: Request) -> Response:
+    """`Patient/{id}/{type}`: the search, limited to that patient's compartment."""
+    compartment, owner, resource_type = (request.path_params[k] for k in ("compartment", "id", "type"))
+    engine = _engine(request)
+    engine.check_type(resource_type)
+    engine.check_id(owner)
+    members = engine.spec.compartments.get(compartment, {}).get(resource_type)
+    if compartment not in engine.spec.compartments or members is None:
+        raise FhirError.of(404, "not-supported", f"{resource_type} is not in the {compartment[:40]} compartment")
+    keys = [key(code, f"{compartment}/{owner}") for code in members]
+    if resource_type == compartment:
+        extra: dict = {"$or": [{"_id": f"{compartment}/{owner}"}, {"ix.rf": {"$in": keys}}]}
+    else:
+        extra = {"ix.rf": {"$in": keys}}
+    return await _search(request, resource_type, f"/{compartment}/{owner}/{resource_type}", extra)
+
+
+async def _search(request: Request, resource_type: str, path: str, extra: dict | None) -> Response:
+    rendering = negotiate(request)
+    engine = _engine(request)
+    engine.check_type(resource_type)
+    params = request.query_params.multi_items()
+    if request.method == "POST":
+        body = await read_body(request, _settings(request).max_body_bytes)
+        try:
+            params += parse_qsl(body.decode("utf-8"), keep_blank_values=True, strict_parsing=False)
+        except UnicodeDecodeError:
+            raise FhirError.of(400, "structure", "A _search body must be application/x-www-form-urlencoded UTF-8") from None
+    params = [(k, v) for k, v in params if k not in ("_format", "_pretty")]
+    result = await engine.searcher.search(resource_type, params, strict_handling(request), base_url(request), extra)
+    body_bytes = search_bundle(result, engine.spec, base_url(request), path)
+    return fhir_response(body_bytes, 200, None, rendering)
+
+
 async def not_implemented(request: Request) -> Response:
     """Answer for interactions that have a URL in FHIR but are not built yet."""
     negotiate(request)
@@ -214,10 +258,12 @@ ROUTES: list[FhirRoute] = [
     FhirRoute("/fhir/_history", "GET", history_system, "history-system", "system"),
     FhirRoute("/fhir", "POST", not_implemented),
     FhirRoute("/fhir/{type}/_history", "GET", history_type, "history-type"),
+    FhirRoute("/fhir/{type}/_search", "POST", search_type),
     FhirRoute("/fhir/{type}", "POST", create, "create"),
-    FhirRoute("/fhir/{type}", "GET", not_implemented),
+    FhirRoute("/fhir/{type}", "GET", search_type, "search-type"),
     FhirRoute("/fhir/{type}/{id}/_history", "GET", history_instance, "history-instance"),
     FhirRoute("/fhir/{type}/{id}/_history/{vid}", "GET", vread, "vread"),
+    FhirRoute("/fhir/{compartment}/{id}/{type}", "GET", search_compartment),
     FhirRoute("/fhir/{type}/{id}", "GET", read, "read"),
     FhirRoute("/fhir/{type}/{id}", "PUT", update, "update"),
     FhirRoute("/fhir/{type}/{id}", "DELETE", delete, "delete"),

@@ -94,4 +94,9 @@ def below(value: float) -> float:
     return math.nextafter(value, math.inf)
 
 
-__all__ = ["EARLIEST", "LATEST", "ONE_MS", "SEPARATOR", "below", "clean", "date_range", "fold", "key", "number_range"]
+def before(value: float) -> float:
+    """The next float below `value`: `>= v` is written `> before(v)`."""
+    return math.nextafter(value, -math.inf)
+
+
+__all__ = ["EARLIEST", "LATEST", "ONE_MS", "SEPARATOR", "before", "below", "clean", "date_range", "fold", "key", "number_range"]

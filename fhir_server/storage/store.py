@@ -129,6 +129,11 @@ class ResourceStore:
         self._resources = self.db[RESOURCES]
         self._history = self.db[HISTORY]
 
+    @property
+    def current_versions(self) -> Any:
+        """The collection search runs on (current versions only)."""
+        return self._resources
+
     async def ensure_indexes(self) -> None:
         """Create the indexes every query relies on (idempotent; run at start-up)."""
         existing = set(await self.db.list_collection_names())

@@ -1,0 +1,276 @@
+"""Run a search: criteria, sort, keyset page, includes, total.
+
+Paging is keyset on the sort keys plus `_id` (a total order), with an opaque cursor: a client
+walking `next` links never sees a row twice nor misses one whose sort keys did not change,
+whatever is written meanwhile, and memory stays flat however deep it walks.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+import orjson
+
+from fhir_server.outcome import FhirError
+from fhir_server.search.parameters import Parameters
+from fhir_server.search.query import MAX_CHAIN_MATCHES, Criteria, QueryCompiler, bad
+from fhir_server.search.values import key
+from fhir_server.spec import Spec
+
+DEFAULT_COUNT = 20
+MAX_COUNT = 1000
+MAX_INCLUDED = 1000
+MAX_ITERATE = 3
+TOTAL_MODES = ("none", "estimate", "accurate")
+SUMMARY_MODES = ("true", "text", "data", "count", "false")
+BASE_FIELDS = {"_id": 1, "type": 1, "id": 1, "raw": 1, "version": 1, "updated": 1}
+
+
+@dataclass
+class SearchRequest:
+    """The result parameters of a search, read and checked."""
+
+    count: int = DEFAULT_COUNT
+    sort: list[tuple[str, int]] = field(default_factory=list)
+    total: str = "none"
+    summary: str | None = None
+    elements: list[str] | None = None
+    include: list[tuple[str, str, str | None, bool]] = field(default_factory=list)
+    revinclude: list[tuple[str, str, str | None, bool]] = field(default_factory=list)
+    cursor: str | None = None
+    echoed: list[tuple[str, str]] = field(default_factory=list)
+
+
+@dataclass
+class SearchResult:
+    matches: list[dict[str, Any]]
+    included: list[dict[str, Any]]
+    next_cursor: str | None
+    total: int | None
+    criteria: Criteria
+    request: SearchRequest
+
+
+def _include_spec(value: str, iterate: bool) -> tuple[str, str, str | None, bool]:
+    parts = value.split(":")
+    if value == "*":
+        return "*", "*", None, iterate
+    if len(parts) not in (2, 3) or not all(parts):
+        raise bad(f"_include/_revinclude take Type:parameter[:TargetType], not {value[:60]!r}")
+    return parts[0], parts[1], parts[2] if len(parts) == 3 else None, iterate
+
+
+def read_request(params: list[tuple[str, str]], resource_type: str | None, parameters: Parameters) -> SearchRequest:
+    """The result parameters (_count, _sort, _total, _summary, _elements, _include, ...)."""
+    request = SearchRequest()
+    for name, value in params:
+        base, _, modifier = name.partition(":")
+        if name == "_count":
+            if not value.isdigit():
+                raise bad(f"_count must be a whole number from 0 to {MAX_COUNT}")
+            request.count = min(int(value), MAX_COUNT)
+        elif name == "_sort":
+            request.sort = [_sort_key(item.strip(), resource_type, parameters) for item in value.split(",") if item.strip()]
+        elif name == "_total":
+            if value not in TOTAL_MODES:
+                raise bad(f"_total must be one of {', '.join(TOTAL_MODES)}")
+            request.total = value
+        elif name == "_summary":
+            if value not in SUMMARY_MODES:
+                raise bad(f"_summary must be one of {', '.join(SUMMARY_MODES)}")
+            request.summary = value
+        elif name == "_elements":
+            request.elements = [e.strip() for e in value.split(",") if e.strip()]
+        elif base in ("_include", "_revinclude"):
+            if modifier not in ("", "iterate", "recurse"):
+                raise bad(f"{base}:{modifier[:20]} is not supported")
+            (request.include if base == "_include" else request.revinclude).append(_include_spec(value, bool(modifier)))
+        elif name == "_cursor":
+            request.cursor = value
+            continue
+        else:
+            continue
+        request.echoed.append((name, value))
+    return request
+
+
+def _sort_key(item: str, resource_type: str | None, parameters: Parameters) -> tuple[str, int]:
+    direction = -1 if item.startswith("-") else 1
+    code = item.lstrip("-")
+    if code == "_lastUpdated":
+        return "updated", direction
+    if code == "_id":
+        return "id", direction
+    if resource_type is None or code not in parameters.for_type(resource_type):
+        raise bad(f"Cannot sort by '{code[:40]}'" + (f" on {resource_type}" if resource_type else " across types"))
+    if parameters.for_type(resource_type)[code].type == "reference":
+        raise bad(f"Cannot sort by the reference parameter '{code}'")
+    return f"so.{code}", direction
+
+
+def _encode(value: Any) -> Any:
+    return {"d": round(value.timestamp() * 1000)} if isinstance(value, datetime) else value
+
+
+def _decode(value: Any) -> Any:
+    if isinstance(value, dict) and set(value) == {"d"}:
+        return datetime.fromtimestamp(value["d"] / 1000, tz=timezone.utc)
+    return value
+
+
+def _field(doc: dict[str, Any], dotted: str) -> Any:
+    value: Any = doc
+    for part in dotted.split("."):
+        value = value.get(part) if isinstance(value, dict) else None
+    return value
+
+
+def encode_cursor(doc: dict[str, Any], sort: list[tuple[str, int]]) -> str:
+    payload = orjson.dumps([_encode(_field(doc, name)) for name, _ in sort])
+    return base64.urlsafe_b64encode(payload).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str, sort: list[tuple[str, int]]) -> list[Any]:
+    try:
+        values = orjson.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+        if not isinstance(values, list) or len(values) != len(sort):
+            raise ValueError("shape")
+        return [_decode(v) for v in values]
+    except (ValueError, TypeError, binascii.Error, orjson.JSONDecodeError, OverflowError, OSError):
+        raise bad("The paging cursor is not valid for this search (change no parameter while paging)") from None
+
+
+def _after(sort: list[tuple[str, int]], values: list[Any]) -> dict[str, Any]:
+    """Rows strictly after the cursor in (sort keys, _id) order; missing keys sort lowest."""
+    alternatives = []
+    for index, (name, direction) in enumerate(sort):
+        equal = [{sort[j][0]: values[j]} for j in range(index)]
+        value = values[index]
+        if direction == 1:
+            strict: dict[str, Any] | None = {name: {"$ne": None}} if value is None else {name: {"$gt": value}}
+        else:
+            strict = None if value is None else {"$or": [{name: {"$lt": value}}, {name: None}]}
+        if strict is not None:
+            alternatives.append({"$and": [*equal, strict]} if equal else strict)
+    return {"$or": alternatives} if alternatives else {"_id": {"$exists": False}}
+
+
+def type_range(resource_type: str) -> dict[str, Any]:
+    """All `_id`s of one type ("Type/..."): an _id index range, in _id order."""
+    return {"_id": {"$gt": f"{resource_type}/", "$lt": f"{resource_type}0"}}
+
+
+class Searcher:
+    """Searches the current versions in the store."""
+
+    def __init__(self, collection: Any, spec: Spec, parameters: Parameters):
+        self._collection = collection
+        self._spec = spec
+        self._parameters = parameters
+
+    async def search(
+        self,
+        resource_type: str,
+        params: list[tuple[str, str]],
+        strict: bool,
+        base_url: str,
+        extra: dict[str, Any] | None = None,
+    ) -> SearchResult:
+        request = read_request(params, resource_type, self._parameters)
+        compiler = QueryCompiler(self._parameters, self._inner, base_url)
+        criteria = await compiler.compile(resource_type, params, strict)
+        criteria.clauses.append({"deleted": False})
+        if extra:
+            criteria.clauses.append(extra)
+        if not request.sort:
+            criteria.clauses.append(type_range(resource_type))
+        sort = [*request.sort, ("_id", request.sort[-1][1] if request.sort else 1)]
+        query = criteria.filter()
+        total = None
+        if request.total != "none" or request.summary == "count":
+            total = await self._collection.count_documents(query)
+        if request.summary == "count":
+            return SearchResult([], [], None, total, criteria, request)
+        page_query = query
+        if request.cursor:
+            page_query = {"$and": [query, _after(sort, decode_cursor(request.cursor, sort))]}
+        projection = {**BASE_FIELDS, **{name: 1 for name, _ in sort}}
+        if request.include:
+            projection["ix.rf"] = 1
+        cursor = self._collection.find(page_query, projection).sort(sort).limit(request.count + 1)
+        rows = [doc async for doc in cursor]
+        more = len(rows) > request.count
+        rows = rows[: request.count]
+        next_cursor = encode_cursor(rows[-1], sort) if more and rows else None
+        included = await self._includes(rows, request)
+        return SearchResult(rows, included, next_cursor, total, criteria, request)
+
+    async def _inner(self, resource_type: str, params: list[tuple[str, str]], projection: dict[str, Any]) -> list[dict[str, Any]]:
+        """A bounded inner search for chains and _has; too many matches is an error, not a scan."""
+        if not self._spec.is_resource_type(resource_type):
+            raise bad(f"Unknown resource type '{resource_type[:40]}' in a chain")
+        compiler = QueryCompiler(self._parameters, self._inner, "")
+        criteria = await compiler.compile(resource_type, params, strict=True, depth=1)
+        docs = [d async for d in self._collection.find(criteria.filter(), projection).limit(MAX_CHAIN_MATCHES + 1)]
+        if len(docs) > MAX_CHAIN_MATCHES:
+            raise FhirError.of(400, "too-costly", f"A chained search matched more than {MAX_CHAIN_MATCHES} {resource_type}: narrow it")
+        return docs
+
+    async def _includes(self, rows: list[dict[str, Any]], request: SearchRequest) -> list[dict[str, Any]]:
+        if not rows or not (request.include or request.revinclude):
+            return []
+        seen = {doc["_id"] for doc in rows}
+        included: list[dict[str, Any]] = []
+        frontier = rows
+        for round_number in range(MAX_ITERATE):
+            found: list[dict[str, Any]] = []
+            for source, code, target, iterate in request.include:
+                if round_number and not iterate:
+                    continue
+                found += await self._forward(frontier, source, code, target, seen)
+            for source, code, target, iterate in request.revinclude:
+                if round_number and not iterate:
+                    continue
+                found += await self._reverse(frontier, source, code, seen)
+            if not found:
+                break
+            included += found
+            if len(included) > MAX_INCLUDED:
+                raise FhirError.of(400, "too-costly", f"_include/_revinclude would add more than {MAX_INCLUDED} resources")
+            frontier = found
+        return included
+
+    async def _forward(self, docs: list[dict[str, Any]], source: str, code: str, target: str | None, seen: set[str]) -> list[dict[str, Any]]:
+        references: list[str] = []
+        for doc in docs:
+            if source not in ("*", doc["type"]):
+                continue
+            for entry in _field(doc, "ix.rf") or []:
+                name, _, reference = entry.partition("\x1f")
+                if (code in ("*", name)) and reference.count("/") == 1 and "://" not in reference:
+                    if target is None or reference.startswith(f"{target}/"):
+                        if reference not in seen:
+                            references.append(reference)
+        if not references:
+            return []
+        found = [d async for d in self._collection.find({"_id": {"$in": sorted(set(references))}}, {**BASE_FIELDS, "ix.rf": 1}).limit(MAX_INCLUDED + 1)]
+        found = [d for d in found if d["_id"] not in seen]
+        seen.update(d["_id"] for d in found)
+        return found
+
+    async def _reverse(self, docs: list[dict[str, Any]], source: str, code: str, seen: set[str]) -> list[dict[str, Any]]:
+        if source == "*" or not self._spec.is_resource_type(source):
+            raise bad("_revinclude needs Type:parameter")
+        keys = [key(code, doc["_id"]) for doc in docs]
+        query = {"type": source, "ix.rf": {"$in": keys}}
+        found = [d async for d in self._collection.find(query, {**BASE_FIELDS, "ix.rf": 1}).limit(MAX_INCLUDED + 1)]
+        found = [d for d in found if d["_id"] not in seen]
+        seen.update(d["_id"] for d in found)
+        return found
+
+
+__all__ = ["SearchRequest", "SearchResult", "Searcher", "read_request", "type_range"]
