@@ -172,6 +172,22 @@ class Searcher:
         self._spec = spec
         self._parameters = parameters
 
+    async def _plan(
+        self, resource_type: str, params: list[tuple[str, str]], strict: bool, base_url: str, extra: dict[str, Any] | None
+    ) -> tuple[SearchRequest, Criteria, dict[str, Any], list[tuple[str, int]], str]:
+        """Result parameters, criteria, the filter and the full sort of one search."""
+        request = read_request(params, resource_type, self._parameters)
+        compiler = QueryCompiler(self._parameters, self._inner, base_url)
+        criteria = await compiler.compile(resource_type, params, strict)
+        criteria.clauses.append({"deleted": False})
+        if extra:
+            criteria.clauses.append(extra)
+        if criteria.driving_index() is None:  # nothing narrower: walk the type's _id range
+            criteria.clauses.append(type_range(resource_type))
+        sort = [*request.sort, ("_id", request.sort[-1][1] if request.sort else 1)]
+        hint = criteria.driving_index() or "_id_"
+        return request, criteria, criteria.filter(), sort, hint
+
     async def search(
         self,
         resource_type: str,
@@ -180,19 +196,10 @@ class Searcher:
         base_url: str,
         extra: dict[str, Any] | None = None,
     ) -> SearchResult:
-        request = read_request(params, resource_type, self._parameters)
-        compiler = QueryCompiler(self._parameters, self._inner, base_url)
-        criteria = await compiler.compile(resource_type, params, strict)
-        criteria.clauses.append({"deleted": False})
-        if extra:
-            criteria.clauses.append(extra)
-        if not request.sort:
-            criteria.clauses.append(type_range(resource_type))
-        sort = [*request.sort, ("_id", request.sort[-1][1] if request.sort else 1)]
-        query = criteria.filter()
+        request, criteria, query, sort, hint = await self._plan(resource_type, params, strict, base_url, extra)
         total = None
         if request.total != "none" or request.summary == "count":
-            total = await self._collection.count_documents(query)
+            total = await self._collection.count_documents(query, hint=hint)
         if request.summary == "count":
             return SearchResult([], [], None, total, criteria, request)
         page_query = query
@@ -201,7 +208,7 @@ class Searcher:
         projection = {**BASE_FIELDS, **{name: 1 for name, _ in sort}}
         if request.include:
             projection["ix.rf"] = 1
-        cursor = self._collection.find(page_query, projection).sort(sort).limit(request.count + 1)
+        cursor = self._collection.find(page_query, projection).sort(sort).hint(hint).limit(request.count + 1)
         rows = [doc async for doc in cursor]
         more = len(rows) > request.count
         rows = rows[: request.count]
@@ -209,13 +216,23 @@ class Searcher:
         included = await self._includes(rows, request)
         return SearchResult(rows, included, next_cursor, total, criteria, request)
 
+    async def explain(self, resource_type: str, params: list[tuple[str, str]], base_url: str = "") -> dict[str, Any]:
+        """The database's plan for the first page of a search (to prove an index is used)."""
+        request, _, query, sort, hint = await self._plan(resource_type, params, True, base_url, None)
+        return await self._collection.find(query).sort(sort).hint(hint).limit(request.count + 1).explain()
+
     async def _inner(self, resource_type: str, params: list[tuple[str, str]], projection: dict[str, Any]) -> list[dict[str, Any]]:
         """A bounded inner search for chains and _has; too many matches is an error, not a scan."""
         if not self._spec.is_resource_type(resource_type):
             raise bad(f"Unknown resource type '{resource_type[:40]}' in a chain")
         compiler = QueryCompiler(self._parameters, self._inner, "")
         criteria = await compiler.compile(resource_type, params, strict=True, depth=1)
-        docs = [d async for d in self._collection.find(criteria.filter(), projection).limit(MAX_CHAIN_MATCHES + 1)]
+        criteria.clauses.append({"deleted": False})
+        hint = criteria.driving_index()
+        if hint is None:
+            raise bad(f"A chained or _has search on {resource_type} needs an indexed parameter")
+        found = self._collection.find(criteria.filter(), projection).hint(hint).limit(MAX_CHAIN_MATCHES + 1)
+        docs = [d async for d in found]
         if len(docs) > MAX_CHAIN_MATCHES:
             raise FhirError.of(400, "too-costly", f"A chained search matched more than {MAX_CHAIN_MATCHES} {resource_type}: narrow it")
         return docs
@@ -257,7 +274,8 @@ class Searcher:
                             references.append(reference)
         if not references:
             return []
-        found = [d async for d in self._collection.find({"_id": {"$in": sorted(set(references))}}, {**BASE_FIELDS, "ix.rf": 1}).limit(MAX_INCLUDED + 1)]
+        query = {"_id": {"$in": sorted(set(references))}, "deleted": False}
+        found = [d async for d in self._collection.find(query, {**BASE_FIELDS, "ix.rf": 1}).hint("_id_").limit(MAX_INCLUDED + 1)]
         found = [d for d in found if d["_id"] not in seen]
         seen.update(d["_id"] for d in found)
         return found
@@ -266,8 +284,9 @@ class Searcher:
         if source == "*" or not self._spec.is_resource_type(source):
             raise bad("_revinclude needs Type:parameter")
         keys = [key(code, doc["_id"]) for doc in docs]
-        query = {"type": source, "ix.rf": {"$in": keys}}
-        found = [d async for d in self._collection.find(query, {**BASE_FIELDS, "ix.rf": 1}).limit(MAX_INCLUDED + 1)]
+        query = {"type": source, "ix.rf": {"$in": keys}, "deleted": False}
+        cursor = self._collection.find(query, {**BASE_FIELDS, "ix.rf": 1}).hint("search_rf").limit(MAX_INCLUDED + 1)
+        found = [d async for d in cursor]
         found = [d for d in found if d["_id"] not in seen]
         seen.update(d["_id"] for d in found)
         return found

@@ -33,15 +33,15 @@ HISTORY = "history"
 # Every index costs every write (measured: bench/RESULTS.md); each one here serves a query.
 INDEXES: dict[str, list[tuple[list[tuple[str, int]], dict[str, Any]]]] = {
     RESOURCES: [  # search: one multikey index per kind of entry (fhir_server/search/index.py)
-        ([("type", ASCENDING), ("ix.rf", ASCENDING), ("so.sent", ASCENDING), ("_id", ASCENDING)], {}),
-        ([("type", ASCENDING), ("ix.tk", ASCENDING)], {}),
-        ([("type", ASCENDING), ("ix.st", ASCENDING)], {}),
-        ([("type", ASCENDING), ("ix.sx", ASCENDING)], {}),
-        ([("type", ASCENDING), ("ix.ur", ASCENDING)], {}),
-        ([("type", ASCENDING), ("ix.dt.p", ASCENDING), ("ix.dt.lo", ASCENDING)], {}),
-        ([("type", ASCENDING), ("ix.nm.p", ASCENDING), ("ix.nm.lo", ASCENDING)], {}),
-        ([("type", ASCENDING), ("ix.qt.p", ASCENDING), ("ix.qt.v", ASCENDING)], {}),
-        ([("type", ASCENDING), ("updated", ASCENDING)], {}),
+        ([("type", ASCENDING), ("ix.rf", ASCENDING), ("so.sent", ASCENDING), ("_id", ASCENDING)], {"name": "search_rf"}),
+        ([("type", ASCENDING), ("ix.tk", ASCENDING)], {"name": "search_tk"}),
+        ([("type", ASCENDING), ("ix.st", ASCENDING)], {"name": "search_st"}),
+        ([("type", ASCENDING), ("ix.sx", ASCENDING)], {"name": "search_sx"}),
+        ([("type", ASCENDING), ("ix.ur", ASCENDING)], {"name": "search_ur"}),
+        ([("type", ASCENDING), ("ix.dt.p", ASCENDING), ("ix.dt.lo", ASCENDING)], {"name": "search_dt"}),
+        ([("type", ASCENDING), ("ix.nm.p", ASCENDING), ("ix.nm.lo", ASCENDING)], {"name": "search_nm"}),
+        ([("type", ASCENDING), ("ix.qt.p", ASCENDING), ("ix.qt.v", ASCENDING)], {"name": "search_qt"}),
+        ([("type", ASCENDING), ("updated", ASCENDING)], {"name": "search_updated"}),
     ],
     HISTORY: [
         ([("type", ASCENDING), ("updated", ASCENDING), ("_id", ASCENDING)], {}),  # type history
