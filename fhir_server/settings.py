@@ -34,6 +34,7 @@ class Settings:
     public_base_url: str | None = None
     history_page_size: int = 20
     history_max_page_size: int = 1000
+    conditional_delete_multiple: bool = False
 
     @classmethod
     def from_env(cls, **overrides: Any) -> "Settings":
@@ -43,6 +44,7 @@ class Settings:
             database=os.environ.get("CALIPSO_DATABASE") or "calipso",
             max_body_bytes=_env_int("CALIPSO_MAX_BODY_BYTES", 10 * MIB),
             public_base_url=os.environ.get("CALIPSO_BASE_URL") or None,
+            conditional_delete_multiple=os.environ.get("CALIPSO_CONDITIONAL_DELETE_MULTIPLE", "") == "true",
         )
         return replace(settings, **{k: v for k, v in overrides.items() if v is not None})
 

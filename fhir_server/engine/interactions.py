@@ -89,12 +89,20 @@ class Engine:
 
     # -- writes ------------------------------------------------------------------------------
 
-    async def create(self, resource_type: str, body: Any) -> Outcome:
-        """Create with a server-assigned id (any id in the body is ignored, as R4 says)."""
+    async def create(self, resource_type: str, body: Any, guard: str | None = None, resource_id: str | None = None) -> Outcome:
+        """Create with a server-assigned id (any id in the body is ignored, as R4 says).
+
+        `guard` (conditional create) makes the commit fail with GuardTaken when another
+        writer created a resource for the same criteria first.
+        """
         self.check_type(resource_type)
         resource = self._validate(resource_type, body)
-        resource_id = str(uuid.uuid4())
-        return await self._commit_new(resource_type, resource_id, resource, "POST", None)
+        method = "POST" if resource_id is None else "PUT"
+        if resource_id is None:
+            resource_id = str(uuid.uuid4())
+        else:
+            self.check_id(resource_id)
+        return await self._commit_new(resource_type, resource_id, resource, method, None, guard)
 
     async def update(
         self, resource_type: str, resource_id: str, body: Any, if_match: int | None = None
@@ -156,6 +164,7 @@ class Engine:
         resource: dict[str, Any],
         method: str,
         current: Current | None,
+        guard: str | None = None,
     ) -> Outcome:
         version = current.version + 1 if current else 1
         updated = self._next_time(current)
@@ -170,6 +179,7 @@ class Engine:
             raw=orjson.dumps(stamped),
             replaces=current.version if current else None,
             index={"ix": ix, "so": so},
+            guard=guard,
         )
         await self._commit(write)
         return Outcome(_version_of(write), created=current is None or current.deleted)

@@ -44,10 +44,10 @@ def capability_statement(
             "versioning": "versioned-update",
             "readHistory": True,
             "updateCreate": True,
-            "conditionalCreate": False,
+            "conditionalCreate": "search-type" in type_interactions,
             "conditionalRead": "full-support",
-            "conditionalUpdate": False,
-            "conditionalDelete": "not-supported",
+            "conditionalUpdate": "search-type" in type_interactions,
+            "conditionalDelete": "single" if "search-type" in type_interactions else "not-supported",
         }
         for resource_type in types
     ]

@@ -18,6 +18,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from fhir_server.engine import Engine, Outcome, read_history
+from fhir_server.engine.conditional import conditional_create, conditional_delete, conditional_update
 from fhir_server.outcome import FhirError, Issue, operation_outcome
 from fhir_server.rest.body import read_body, read_json
 from fhir_server.rest.capability import capability_statement
@@ -101,8 +102,34 @@ async def metadata(request: Request) -> Response:
 async def create(request: Request) -> Response:
     rendering = negotiate(request)
     body = await read_json(request, _settings(request).max_body_bytes)
-    outcome = await _engine(request).create(request.path_params["type"], body)
+    resource_type = request.path_params["type"]
+    criteria = request.headers.get("if-none-exist")
+    if criteria is not None:
+        outcome = await conditional_create(_engine(request), resource_type, body, criteria, base_url(request))
+    else:
+        outcome = await _engine(request).create(resource_type, body)
     return _write_response(request, outcome, rendering)
+
+
+async def update_conditional(request: Request) -> Response:
+    rendering = negotiate(request)
+    expected = if_match(request)
+    body = await read_json(request, _settings(request).max_body_bytes)
+    outcome = await conditional_update(
+        _engine(request), request.path_params["type"], body, request.url.query, expected, base_url(request)
+    )
+    return _write_response(request, outcome, rendering)
+
+
+async def delete_conditional(request: Request) -> Response:
+    rendering = negotiate(request)
+    resource_type = request.path_params["type"]
+    deleted = await conditional_delete(
+        _engine(request), resource_type, request.url.query, base_url(request), _settings(request).conditional_delete_multiple
+    )
+    text = f"Deleted {len(deleted)} {resource_type}" if deleted else "Nothing matched: nothing deleted"
+    headers = {"ETag": f'W/"{deleted[0].version}"'} if len(deleted) == 1 else None
+    return outcome_response(200, [Issue("informational", text, "information")], headers, rendering)
 
 
 async def read(request: Request) -> Response:
@@ -261,6 +288,8 @@ ROUTES: list[FhirRoute] = [
     FhirRoute("/fhir/{type}/_search", "POST", search_type),
     FhirRoute("/fhir/{type}", "POST", create, "create"),
     FhirRoute("/fhir/{type}", "GET", search_type, "search-type"),
+    FhirRoute("/fhir/{type}", "PUT", update_conditional),
+    FhirRoute("/fhir/{type}", "DELETE", delete_conditional),
     FhirRoute("/fhir/{type}/{id}/_history", "GET", history_instance, "history-instance"),
     FhirRoute("/fhir/{type}/{id}/_history/{vid}", "GET", vread, "vread"),
     FhirRoute("/fhir/{compartment}/{id}/{type}", "GET", search_compartment),

@@ -29,6 +29,7 @@ from pymongo.errors import ClientBulkWriteException, OperationFailure
 
 RESOURCES = "resources"
 HISTORY = "history"
+GUARDS = "guards"  # one document per conditional-create criteria: racing creators meet here
 
 # Every index costs every write (measured: bench/RESULTS.md); each one here serves a query.
 INDEXES: dict[str, list[tuple[list[tuple[str, int]], dict[str, Any]]]] = {
@@ -61,6 +62,10 @@ READ_FIELDS = {"_id": 0, "type": 1, "id": 1, "version": 1, "updated": 1, "delete
 
 class VersionConflict(Exception):
     """Another writer committed a version of this resource first."""
+
+
+class GuardTaken(Exception):
+    """Another writer committed a conditional create with the same criteria first."""
 
 
 class StorageBusy(Exception):
@@ -114,6 +119,7 @@ class Write:
     raw: bytes | None
     replaces: int | None
     index: dict[str, Any] | None = None  # search entries and sort keys: {"ix": ..., "so": ...}
+    guard: str | None = None  # conditional create: the criteria key only one writer may take
 
     @property
     def deleted(self) -> bool:
@@ -137,7 +143,7 @@ class ResourceStore:
     async def ensure_indexes(self) -> None:
         """Create the indexes every query relies on (idempotent; run at start-up)."""
         existing = set(await self.db.list_collection_names())
-        for collection in (RESOURCES, HISTORY):
+        for collection in (RESOURCES, HISTORY, GUARDS):
             if collection not in existing:  # created up front: implicit creation conflicts in transactions
                 await self.db.create_collection(collection, check_exists=False)
         for collection, indexes in INDEXES.items():
@@ -197,7 +203,10 @@ class ResourceStore:
             first: InsertOne[dict[str, Any]] | ReplaceOne[dict[str, Any]] = InsertOne(current, namespace=self._namespace(RESOURCES))
         else:
             first = ReplaceOne({"_id": key, "version": write.replaces}, current, namespace=self._namespace(RESOURCES))
-        operations = [first, InsertOne(entry, namespace=self._namespace(HISTORY))]
+        operations: list[Any] = [first, InsertOne(entry, namespace=self._namespace(HISTORY))]
+        if write.guard:
+            guard = {"_id": write.guard, "resource": key, "at": write.updated}
+            operations.insert(0, InsertOne(guard, namespace=self._namespace(GUARDS)))
         async with self.client.start_session() as session:
             async with await session.start_transaction():
                 try:
@@ -205,14 +214,22 @@ class ResourceStore:
                         operations, session=session, ordered=True, verbose_results=write.replaces is not None
                     )
                 except ClientBulkWriteException as error:
-                    if any(e.get("code") == DUPLICATE_KEY for e in error.write_errors or []):
+                    duplicates = [e for e in error.write_errors or [] if e.get("code") == DUPLICATE_KEY]
+                    if duplicates and write.guard and duplicates[0].get("idx") == 0:
+                        raise GuardTaken(write.guard) from error
+                    if duplicates:
                         raise VersionConflict(key) from error
                     raise
-                if write.replaces is not None and result.update_results[0].matched_count != 1:
+                replace_index = 1 if write.guard else 0
+                if write.replaces is not None and result.update_results[replace_index].matched_count != 1:
                     raise VersionConflict(key)
 
     def _namespace(self, collection: str) -> str:
         return f"{self.db.name}.{collection}"
+
+    async def release_guard(self, guard: str) -> None:
+        """Drop a guard whose resource no longer matches its criteria (deleted or changed)."""
+        await self.db[GUARDS].delete_one({"_id": guard})
 
     async def _is_committed(self, write: Write) -> bool:
         key = f"{write.type}/{write.id}/{write.version}"
@@ -306,4 +323,4 @@ def history_key(version: Version) -> str:
     return f"{version.type}/{version.id}/{version.version}"
 
 
-__all__ = ["Current", "ResourceStore", "StorageBusy", "back_off", "Version", "VersionConflict", "Write", "at_or_after", "history_key"]
+__all__ = ["Current", "GuardTaken", "ResourceStore", "StorageBusy", "back_off", "Version", "VersionConflict", "Write", "at_or_after", "history_key"]
