@@ -5,13 +5,14 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import httpx
 
@@ -77,15 +78,15 @@ class Figures:
 
     @property
     def rate(self) -> float:
-        return self.requests / self.seconds
+        return self.requests / self.seconds if self.seconds else 0.0
 
     @property
     def server_us(self) -> float:
-        return self.server_cpu_s / self.requests * 1e6
+        return self.server_cpu_s / self.requests * 1e6 if self.requests else 0.0
 
     @property
     def db_us(self) -> float:
-        return self.db_cpu_s / self.requests * 1e6
+        return self.db_cpu_s / self.requests * 1e6 if self.requests else 0.0
 
     def merge(self, other: "Figures") -> "Figures":
         """Rounds added up; p50 is the mean of the rounds' p50, p99 the worst round's."""
@@ -112,16 +113,36 @@ def require_wrk() -> str:
 
 
 def run_wrk(label: str, url: str, script: str, script_args: Sequence[str], seconds: int, connections: int,
-            server_pid: int, db_pid: int) -> Figures:
-    """Drive `url` with wrk for `seconds` and measure the server's and the database's CPU."""
+            server_pid: int, db_pid: int, until: Callable[[], bool] | None = None) -> Figures:
+    """Drive `url` with wrk for `seconds` (or until `until()` holds) and measure server and database CPU."""
     command = [require_wrk(), "-t1", f"-c{connections}", f"-d{seconds}s", "--timeout", "30s",
                "-s", str(WRK_DIR / script), url, "--", *script_args]
     server_cpu, db_cpu = cpu_seconds(server_pid), cpu_seconds(db_pid)
-    output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(0.5)
+    if process.poll() is None and until is not None and (failure := _script_failure(process)):
+        process.kill()
+        raise RuntimeError(f"wrk script failed: {failure}")
+    if until is not None:
+        while process.poll() is None and not until():
+            time.sleep(0.5)
+        process.send_signal(signal.SIGINT)  # wrk stops, prints its figures and runs done()
+    output, errors = process.communicate()
+    if "WRK_JSON" not in output:
+        raise RuntimeError(f"wrk failed: {errors[-500:]}")
     server_cpu, db_cpu = cpu_seconds(server_pid) - server_cpu, cpu_seconds(db_pid) - db_cpu
     report = json.loads(output.split("WRK_JSON", 1)[1])
     return Figures(label, report["requests"], report["duration_us"] / 1e6, report["p50_us"] / 1000,
                    report["p99_us"] / 1000, server_cpu, db_cpu, report["status_errors"] + report["socket_errors"])
+
+
+def _script_failure(process: subprocess.Popen[str]) -> str | None:
+    """wrk runs plain GETs when its Lua script fails to load: catch that early."""
+    import select
+
+    assert process.stderr is not None
+    ready, _, _ = select.select([process.stderr], [], [], 0)
+    return process.stderr.readline().strip() if ready else None
 
 
 def python() -> str:

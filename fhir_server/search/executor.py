@@ -11,11 +11,13 @@ import base64
 import binascii
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from functools import cmp_to_key
 from typing import Any
 
 import orjson
 
 from fhir_server.outcome import FhirError
+from fhir_server.search.matcher import matches
 from fhir_server.search.parameters import Parameters
 from fhir_server.search.query import MAX_CHAIN_MATCHES, Criteria, QueryCompiler, bad
 from fhir_server.search.values import key
@@ -28,6 +30,8 @@ MAX_ITERATE = 3
 TOTAL_MODES = ("none", "estimate", "accurate")
 SUMMARY_MODES = ("true", "text", "data", "count", "false")
 BASE_FIELDS = {"_id": 1, "type": 1, "id": 1, "raw": 1, "version": 1, "updated": 1}
+CANDIDATE_FIELDS = {"_id": 1, "type": 1, "id": 1, "ix": 1, "so": 1, "updated": 1, "deleted": 1}
+MAX_CANDIDATES = 5000  # above this, phase 2 in Python costs more than letting the database filter
 
 
 @dataclass
@@ -159,6 +163,27 @@ def _after(sort: list[tuple[str, int]], values: list[Any]) -> dict[str, Any]:
     return {"$or": alternatives} if alternatives else {"_id": {"$exists": False}}
 
 
+def _compare(left: list[Any], right: list[Any], sort: list[tuple[str, int]]) -> int:
+    """Order of two rows' sort values as MongoDB sorts them (missing lowest)."""
+    for a, b, (_, direction) in zip(left, right, sort):
+        if a == b:
+            continue
+        if a is None or b is None:
+            order = -1 if a is None else 1
+        else:
+            try:
+                order = -1 if a < b else 1
+            except TypeError:
+                order = -1 if type(a).__name__ < type(b).__name__ else 1
+        return order * direction
+    return 0
+
+
+def _driving_query(resource_type: str, driver: dict[str, Any]) -> dict[str, Any]:
+    """Phase 1 as the planner can answer it: all fields in one index (ids already carry the type)."""
+    return driver if "_id" in driver else {"type": resource_type, **driver}
+
+
 def type_range(resource_type: str) -> dict[str, Any]:
     """All `_id`s of one type ("Type/..."): an _id index range, in _id order."""
     return {"_id": {"$gt": f"{resource_type}/", "$lt": f"{resource_type}0"}}
@@ -174,7 +199,7 @@ class Searcher:
 
     async def _plan(
         self, resource_type: str, params: list[tuple[str, str]], strict: bool, base_url: str, extra: dict[str, Any] | None
-    ) -> tuple[SearchRequest, Criteria, dict[str, Any], list[tuple[str, int]], str]:
+    ) -> tuple[SearchRequest, Criteria, dict[str, Any], list[tuple[str, int]]]:
         """Result parameters, criteria, the filter and the full sort of one search."""
         request = read_request(params, resource_type, self._parameters)
         compiler = QueryCompiler(self._parameters, self._inner, base_url)
@@ -182,11 +207,8 @@ class Searcher:
         criteria.clauses.append({"deleted": False})
         if extra:
             criteria.clauses.append(extra)
-        if criteria.driving_index() is None:  # nothing narrower: walk the type's _id range
-            criteria.clauses.append(type_range(resource_type))
         sort = [*request.sort, ("_id", request.sort[-1][1] if request.sort else 1)]
-        hint = criteria.driving_index() or "_id_"
-        return request, criteria, criteria.filter(), sort, hint
+        return request, criteria, criteria.filter(), sort
 
     async def search(
         self,
@@ -196,10 +218,51 @@ class Searcher:
         base_url: str,
         extra: dict[str, Any] | None = None,
     ) -> SearchResult:
-        request, criteria, query, sort, hint = await self._plan(resource_type, params, strict, base_url, extra)
+        request, criteria, query, sort = await self._plan(resource_type, params, strict, base_url, extra)
+        driver = criteria.driver()
+        if driver is not None:
+            candidates = await self._candidates(resource_type, driver)
+            if candidates is not None:
+                return await self._page_of_candidates(candidates, criteria, query, request, sort)
+        return await self._page_from_database(criteria, query, request, sort)
+
+    async def _candidates(self, resource_type: str, driver: dict[str, Any]) -> list[dict[str, Any]] | None:
+        """Phase 1: the documents the driving clause finds through its index (None: too many)."""
+        cursor = self._collection.find(_driving_query(resource_type, driver), CANDIDATE_FIELDS).limit(MAX_CANDIDATES + 1)
+        found = [doc async for doc in cursor]
+        return found if len(found) <= MAX_CANDIDATES else None
+
+    async def _page_of_candidates(
+        self, candidates: list[dict[str, Any]], criteria: Criteria, query: dict[str, Any],
+        request: SearchRequest, sort: list[tuple[str, int]],
+    ) -> SearchResult:
+        """Phase 2: the rest of the criteria, the sort and the keyset cut, on the bounded set."""
+        rows = [doc for doc in candidates if matches(doc, query)]
+        rows.sort(key=cmp_to_key(lambda a, b: _compare([_field(a, f) for f, _ in sort], [_field(b, f) for f, _ in sort], sort)))
+        total = len(rows) if request.total != "none" or request.summary == "count" else None
+        if request.summary == "count":
+            return SearchResult([], [], None, total, criteria, request)
+        start = 0
+        if request.cursor:
+            after = decode_cursor(request.cursor, sort)
+            while start < len(rows) and _compare([_field(rows[start], f) for f, _ in sort], after, sort) <= 0:
+                start += 1
+        page = rows[start : start + request.count + 1]
+        more = len(page) > request.count
+        page = page[: request.count]
+        stored = {doc["_id"]: doc async for doc in self._collection.find({"_id": {"$in": [r["_id"] for r in page]}}, {"raw": 1})}
+        matches_ = [{**row, "raw": stored[row["_id"]]["raw"]} for row in page if row["_id"] in stored]
+        next_cursor = encode_cursor(page[-1], sort) if more and page else None
+        included = await self._includes(matches_, request)
+        return SearchResult(matches_, included, next_cursor, total, criteria, request)
+
+    async def _page_from_database(
+        self, criteria: Criteria, query: dict[str, Any], request: SearchRequest, sort: list[tuple[str, int]]
+    ) -> SearchResult:
+        """No indexed clause to start from: the database filters, sorts and cuts the page."""
         total = None
         if request.total != "none" or request.summary == "count":
-            total = await self._collection.count_documents(query, hint=hint)
+            total = await self._collection.count_documents(query)
         if request.summary == "count":
             return SearchResult([], [], None, total, criteria, request)
         page_query = query
@@ -208,7 +271,7 @@ class Searcher:
         projection = {**BASE_FIELDS, **{name: 1 for name, _ in sort}}
         if request.include:
             projection["ix.rf"] = 1
-        cursor = self._collection.find(page_query, projection).sort(sort).hint(hint).limit(request.count + 1)
+        cursor = self._collection.find(page_query, projection).sort(sort).limit(request.count + 1)
         rows = [doc async for doc in cursor]
         more = len(rows) > request.count
         rows = rows[: request.count]
@@ -217,9 +280,12 @@ class Searcher:
         return SearchResult(rows, included, next_cursor, total, criteria, request)
 
     async def explain(self, resource_type: str, params: list[tuple[str, str]], base_url: str = "") -> dict[str, Any]:
-        """The database's plan for the first page of a search (to prove an index is used)."""
-        request, _, query, sort, hint = await self._plan(resource_type, params, True, base_url, None)
-        return await self._collection.find(query).sort(sort).hint(hint).limit(request.count + 1).explain()
+        """The database's plan for what a search sends it first (the driving clause, or everything)."""
+        request, criteria, query, sort = await self._plan(resource_type, params, True, base_url, None)
+        driver = criteria.driver()
+        if driver is not None:
+            return await self._collection.find(_driving_query(resource_type, driver), CANDIDATE_FIELDS).limit(MAX_CANDIDATES + 1).explain()
+        return await self._collection.find(query).sort(sort).limit(request.count + 1).explain()
 
     async def _inner(self, resource_type: str, params: list[tuple[str, str]], projection: dict[str, Any]) -> list[dict[str, Any]]:
         """A bounded inner search for chains and _has; too many matches is an error, not a scan."""
@@ -228,11 +294,12 @@ class Searcher:
         compiler = QueryCompiler(self._parameters, self._inner, "")
         criteria = await compiler.compile(resource_type, params, strict=True, depth=1)
         criteria.clauses.append({"deleted": False})
-        hint = criteria.driving_index()
-        if hint is None:
-            raise bad(f"A chained or _has search on {resource_type} needs an indexed parameter")
-        found = self._collection.find(criteria.filter(), projection).hint(hint).limit(MAX_CHAIN_MATCHES + 1)
-        docs = [d async for d in found]
+        driver = criteria.driver()
+        candidates = await self._candidates(resource_type, driver) if driver is not None else None
+        if candidates is not None:
+            docs = [doc for doc in candidates if matches(doc, criteria.filter())][: MAX_CHAIN_MATCHES + 1]
+        else:
+            docs = [d async for d in self._collection.find(criteria.filter(), projection).limit(MAX_CHAIN_MATCHES + 1)]
         if len(docs) > MAX_CHAIN_MATCHES:
             raise FhirError.of(400, "too-costly", f"A chained search matched more than {MAX_CHAIN_MATCHES} {resource_type}: narrow it")
         return docs
@@ -274,8 +341,9 @@ class Searcher:
                             references.append(reference)
         if not references:
             return []
-        query = {"_id": {"$in": sorted(set(references))}, "deleted": False}
-        found = [d async for d in self._collection.find(query, {**BASE_FIELDS, "ix.rf": 1}).hint("_id_").limit(MAX_INCLUDED + 1)]
+        query = {"_id": {"$in": sorted(set(references))}}
+        found = [d async for d in self._collection.find(query, {**BASE_FIELDS, "ix.rf": 1, "deleted": 1}).limit(MAX_INCLUDED + 1)]
+        found = [d for d in found if not d.get("deleted")]
         found = [d for d in found if d["_id"] not in seen]
         seen.update(d["_id"] for d in found)
         return found
@@ -284,8 +352,8 @@ class Searcher:
         if source == "*" or not self._spec.is_resource_type(source):
             raise bad("_revinclude needs Type:parameter")
         keys = [key(code, doc["_id"]) for doc in docs]
-        query = {"type": source, "ix.rf": {"$in": keys}, "deleted": False}
-        cursor = self._collection.find(query, {**BASE_FIELDS, "ix.rf": 1}).hint("search_rf").limit(MAX_INCLUDED + 1)
+        query = {"type": source, "ix.rf": {"$in": keys}}  # tombstones have no index entries
+        cursor = self._collection.find(query, {**BASE_FIELDS, "ix.rf": 1}).limit(MAX_INCLUDED + 1)
         found = [d async for d in cursor]
         found = [d for d in found if d["_id"] not in seen]
         seen.update(d["_id"] for d in found)

@@ -41,18 +41,13 @@ RANGE_FIELD = {"date": "ix.dt", "number": "ix.nm", "quantity": "ix.qt"}
 InnerSearch = Callable[[str, list[tuple[str, str]], dict[str, Any]], Awaitable[list[dict[str, Any]]]]
 
 
-# Indexes a clause can drive, most selective first (names from storage.store.INDEXES).
-DRIVING_ORDER = ("_id_", "search_rf", "search_tk", "search_sx", "search_ur", "search_st",
-                 "search_dt", "search_nm", "search_qt", "search_updated")
-FIELD_INDEX = {"_id": "_id_", "ix.rf": "search_rf", "ix.tk": "search_tk", "ix.sx": "search_sx", "ix.ur": "search_ur",
-               "ix.st": "search_st", "ix.dt": "search_dt", "ix.nm": "search_nm", "ix.qt": "search_qt",
-               "updated": "search_updated"}
-NOT_DRIVING = ("$nin", "$ne", "$not", "$exists")
+# Array fields whose equality / $in can find candidates through their index, most selective first.
+DRIVING_FIELDS = ("_id", "ix.rf", "ix.tk", "ix.sx", "ix.ur")
 
 
 @dataclass
 class Criteria:
-    """The filter of one search, the index to drive it, and what it ignored (lenient handling)."""
+    """The filter of one search, and what it ignored (lenient handling)."""
 
     clauses: list[dict[str, Any]] = field(default_factory=list)
     used: list[tuple[str, str]] = field(default_factory=list)
@@ -61,31 +56,15 @@ class Criteria:
     def filter(self) -> dict[str, Any]:
         return {"$and": self.clauses} if len(self.clauses) > 1 else (self.clauses[0] if self.clauses else {})
 
-    def driving_index(self) -> str | None:
-        """The most selective index one of the clauses can be answered from.
-
-        Hinted explicitly: SecantusDB's planner scans the collection as soon as a filter has a
-        field outside the index, an `$and`, `$or`, `$regex` or `$elemMatch`; MongoDB would
-        usually pick the same index by itself.
-        """
-        usable = {index for clause in self.clauses if (index := _clause_index(clause))}
-        return next((name for name in DRIVING_ORDER if name in usable), None)
-
-
-def _clause_index(clause: dict[str, Any]) -> str | None:
-    """The index that can answer a clause on its own (None for negations and mixed ORs)."""
-    if "$or" in clause and len(clause) == 1:
-        indexes = {_clause_index(c) for c in clause["$or"]}
-        return indexes.pop() if len(indexes) == 1 else None
-    if len(clause) != 1:
+    def driver(self) -> dict[str, Any] | None:
+        """The clause that can find the candidates through an index: equality or `$in` on one field."""
+        for wanted in DRIVING_FIELDS:
+            for clause in self.clauses:
+                if len(clause) == 1 and wanted in clause:
+                    condition = clause[wanted]
+                    if isinstance(condition, str) or (isinstance(condition, dict) and list(condition) == ["$in"]):
+                        return clause
         return None
-    (name, condition), = clause.items()
-    index = FIELD_INDEX.get(name)
-    if index is None:
-        return None
-    if isinstance(condition, dict) and any(op in condition for op in NOT_DRIVING):
-        return None
-    return index
 
 
 def bad(diagnostics: str, code: str = "invalid") -> FhirError:
