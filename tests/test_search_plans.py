@@ -33,6 +33,7 @@ HOT_QUERIES = [
     ("Patient", [("identifier", f"{IPP}|IPP0001")]),
     ("Encounter", [("identifier", "urn:oid:1.2.250.1.71.4.2.7.3|V123")]),
     ("CarePlan", [("subject", "Patient/helene"), ("status", "active"), ("_include", "CarePlan:care-team")]),
+    ("Patient", [("name", "lefe")]),
 ]
 
 

@@ -179,6 +179,23 @@ def _compare(left: list[Any], right: list[Any], sort: list[tuple[str, int]]) -> 
     return 0
 
 
+def _fields(clauses: list[dict[str, Any]]) -> set[str]:
+    """The document fields a list of clauses reads."""
+    found: set[str] = set()
+    for clause in clauses:
+        for name, condition in clause.items():
+            if name in ("$and", "$or", "$nor"):
+                found |= _fields(condition)
+            elif not name.startswith("$"):
+                found.add(name)
+    return found
+
+
+def _without_parents(fields: set[str]) -> set[str]:
+    """Drop a field whose parent is also projected (MongoDB refuses path collisions)."""
+    return {f for f in fields if not any(f.startswith(other + ".") for other in fields if other != f)}
+
+
 def _driving_query(resource_type: str, driver: dict[str, Any]) -> dict[str, Any]:
     """Phase 1 as the planner can answer it: all fields in one index (ids already carry the type)."""
     return driver if "_id" in driver else {"type": resource_type, **driver}
@@ -204,7 +221,6 @@ class Searcher:
         request = read_request(params, resource_type, self._parameters)
         compiler = QueryCompiler(self._parameters, self._inner, base_url)
         criteria = await compiler.compile(resource_type, params, strict)
-        criteria.clauses.append({"deleted": False})
         if extra:
             criteria.clauses.append(extra)
         sort = [*request.sort, ("_id", request.sort[-1][1] if request.sort else 1)]
@@ -221,14 +237,21 @@ class Searcher:
         request, criteria, query, sort = await self._plan(resource_type, params, strict, base_url, extra)
         driver = criteria.driver()
         if driver is not None:
-            candidates = await self._candidates(resource_type, driver)
+            residual = [c for c in criteria.clauses if c is not driver and c != {"type": resource_type}]
+            if not residual and not request.cursor and request.total == "none" and request.summary != "count":
+                # the whole search is one indexed clause: the first page is one plain query
+                direct = _driving_query(resource_type, driver)
+                return await self._page_from_database(criteria, direct, request, sort)
+            fields = _fields(residual) | {name for name, _ in sort} | ({"ix.rf"} if request.include else set())
+            candidates = await self._candidates(resource_type, driver, fields)
             if candidates is not None:
-                return await self._page_of_candidates(candidates, criteria, query, request, sort)
-        return await self._page_from_database(criteria, query, request, sort)
+                return await self._page_of_candidates(candidates, criteria, {"$and": residual} if residual else {}, request, sort)
+        return await self._page_from_database(criteria, {"$and": [query, {"deleted": False}]}, request, sort)
 
-    async def _candidates(self, resource_type: str, driver: dict[str, Any]) -> list[dict[str, Any]] | None:
+    async def _candidates(self, resource_type: str, driver: dict[str, Any], fields: set[str]) -> list[dict[str, Any]] | None:
         """Phase 1: the documents the driving clause finds through its index (None: too many)."""
-        cursor = self._collection.find(_driving_query(resource_type, driver), CANDIDATE_FIELDS).limit(MAX_CANDIDATES + 1)
+        projection = {"_id": 1, "type": 1, "id": 1, **{f: 1 for f in _without_parents(fields)}}
+        cursor = self._collection.find(_driving_query(resource_type, driver), projection).limit(MAX_CANDIDATES + 1)
         found = [doc async for doc in cursor]
         return found if len(found) <= MAX_CANDIDATES else None
 
@@ -295,7 +318,8 @@ class Searcher:
         criteria = await compiler.compile(resource_type, params, strict=True, depth=1)
         criteria.clauses.append({"deleted": False})
         driver = criteria.driver()
-        candidates = await self._candidates(resource_type, driver) if driver is not None else None
+        fields = _fields(criteria.clauses) | set(projection)
+        candidates = await self._candidates(resource_type, driver, fields) if driver is not None else None
         if candidates is not None:
             docs = [doc for doc in candidates if matches(doc, criteria.filter())][: MAX_CHAIN_MATCHES + 1]
         else:

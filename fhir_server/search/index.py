@@ -5,7 +5,9 @@ parameter). Layout of `ix`, each list covered by one multikey index led by `type
 
 - `tk`: token keys `code␟system␟value` and `code␟␞␟value` (any system);
 - `rf`: reference keys `code␟Type/id` (and `code␟url` for absolute or canonical ones);
-- `st`: folded strings `code␟lefevre` (starts-with, contains), `sx`: exact strings;
+- `sp`: folded prefixes `code␟l`, `code␟le`, ... up to PREFIX_LENGTH characters (starts-with
+  searches find their candidates by equality), `st`: whole folded strings (contains, text),
+  `sx`: exact strings;
 - `ur`: uris `code␟uri`;
 - `dt`: `{p, lo, hi}` instants, `nm`: `{p, lo, hi}` numbers, `qt`: `{p, s, c, v}` quantities.
 """
@@ -18,6 +20,7 @@ from fhir_server.search.parameters import Parameter
 from fhir_server.search.values import EARLIEST, LATEST, date_range, fold, key
 
 ANY_SYSTEM = "\x1e"
+PREFIX_LENGTH = 10
 STRING_PARTS = ("family", "given", "prefix", "suffix", "text", "line", "city", "district", "state", "postalCode", "country")
 
 
@@ -92,7 +95,7 @@ def numbers(value: Any) -> Iterable[float]:
 
 def build_index(resource: dict[str, Any], parameters: dict[str, Parameter]) -> tuple[dict[str, list[Any]], dict[str, Any]]:
     """The `ix` entries and `so` sort keys of a resource."""
-    ix: dict[str, list[Any]] = {"tk": [], "rf": [], "st": [], "sx": [], "ur": [], "dt": [], "nm": [], "qt": []}
+    ix: dict[str, list[Any]] = {"tk": [], "rf": [], "sp": [], "st": [], "sx": [], "ur": [], "dt": [], "nm": [], "qt": []}
     so: dict[str, Any] = {}
     for code, parameter in parameters.items():
         if parameter.extract is None:
@@ -123,11 +126,15 @@ def _add(ix: dict[str, list[Any]], so: dict[str, Any], code: str, kind: str, val
                         ix["tk"].append(key(f"{code}:identifier", system or "", token))
                         ix["tk"].append(key(f"{code}:identifier", ANY_SYSTEM, token))
     elif kind == "string":
+        prefixes: set[str] = set()
         for value in values:
             for text in strings(value):
-                ix["st"].append(key(code, fold(text)))
+                folded = fold(text)
+                ix["st"].append(key(code, folded))
                 ix["sx"].append(key(code, text))
-                so.setdefault(code, fold(text))
+                prefixes.update(folded[:n] for n in range(1, min(len(folded), PREFIX_LENGTH) + 1))
+                so.setdefault(code, folded)
+        ix["sp"].extend(key(code, prefix) for prefix in sorted(prefixes))
     elif kind == "uri":
         for value in values:
             if isinstance(value, str):
@@ -149,4 +156,4 @@ def _add(ix: dict[str, list[Any]], so: dict[str, Any], code: str, kind: str, val
                 so.setdefault(code, entry["v"])
 
 
-__all__ = ["ANY_SYSTEM", "build_index"]
+__all__ = ["ANY_SYSTEM", "PREFIX_LENGTH", "build_index"]

@@ -13,7 +13,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any, Awaitable, Callable
 
 from fhir_server.outcome import FhirError, Issue
-from fhir_server.search.index import ANY_SYSTEM
+from fhir_server.search.index import ANY_SYSTEM, PREFIX_LENGTH
 from fhir_server.search.parameters import Parameter, Parameters
 from fhir_server.search.values import ONE_MS, SEPARATOR, before, below, date_range, fold, key, number_range
 
@@ -42,7 +42,7 @@ InnerSearch = Callable[[str, list[tuple[str, str]], dict[str, Any]], Awaitable[l
 
 
 # Array fields whose equality / $in can find candidates through their index, most selective first.
-DRIVING_FIELDS = ("_id", "ix.rf", "ix.tk", "ix.sx", "ix.ur")
+DRIVING_FIELDS = ("_id", "ix.rf", "ix.tk", "ix.sx", "ix.ur", "ix.sp")
 
 
 @dataclass
@@ -197,7 +197,10 @@ class QueryCompiler:
             return {"ix.sx": {"$in": [key(p.code, unescape(v)) for v in values]}}
         if modifier == "contains":
             return _or([{"ix.st": {"$regex": "^" + re.escape(p.code + SEPARATOR) + ".*" + re.escape(fold(unescape(v)))}} for v in values])
-        return _or([{"ix.st": {"$regex": "^" + re.escape(key(p.code, fold(unescape(v))))}} for v in values])
+        folded = [fold(unescape(v)) for v in values]
+        if all(folded) and all(len(f) <= PREFIX_LENGTH for f in folded):
+            return {"ix.sp": {"$in": [key(p.code, f) for f in folded]}}  # equality on indexed prefixes
+        return _or([{"ix.st": {"$regex": "^" + re.escape(key(p.code, f))}} for f in folded])
 
     def _uri(self, p: Parameter, modifier: str, values: list[str]) -> dict[str, Any]:
         if modifier == "below":

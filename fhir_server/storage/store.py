@@ -36,7 +36,7 @@ INDEXES: dict[str, list[tuple[list[tuple[str, int]], dict[str, Any]]]] = {
     RESOURCES: [  # search: one multikey index per kind of entry (fhir_server/search/index.py)
         ([("type", ASCENDING), ("ix.rf", ASCENDING), ("so.sent", ASCENDING), ("_id", ASCENDING)], {"name": "search_rf"}),
         ([("type", ASCENDING), ("ix.tk", ASCENDING)], {"name": "search_tk"}),
-        ([("type", ASCENDING), ("ix.st", ASCENDING)], {"name": "search_st"}),
+        ([("type", ASCENDING), ("ix.sp", ASCENDING)], {"name": "search_sp"}),
         ([("type", ASCENDING), ("ix.sx", ASCENDING)], {"name": "search_sx"}),
         ([("type", ASCENDING), ("ix.ur", ASCENDING)], {"name": "search_ur"}),
         ([("type", ASCENDING), ("ix.dt.p", ASCENDING), ("ix.dt.lo", ASCENDING)], {"name": "search_dt"}),
