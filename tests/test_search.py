@@ -177,3 +177,55 @@ async def test_unknown_parameters_strict_and_lenient(client, book) -> None:
     assert strict.json()["issue"][0]["code"] == "not-supported"
     bad_modifier = await client.get("/fhir/Communication", params={"sent:exact": "2026"}, headers={"Prefer": "handling=strict"})
     assert bad_modifier.status_code == 400
+
+
+async def test_patient_everything(client, book) -> None:
+    response = await client.get("/fhir/Patient/helene/$everything")
+    assert response.status_code == 200
+    bundle = response.json()
+    found = {(e["resource"]["resourceType"], e["resource"]["id"]) for e in bundle["entry"]}
+    assert found == {("Patient", "helene"), ("Communication", "e1"), ("Communication", "e2"), ("Communication", "e3"),
+                     ("Communication", "e4"), ("CareTeam", "team-helene"), ("CarePlan", "plan-helene"), ("Encounter", "stay-1")}
+    assert bundle["total"] == 8
+    only_entries = (await client.get("/fhir/Patient/helene/$everything", params={"_type": "Communication"})).json()
+    assert {e["resource"]["id"] for e in only_entries["entry"]} == {"e1", "e2", "e3", "e4"}
+    seen, url = [], "/fhir/Patient/helene/$everything?_count=3"
+    while url:
+        page = (await client.get(url)).json()
+        seen += [e["resource"]["id"] for e in page.get("entry", [])]
+        url = next((link["url"] for link in page["link"] if link["relation"] == "next"), None)
+    assert sorted(seen) == sorted(e[1] for e in found) and len(seen) == len(set(seen))
+    assert (await client.get("/fhir/Patient/nobody/$everything")).status_code == 404
+    assert (await client.get("/fhir/Patient/helene/$everything", params={"_type": "Nothing"})).status_code == 404
+
+
+async def test_numbers_quantities_and_uris(client) -> None:
+    from tests.search_fixtures import put
+
+    weight = {"resourceType": "Observation", "status": "final", "code": {"text": "poids"}, "subject": {"reference": "Patient/helene"}}
+    await put(client, {**weight, "id": "w72", "valueQuantity": {"value": 72.4, "unit": "kg", "system": "http://unitsofmeasure.org", "code": "kg"}})
+    await put(client, {**weight, "id": "w100", "valueQuantity": {"value": 100, "unit": "kg", "system": "http://unitsofmeasure.org", "code": "kg"}})
+    await put(client, {**weight, "id": "p100", "valueQuantity": {"value": 100, "unit": "mmHg", "system": "http://unitsofmeasure.org", "code": "mm[Hg]"}})
+    url = "/fhir/Observation"
+    assert sorted(await ids(client, url, {"value-quantity": "100"})) == ["p100", "w100"]
+    assert await ids(client, url, {"value-quantity": "100|http://unitsofmeasure.org|kg"}) == ["w100"]
+    assert await ids(client, url, {"value-quantity": "100||mm[Hg]"}) == ["p100"]
+    assert await ids(client, url, {"value-quantity": "72.4"}) == ["w72"]
+    assert await ids(client, url, {"value-quantity": "72"}) == ["w72"]  # 72 means [71.5, 72.5)
+    assert await ids(client, url, {"value-quantity": "lt80|http://unitsofmeasure.org|kg"}) == ["w72"]
+    assert sorted(await ids(client, url, {"value-quantity": "ge72.4"})) == ["p100", "w100", "w72"]
+    assert sorted(await ids(client, url, {"value-quantity": "gt72.4"})) == ["p100", "w100"]
+    assert await ids(client, url, {"value-quantity": "ap110|http://unitsofmeasure.org|kg"}) == ["w100"]
+    risk = {"resourceType": "RiskAssessment", "status": "final", "subject": {"reference": "Patient/helene"}}
+    await put(client, {**risk, "id": "fall", "prediction": [{"probabilityDecimal": 0.8}]})
+    await put(client, {**risk, "id": "ulcer", "prediction": [{"probabilityDecimal": 0.25}]})
+    assert await ids(client, "/fhir/RiskAssessment", {"probability": "gt0.5"}) == ["fall"]
+    assert await ids(client, "/fhir/RiskAssessment", {"probability": "le0.25"}) == ["ulcer"]
+    assert await ids(client, "/fhir/RiskAssessment", {"probability": "0.8"}) == ["fall"]
+    assert (await client.get("/fhir/RiskAssessment", params={"probability": "high"})).status_code == 400
+    for n, canonical in enumerate(("https://calipso.example.org/fhir/ValueSet/entry-kind", "https://calipso.example.org/fhir/ValueSet/roles")):
+        await put(client, {"resourceType": "ValueSet", "id": f"vs{n}", "status": "active", "url": canonical})
+    assert await ids(client, "/fhir/ValueSet", {"url": "https://calipso.example.org/fhir/ValueSet/roles"}) == ["vs1"]
+    assert sorted(await ids(client, "/fhir/ValueSet", {"url:below": "https://calipso.example.org/fhir/"})) == ["vs0", "vs1"]
+    assert await ids(client, "/fhir/ValueSet", {"url:above": "https://calipso.example.org/fhir/ValueSet/roles/v2"}) == ["vs1"]
+    assert await ids(client, "/fhir/ValueSet", {"url": "https://calipso.example.org/fhir"}) == []

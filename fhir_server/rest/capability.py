@@ -10,6 +10,7 @@ from fhir_server.spec import Spec
 
 SOFTWARE_NAME = "calipso"
 PUBLISHED = "2026-11-22"
+EVERYTHING = "http://hl7.org/fhir/OperationDefinition/Patient-everything"
 
 
 def _search_capabilities(parameters: Parameters, resource_types: list[str]) -> dict[str, dict[str, Any]]:
@@ -41,6 +42,7 @@ def capability_statement(
             "type": resource_type,
             "interaction": [{"code": code} for code in type_interactions],
             **{k: v for k, v in search.get(resource_type, {}).items() if v},
+            **({"operation": [{"name": "everything", "definition": EVERYTHING}]} if resource_type == "Patient" and search else {}),
             "versioning": "versioned-update",
             "readHistory": True,
             "updateCreate": True,

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import uuid
-from urllib.parse import urlencode
-
 import orjson
 
-from fhir_server.engine import HistoryPage, fhir_instant, utc_now
+from fhir_server.engine import HistoryPage, fhir_instant
+from fhir_server.rest.bundle import assemble, paging_links
 from fhir_server.rest.responses import etag
 from fhir_server.storage.store import Version
 
@@ -35,28 +33,8 @@ def history_bundle(
     page: HistoryPage, base_url: str, path: str, query: list[tuple[str, str]]
 ) -> bytes:
     """The Bundle of type `history` for one page; `query` is the request's own parameters."""
-    kept = [(k, v) for k, v in query if k != "_cursor"]
-    links = [{"relation": "self", "url": link_url(base_url, path, query)}]
-    if page.next_cursor:
-        links.append({"relation": "next", "url": link_url(base_url, path, kept + [("_cursor", page.next_cursor)])})
-    head: dict[str, object] = {
-        "resourceType": "Bundle",
-        "id": str(uuid.uuid4()),
-        "meta": {"lastUpdated": fhir_instant(utc_now())},
-        "type": "history",
-    }
-    if page.total is not None:
-        head["total"] = page.total
-    head["link"] = links
-    opening = orjson.dumps(head)[:-1]
-    if not page.versions:
-        return opening + b"}"
-    entries = b",".join(_entry(base_url, v) for v in page.versions)
-    return opening + b',"entry":[' + entries + b"]}"
+    links = paging_links(base_url, path, query, page.next_cursor)
+    return assemble("history", links, page.total, [_entry(base_url, v) for v in page.versions])
 
 
-def link_url(base_url: str, path: str, query: list[tuple[str, str]]) -> str:
-    return f"{base_url}{path}" + (f"?{urlencode(query)}" if query else "")
-
-
-__all__ = ["history_bundle", "link_url"]
+__all__ = ["history_bundle"]

@@ -234,6 +234,25 @@ async def search_compartment(request: Request) -> Response:
     return await _search(request, resource_type, f"/{compartment}/{owner}/{resource_type}", extra)
 
 
+async def everything(request: Request) -> Response:
+    """`Patient/{id}/$everything` (`_type`, `_since`, `_count`, paging)."""
+    rendering = negotiate(request)
+    engine, patient_id = _engine(request), request.path_params["id"]
+    engine.check_id(patient_id)
+    await engine.read("Patient", patient_id)  # 404 / 410 like a read
+    params = request.query_params
+    types = [t.strip() for t in params["_type"].split(",")] if "_type" in params else None
+    for resource_type in types or []:
+        engine.check_type(resource_type)
+    since = parse_instant(params["_since"], "_since") if "_since" in params else None
+    settings = _settings(request)
+    count = _count(params.get("_count"), settings.history_page_size, settings.history_max_page_size)
+    result = await engine.searcher.everything(patient_id, types, since, count, params.get("_cursor"))
+    result.request.echoed = [(k, v) for k, v in params.multi_items() if k in ("_type", "_since", "_count")]
+    body = search_bundle(result, engine.spec, base_url(request), f"/Patient/{patient_id}/$everything")
+    return fhir_response(body, 200, None, rendering)
+
+
 async def _search(request: Request, resource_type: str, path: str, extra: dict | None) -> Response:
     rendering = negotiate(request)
     engine = _engine(request)
@@ -292,6 +311,7 @@ ROUTES: list[FhirRoute] = [
     FhirRoute("/fhir/{type}", "DELETE", delete_conditional),
     FhirRoute("/fhir/{type}/{id}/_history", "GET", history_instance, "history-instance"),
     FhirRoute("/fhir/{type}/{id}/_history/{vid}", "GET", vread, "vread"),
+    FhirRoute("/fhir/Patient/{id}/$everything", "GET", everything),
     FhirRoute("/fhir/{compartment}/{id}/{type}", "GET", search_compartment),
     FhirRoute("/fhir/{type}/{id}", "GET", read, "read"),
     FhirRoute("/fhir/{type}/{id}", "PUT", update, "update"),

@@ -302,6 +302,39 @@ class Searcher:
         included = await self._includes(rows, request)
         return SearchResult(rows, included, next_cursor, total, criteria, request)
 
+    async def everything(
+        self, patient_id: str, types: list[str] | None, since: datetime | None, count: int, cursor: str | None
+    ) -> SearchResult:
+        """`Patient/{id}/$everything`: the patient and every resource in its compartment, by _id."""
+        compartment = self._spec.compartments["Patient"]
+        wanted = [t for t in sorted(compartment) if types is None or t in types]
+        owner = f"Patient/{patient_id}"
+        rows: list[dict[str, Any]] = []
+        fields = {"_id": 1, "type": 1, "id": 1, "updated": 1, "deleted": 1}
+        if types is None or "Patient" in types:
+            rows += [d async for d in self._collection.find({"_id": owner}, fields)]
+        for resource_type in wanted:  # one indexed query per type: the planner needs `type` first
+            keys = [key(code, owner) for code in compartment[resource_type]]
+            found = self._collection.find({"type": resource_type, "ix.rf": {"$in": keys}}, fields).limit(MAX_CANDIDATES + 1)
+            rows += [d async for d in found]
+            if len(rows) > MAX_CANDIDATES:
+                raise FhirError.of(400, "too-costly", f"$everything found more than {MAX_CANDIDATES} resources: use _type or _since")
+        rows = sorted({r["_id"]: r for r in rows if not r.get("deleted") and (since is None or r["updated"] >= since)}.values(),
+                      key=lambda r: r["_id"])
+        sort = [("_id", 1)]
+        start = 0
+        if cursor:
+            after = decode_cursor(cursor, sort)[0]
+            while start < len(rows) and rows[start]["_id"] <= after:
+                start += 1
+        page = rows[start : start + count + 1]
+        more = len(page) > count
+        page = page[:count]
+        stored = {d["_id"]: d async for d in self._collection.find({"_id": {"$in": [r["_id"] for r in page]}}, {"raw": 1})}
+        matched = [{**row, "raw": stored[row["_id"]]["raw"]} for row in page if row["_id"] in stored]
+        request = SearchRequest(count=count)
+        return SearchResult(matched, [], encode_cursor(page[-1], sort) if more and page else None, len(rows), Criteria(), request)
+
     async def explain(self, resource_type: str, params: list[tuple[str, str]], base_url: str = "") -> dict[str, Any]:
         """The database's plan for what a search sends it first (the driving clause, or everything)."""
         request, criteria, query, sort = await self._plan(resource_type, params, True, base_url, None)
