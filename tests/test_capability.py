@@ -18,7 +18,7 @@ async def test_capability_statement_describes_this_server(client: httpx.AsyncCli
     assert statement["implementation"]["url"] == "http://calipso.test/fhir"
     assert "application/fhir+json" in statement["format"]
     rest = statement["rest"][0]
-    assert [i["code"] for i in rest["interaction"]] == ["history-system"]
+    assert [i["code"] for i in rest["interaction"]] == ["history-system", "search-system"]
     by_type = {r["type"]: r for r in rest["resource"]}
     assert len(by_type) == 147
     assert {"Communication", "CarePlan", "CareTeam", "Patient", "RelatedPerson"} <= set(by_type)

@@ -229,3 +229,25 @@ async def test_numbers_quantities_and_uris(client) -> None:
     assert sorted(await ids(client, "/fhir/ValueSet", {"url:below": "https://calipso.example.org/fhir/"})) == ["vs0", "vs1"]
     assert await ids(client, "/fhir/ValueSet", {"url:above": "https://calipso.example.org/fhir/ValueSet/roles/v2"}) == ["vs1"]
     assert await ids(client, "/fhir/ValueSet", {"url": "https://calipso.example.org/fhir"}) == []
+
+
+async def test_system_level_search(client, book) -> None:
+    response = await client.get("/fhir", params={"_type": "CareTeam,CarePlan", "_lastUpdated": "ge2020-01-01"})
+    assert response.status_code == 200
+    found = sorted((e["resource"]["resourceType"], e["resource"]["id"]) for e in response.json()["entry"])
+    assert found == [("CarePlan", "plan-helene"), ("CareTeam", "team-helene"), ("CareTeam", "team-jean")]
+    by_id = await client.get("/fhir", params={"_id": "helene"})
+    assert [e["resource"]["resourceType"] for e in by_id.json()["entry"]] == ["Patient"]
+    total = (await client.get("/fhir", params={"_summary": "count"})).json()["total"]
+    assert total == 13  # 2 practitioners, 2 patients, 1 stay, 2 teams, 1 plan, 5 entries, and no more
+    walked, url = [], "/fhir?_count=4&_sort=-_lastUpdated"
+    while url:
+        page = (await client.get(url)).json()
+        walked += [e["resource"]["id"] for e in page.get("entry", [])]
+        url = next((link["url"] for link in page["link"] if link["relation"] == "next"), None)
+    assert len(walked) == 13 == len(set(walked))
+    posted = await client.post("/fhir/_search", content=b"_type=Patient&_id=jean", headers={"Content-Type": "application/x-www-form-urlencoded"})
+    assert [e["resource"]["id"] for e in posted.json()["entry"]] == ["jean"]
+    assert (await client.get("/fhir", params={"_type": "Nothing"})).status_code == 404
+    strict = await client.get("/fhir", params={"subject": "x"}, headers={"Prefer": "handling=strict"})
+    assert strict.status_code == 400  # not a common parameter

@@ -253,10 +253,21 @@ async def everything(request: Request) -> Response:
     return fhir_response(body, 200, None, rendering)
 
 
-async def _search(request: Request, resource_type: str, path: str, extra: dict | None) -> Response:
+async def search_system(request: Request) -> Response:
+    """`/fhir?_type=A,B&...` and `POST /fhir/_search`: common parameters across types."""
     rendering = negotiate(request)
     engine = _engine(request)
-    engine.check_type(resource_type)
+    params = await _search_parameters(request)
+    types = [t.strip() for v in (v for k, v in params if k == "_type") for t in v.split(",") if t.strip()]
+    for resource_type in types:
+        engine.check_type(resource_type)
+    result = await engine.searcher.search_system(types or None, params, strict_handling(request), base_url(request))
+    result.request.echoed += [("_type", ",".join(types))] if types else []
+    return fhir_response(search_bundle(result, engine.spec, base_url(request), ""), 200, None, rendering)
+
+
+async def _search_parameters(request: Request) -> list[tuple[str, str]]:
+    """Query parameters, plus the form body of a POST _search."""
     params = request.query_params.multi_items()
     if request.method == "POST":
         body = await read_body(request, _settings(request).max_body_bytes)
@@ -264,7 +275,14 @@ async def _search(request: Request, resource_type: str, path: str, extra: dict |
             params += parse_qsl(body.decode("utf-8"), keep_blank_values=True, strict_parsing=False)
         except UnicodeDecodeError:
             raise FhirError.of(400, "structure", "A _search body must be application/x-www-form-urlencoded UTF-8") from None
-    params = [(k, v) for k, v in params if k not in ("_format", "_pretty")]
+    return [(k, v) for k, v in params if k not in ("_format", "_pretty")]
+
+
+async def _search(request: Request, resource_type: str, path: str, extra: dict | None) -> Response:
+    rendering = negotiate(request)
+    engine = _engine(request)
+    engine.check_type(resource_type)
+    params = await _search_parameters(request)
     result = await engine.searcher.search(resource_type, params, strict_handling(request), base_url(request), extra)
     body_bytes = search_bundle(result, engine.spec, base_url(request), path)
     return fhir_response(body_bytes, 200, None, rendering)
@@ -303,6 +321,8 @@ ROUTES: list[FhirRoute] = [
     FhirRoute("/fhir/metadata", "GET", metadata, "capabilities", "system"),
     FhirRoute("/fhir/_history", "GET", history_system, "history-system", "system"),
     FhirRoute("/fhir", "POST", not_implemented),
+    FhirRoute("/fhir", "GET", search_system, "search-system", "system"),
+    FhirRoute("/fhir/_search", "POST", search_system),
     FhirRoute("/fhir/{type}/_history", "GET", history_type, "history-type"),
     FhirRoute("/fhir/{type}/_search", "POST", search_type),
     FhirRoute("/fhir/{type}", "POST", create, "create"),

@@ -31,6 +31,7 @@ TOTAL_MODES = ("none", "estimate", "accurate")
 SUMMARY_MODES = ("true", "text", "data", "count", "false")
 BASE_FIELDS = {"_id": 1, "type": 1, "id": 1, "raw": 1, "version": 1, "updated": 1}
 CANDIDATE_FIELDS = {"_id": 1, "type": 1, "id": 1, "ix": 1, "so": 1, "updated": 1, "deleted": 1}
+SYSTEM_LEVEL = "Resource"  # parameters of Resource / DomainResource: the ones valid across types
 MAX_CANDIDATES = 5000  # above this, phase 2 in Python costs more than letting the database filter
 
 
@@ -301,6 +302,22 @@ class Searcher:
         next_cursor = encode_cursor(rows[-1], sort) if more and rows else None
         included = await self._includes(rows, request)
         return SearchResult(rows, included, next_cursor, total, criteria, request)
+
+    async def search_system(
+        self, types: list[str] | None, params: list[tuple[str, str]], strict: bool, base_url: str
+    ) -> SearchResult:
+        """`/fhir?_type=A,B&...`: common parameters (Resource level) across several types."""
+        request = read_request(params, None, self._parameters)
+        compiler = QueryCompiler(self._parameters, self._inner, base_url)
+        criteria = await compiler.compile(SYSTEM_LEVEL, [(k, v) for k, v in params if k != "_type"], strict)
+        criteria.clauses[0] = {"type": {"$in": types}} if types else {"deleted": False}
+        for clause in criteria.clauses:
+            if "_id" in clause:  # ids were prefixed with the pseudo type: match them in every type
+                ids = [i.split("/", 1)[1] for i in clause["_id"]["$in"]]
+                clause.pop("_id")
+                clause["id"] = {"$in": ids}
+        sort = [*request.sort, ("_id", request.sort[-1][1] if request.sort else 1)]
+        return await self._page_from_database(criteria, {"$and": [*criteria.clauses, {"deleted": False}]}, request, sort)
 
     async def everything(
         self, patient_id: str, types: list[str] | None, since: datetime | None, count: int, cursor: str | None

@@ -23,7 +23,7 @@ MAX_CHAIN_DEPTH = 3
 MAX_CHAIN_MATCHES = 1000
 RESULT_PARAMETERS = frozenset({
     "_sort", "_count", "_total", "_summary", "_elements", "_include", "_revinclude", "_format", "_pretty",
-    "_cursor", "_contained", "_containedType",
+    "_cursor", "_contained", "_containedType", "_type",
 })
 MODIFIERS = {
     "token": {"", "not", "text", "missing"},
