@@ -86,3 +86,27 @@ async def test_hostile_queries_are_bounded(client: httpx.AsyncClient) -> None:
         assert response.status_code == 400, params
     capped = await client.get("/fhir/Communication", params={"_count": "5000"})
     assert capped.status_code == 200
+
+
+async def test_previous_links_walk_back_exactly(client: httpx.AsyncClient) -> None:
+    for n in range(23):
+        await put(client, entry(f"b{n:02d}", "back", "transmission", f"2026-11-{1 + n // 4:02d}T10:00:00Z", "x", "Practitioner/x"))
+    for params in ({"subject": "back", "_sort": "-sent", "_count": "5"},  # candidates path
+                   {"sent": "ge2026-01-01", "_sort": "-sent", "_count": "5"}):  # database path
+        pages, response = [], await client.get("/fhir/Communication", params=params)
+        while True:
+            bundle = response.json()
+            pages.append([e["resource"]["id"] for e in bundle["entry"]])
+            following = [link["url"] for link in bundle["link"] if link["relation"] == "next"]
+            if not following:
+                break
+            response = await client.get(following[0])
+        back = [pages[-1]]
+        while True:
+            previous = [link["url"] for link in bundle["link"] if link["relation"] == "previous"]
+            if not previous:
+                break
+            bundle = (await client.get(previous[0])).json()
+            back.append([e["resource"]["id"] for e in bundle["entry"]])
+        assert list(reversed(back)) == pages, params
+        assert sorted(i for page in pages for i in page) == sorted(f"b{n:02d}" for n in range(23))

@@ -14,12 +14,15 @@ def link_url(base_url: str, path: str, query: list[tuple[str, str]]) -> str:
     return f"{base_url}{path}" + (f"?{urlencode(query)}" if query else "")
 
 
-def paging_links(base_url: str, path: str, query: list[tuple[str, str]], next_cursor: str | None) -> list[dict[str, str]]:
-    """`self` (the request as understood) and `next` (the same plus the cursor)."""
+def paging_links(
+    base_url: str, path: str, query: list[tuple[str, str]], next_cursor: str | None, previous_cursor: str | None = None
+) -> list[dict[str, str]]:
+    """`self` (the request as understood), `next` and `previous` (the same plus a cursor)."""
     kept = [(k, v) for k, v in query if k != "_cursor"]
     links = [{"relation": "self", "url": link_url(base_url, path, query)}]
-    if next_cursor:
-        links.append({"relation": "next", "url": link_url(base_url, path, kept + [("_cursor", next_cursor)])})
+    for relation, cursor in (("next", next_cursor), ("previous", previous_cursor)):
+        if cursor:
+            links.append({"relation": relation, "url": link_url(base_url, path, kept + [("_cursor", cursor)])})
     return links
 
 

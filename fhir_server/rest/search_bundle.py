@@ -19,7 +19,10 @@ def _entry(base_url: str, doc: dict, mode: str, result: SearchResult, spec: Spec
 
 def search_bundle(result: SearchResult, spec: Spec, base_url: str, path: str) -> bytes:
     """The Bundle of type `searchset`: matches, includes, an outcome for ignored parameters."""
-    links = paging_links(base_url, path, result.criteria.used + result.request.echoed, result.next_cursor)
+    query = result.criteria.used + result.request.echoed
+    if result.request.cursor:
+        query = query + [("_cursor", result.request.cursor)]
+    links = paging_links(base_url, path, query, result.next_cursor, result.previous_cursor)
     entries = [_entry(base_url, doc, "match", result, spec) for doc in result.matches]
     entries += [_entry(base_url, doc, "include", result, spec) for doc in result.included]
     if result.criteria.ignored:

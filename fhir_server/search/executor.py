@@ -58,6 +58,7 @@ class SearchResult:
     total: int | None
     criteria: Criteria
     request: SearchRequest
+    previous_cursor: str | None = None
 
 
 def _include_spec(value: str, iterate: bool) -> tuple[str, str, str | None, bool]:
@@ -134,18 +135,23 @@ def _field(doc: dict[str, Any], dotted: str) -> Any:
     return value
 
 
-def encode_cursor(doc: dict[str, Any], sort: list[tuple[str, int]]) -> str:
-    payload = orjson.dumps([_encode(_field(doc, name)) for name, _ in sort])
+def encode_cursor(doc: dict[str, Any], sort: list[tuple[str, int]], before: bool = False) -> str:
+    """A position: strictly after `doc` in the sort order (or strictly before it)."""
+    values = [_encode(_field(doc, name)) for name, _ in sort]
+    payload = orjson.dumps({"b": values} if before else values)
     return base64.urlsafe_b64encode(payload).decode().rstrip("=")
 
 
-def decode_cursor(cursor: str, sort: list[tuple[str, int]]) -> list[Any]:
+def decode_cursor(cursor: str, sort: list[tuple[str, int]]) -> tuple[list[Any], bool]:
+    """(the sort values of the position, True when the page is the one before it)."""
     try:
-        values = orjson.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+        decoded = orjson.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+        before = isinstance(decoded, dict)
+        values = decoded.get("b") if before else decoded
         if not isinstance(values, list) or len(values) != len(sort):
             raise ValueError("shape")
-        return [_decode(v) for v in values]
-    except (ValueError, TypeError, binascii.Error, orjson.JSONDecodeError, OverflowError, OSError):
+        return [_decode(v) for v in values], before
+    except (ValueError, TypeError, AttributeError, binascii.Error, orjson.JSONDecodeError, OverflowError, OSError):
         raise bad("The paging cursor is not valid for this search (change no parameter while paging)") from None
 
 
@@ -266,19 +272,20 @@ class Searcher:
         total = len(rows) if request.total != "none" or request.summary == "count" else None
         if request.summary == "count":
             return SearchResult([], [], None, total, criteria, request)
-        start = 0
+        start, end = 0, len(rows)
         if request.cursor:
-            after = decode_cursor(request.cursor, sort)
-            while start < len(rows) and _compare([_field(rows[start], f) for f, _ in sort], after, sort) <= 0:
-                start += 1
-        page = rows[start : start + request.count + 1]
-        more = len(page) > request.count
-        page = page[: request.count]
+            position, before = decode_cursor(request.cursor, sort)
+            cut = 0
+            while cut < len(rows) and _compare([_field(rows[cut], f) for f, _ in sort], position, sort) < (0 if before else 1):
+                cut += 1
+            start, end = (max(0, cut - request.count), cut) if before else (cut, len(rows))
+        page = rows[start : min(end, start + request.count)]
         stored = {doc["_id"]: doc async for doc in self._collection.find({"_id": {"$in": [r["_id"] for r in page]}}, {"raw": 1})}
         matches_ = [{**row, "raw": stored[row["_id"]]["raw"]} for row in page if row["_id"] in stored]
-        next_cursor = encode_cursor(page[-1], sort) if more and page else None
+        next_cursor = encode_cursor(page[-1], sort) if page and start + len(page) < len(rows) else None
+        previous_cursor = encode_cursor(page[0], sort, before=True) if page and start > 0 else None
         included = await self._includes(matches_, request)
-        return SearchResult(matches_, included, next_cursor, total, criteria, request)
+        return SearchResult(matches_, included, next_cursor, total, criteria, request, previous_cursor)
 
     async def _page_from_database(
         self, criteria: Criteria, query: dict[str, Any], request: SearchRequest, sort: list[tuple[str, int]]
@@ -289,19 +296,25 @@ class Searcher:
             total = await self._collection.count_documents(query)
         if request.summary == "count":
             return SearchResult([], [], None, total, criteria, request)
-        page_query = query
+        page_query, order, before = query, sort, False
         if request.cursor:
-            page_query = {"$and": [query, _after(sort, decode_cursor(request.cursor, sort))]}
+            position, before = decode_cursor(request.cursor, sort)
+            order = [(name, -direction) for name, direction in sort] if before else sort
+            page_query = {"$and": [query, _after(order, position)]}
         projection = {**BASE_FIELDS, **{name: 1 for name, _ in sort}}
         if request.include:
             projection["ix.rf"] = 1
-        cursor = self._collection.find(page_query, projection).sort(sort).limit(request.count + 1)
+        cursor = self._collection.find(page_query, projection).sort(order).limit(request.count + 1)
         rows = [doc async for doc in cursor]
-        more = len(rows) > request.count
+        more = len(rows) > request.count  # more in the direction read
         rows = rows[: request.count]
-        next_cursor = encode_cursor(rows[-1], sort) if more and rows else None
+        if before:
+            rows.reverse()
+        has_next, has_previous = (True, more) if before else (more, bool(request.cursor))
+        next_cursor = encode_cursor(rows[-1], sort) if has_next and rows else None
+        previous_cursor = encode_cursor(rows[0], sort, before=True) if has_previous and rows else None
         included = await self._includes(rows, request)
-        return SearchResult(rows, included, next_cursor, total, criteria, request)
+        return SearchResult(rows, included, next_cursor, total, criteria, request, previous_cursor)
 
     async def search_system(
         self, types: list[str] | None, params: list[tuple[str, str]], strict: bool, base_url: str
@@ -341,7 +354,7 @@ class Searcher:
         sort = [("_id", 1)]
         start = 0
         if cursor:
-            after = decode_cursor(cursor, sort)[0]
+            after = decode_cursor(cursor, sort)[0][0]
             while start < len(rows) and rows[start]["_id"] <= after:
                 start += 1
         page = rows[start : start + count + 1]
