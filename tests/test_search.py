@@ -251,3 +251,21 @@ async def test_system_level_search(client, book) -> None:
     assert (await client.get("/fhir", params={"_type": "Nothing"})).status_code == 404
     strict = await client.get("/fhir", params={"subject": "x"}, headers={"Prefer": "handling=strict"})
     assert strict.status_code == 400  # not a common parameter
+
+
+async def test_common_parameters_on_meta(client) -> None:
+    from tests.search_fixtures import put
+
+    confidential = {"system": "http://terminology.hl7.org/CodeSystem/v3-Confidentiality", "code": "R"}
+    await put(client, {"resourceType": "Communication", "id": "m1", "status": "completed",
+                       "meta": {"tag": [{"system": "https://calipso.example.org/tags", "code": "from-hl7v2"}],
+                                "profile": ["https://calipso.example.org/fhir/StructureDefinition/NotebookEntry"],
+                                "security": [confidential], "source": "urn:calipso:bridge"}})
+    await put(client, {"resourceType": "Communication", "id": "m2", "status": "completed"})
+    url = "/fhir/Communication"
+    assert await ids(client, url, {"_tag": "https://calipso.example.org/tags|from-hl7v2"}) == ["m1"]
+    assert await ids(client, url, {"_profile": "https://calipso.example.org/fhir/StructureDefinition/NotebookEntry"}) == ["m1"]
+    assert await ids(client, url, {"_security": "R"}) == ["m1"]
+    assert await ids(client, url, {"_security:not": "R"}) == ["m2"]
+    assert await ids(client, url, {"_source": "urn:calipso:bridge"}) == ["m1"]
+    assert await ids(client, url, {"_tag:missing": "true"}) == ["m2"]
