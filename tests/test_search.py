@@ -269,3 +269,16 @@ async def test_common_parameters_on_meta(client) -> None:
     assert await ids(client, url, {"_security:not": "R"}) == ["m2"]
     assert await ids(client, url, {"_source": "urn:calipso:bridge"}) == ["m1"]
     assert await ids(client, url, {"_tag:missing": "true"}) == ["m2"]
+
+
+async def test_identifier_of_type(client) -> None:
+    from tests.search_fixtures import put
+
+    v2 = "http://terminology.hl7.org/CodeSystem/v2-0203"
+    await put(client, {"resourceType": "Patient", "id": "typed", "identifier": [
+        {"type": {"coding": [{"system": v2, "code": "PI"}]}, "system": IPP, "value": "IPP0042"},
+        {"type": {"coding": [{"system": "https://hl7.fr/ig/fhir/core/CodeSystem/fr-core-cs-v2-0203", "code": "INS-NIR"}]},
+         "system": INS_NIR, "value": "248037512345678"}]})
+    assert await ids(client, "/fhir/Patient", {"identifier:of-type": f"{v2}|PI|IPP0042"}) == ["typed"]
+    assert await ids(client, "/fhir/Patient", {"identifier:of-type": f"{v2}|MR|IPP0042"}) == []
+    assert (await client.get("/fhir/Patient", params={"identifier:of-type": "PI|IPP0042"})).status_code == 400

@@ -45,6 +45,14 @@ def tokens(value: Any) -> Iterable[tuple[str | None, str | None, str | None]]:
             yield value.get("system"), value.get("value"), text
 
 
+def identifier_types(value: Any) -> Iterable[tuple[str, str, str]]:
+    """(type system, type code, value) of an Identifier with a coded type (for `:of-type`)."""
+    if isinstance(value, dict) and isinstance(value.get("value"), str) and isinstance(value.get("type"), dict):
+        for coding in value["type"].get("coding") or []:
+            if isinstance(coding, dict) and coding.get("code"):
+                yield coding.get("system") or "", coding["code"], value["value"]
+
+
 def strings(value: Any) -> Iterable[str]:
     if isinstance(value, str):
         yield value
@@ -109,6 +117,8 @@ def build_index(resource: dict[str, Any], parameters: dict[str, Parameter]) -> t
 def _add(ix: dict[str, list[Any]], so: dict[str, Any], code: str, kind: str, values: list[Any]) -> None:
     if kind == "token":
         for value in values:
+            for kind_system, kind_code, identifier in identifier_types(value):
+                ix["tk"].append(key(f"{code}:of-type", kind_system, kind_code, identifier))
             for system, token, text in tokens(value):
                 if token:
                     ix["tk"].append(key(code, system or "", str(token)))

@@ -26,7 +26,7 @@ RESULT_PARAMETERS = frozenset({
     "_cursor", "_contained", "_containedType", "_type",
 })
 MODIFIERS = {
-    "token": {"", "not", "text", "missing"},
+    "token": {"", "not", "text", "missing", "of-type"},
     "reference": {"", "missing", "identifier"},
     "string": {"", "exact", "contains", "missing"},
     "uri": {"", "below", "above", "missing"},
@@ -154,6 +154,14 @@ class QueryCompiler:
     def _token(self, p: Parameter, modifier: str, values: list[str]) -> dict[str, Any]:
         if modifier == "text":
             return _or([{"ix.st": {"$regex": "^" + re.escape(key(f"{p.code}:text", fold(unescape(v))))}} for v in values])
+        if modifier == "of-type":
+            keys = []
+            for value in values:
+                parts = re.split(r"(?<!\\)\|", value)
+                if len(parts) != 3 or not parts[1] or not parts[2]:
+                    raise bad(f"{p.code}:of-type takes type-system|type-code|value")
+                keys.append(key(f"{p.code}:of-type", *(unescape(part) for part in parts)))
+            return {"ix.tk": {"$in": keys}}
         keys, prefixes = [], []
         for value in values:
             system, code = split_pipe(value)
