@@ -28,6 +28,7 @@ async def test_capability_statement_describes_this_server(client: httpx.AsyncCli
     assert params["subject"] == "reference" and params["sent"] == "date" and params["_lastUpdated"] == "date"
     assert "Communication:sender" in by_type["Communication"]["searchInclude"]
     assert "Communication:subject" in by_type["Patient"]["searchRevInclude"]
+    assert by_type["Patient"]["conditionalCreate"] is True and by_type["Patient"]["conditionalDelete"] == "single"
 
 
 async def test_every_advertised_interaction_has_a_route() -> None:

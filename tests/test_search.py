@@ -282,3 +282,12 @@ async def test_identifier_of_type(client) -> None:
     assert await ids(client, "/fhir/Patient", {"identifier:of-type": f"{v2}|PI|IPP0042"}) == ["typed"]
     assert await ids(client, "/fhir/Patient", {"identifier:of-type": f"{v2}|MR|IPP0042"}) == []
     assert (await client.get("/fhir/Patient", params={"identifier:of-type": "PI|IPP0042"})).status_code == 400
+
+
+async def test_deleted_resources_are_not_found_by_id(client, book) -> None:
+    await client.delete("/fhir/Communication/e5")
+    for params in ({"_id": "e5"}, {"_id": "e5,e4"}, {"_id": "e5", "status": "completed"}, {"_id": "e5", "_total": "accurate"}):
+        response = await client.get("/fhir/Communication", params=params)
+        assert response.status_code == 200, (params, response.text)
+        assert "e5" not in [e["resource"]["id"] for e in response.json().get("entry", [])], params
+    assert (await client.get("/fhir", params={"_id": "e5"})).json().get("entry") is None

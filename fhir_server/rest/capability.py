@@ -32,7 +32,12 @@ def _search_capabilities(parameters: Parameters, resource_types: list[str]) -> d
 
 
 def capability_statement(
-    spec: Spec, parameters: Parameters, base_url: str, type_interactions: list[str], system_interactions: list[str]
+    spec: Spec,
+    parameters: Parameters,
+    base_url: str,
+    type_interactions: list[str],
+    system_interactions: list[str],
+    delete_multiple: bool = False,
 ) -> dict[str, Any]:
     """What this server really does: the interactions its routes implement, for every type."""
     types = sorted(spec.resource_types)
@@ -49,7 +54,7 @@ def capability_statement(
             "conditionalCreate": "search-type" in type_interactions,
             "conditionalRead": "full-support",
             "conditionalUpdate": "search-type" in type_interactions,
-            "conditionalDelete": "single" if "search-type" in type_interactions else "not-supported",
+            "conditionalDelete": ("multiple" if delete_multiple else "single") if "search-type" in type_interactions else "not-supported",
         }
         for resource_type in types
     ]

@@ -95,6 +95,7 @@ async def metadata(request: Request) -> Response:
         base_url(request),
         type_interactions=_interactions("type"),
         system_interactions=_interactions("system"),
+        delete_multiple=_settings(request).conditional_delete_multiple,
     )
     return fhir_response(statement, 200, None, rendering)
 

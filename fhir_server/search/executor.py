@@ -30,7 +30,6 @@ MAX_ITERATE = 3
 TOTAL_MODES = ("none", "estimate", "accurate")
 SUMMARY_MODES = ("true", "text", "data", "count", "false")
 BASE_FIELDS = {"_id": 1, "type": 1, "id": 1, "raw": 1, "version": 1, "updated": 1}
-CANDIDATE_FIELDS = {"_id": 1, "type": 1, "id": 1, "ix": 1, "so": 1, "updated": 1, "deleted": 1}
 SYSTEM_LEVEL = "Resource"  # parameters of Resource / DomainResource: the ones valid across types
 MAX_CANDIDATES = 5000  # above this, phase 2 in Python costs more than letting the database filter
 
@@ -208,11 +207,6 @@ def _driving_query(resource_type: str, driver: dict[str, Any]) -> dict[str, Any]
     return driver if "_id" in driver else {"type": resource_type, **driver}
 
 
-def type_range(resource_type: str) -> dict[str, Any]:
-    """All `_id`s of one type ("Type/..."): an _id index range, in _id order."""
-    return {"_id": {"$gt": f"{resource_type}/", "$lt": f"{resource_type}0"}}
-
-
 class Searcher:
     """Searches the current versions in the store."""
 
@@ -245,7 +239,8 @@ class Searcher:
         driver = criteria.driver()
         if driver is not None:
             residual = [c for c in criteria.clauses if c is not driver and c != {"type": resource_type}]
-            if not residual and not request.cursor and request.total == "none" and request.summary != "count":
+            single = not residual and "_id" not in driver  # tombstones have ids, never index entries
+            if single and not request.cursor and request.total == "none" and request.summary != "count":
                 # the whole search is one indexed clause: the first page is one plain query
                 direct = _driving_query(resource_type, driver)
                 return await self._page_from_database(criteria, direct, request, sort)
@@ -256,11 +251,13 @@ class Searcher:
         return await self._page_from_database(criteria, {"$and": [query, {"deleted": False}]}, request, sort)
 
     async def _candidates(self, resource_type: str, driver: dict[str, Any], fields: set[str]) -> list[dict[str, Any]] | None:
-        """Phase 1: the documents the driving clause finds through its index (None: too many)."""
-        projection = {"_id": 1, "type": 1, "id": 1, **{f: 1 for f in _without_parents(fields)}}
+        """Phase 1: the live documents the driving clause finds through its index (None: too many)."""
+        projection = {"_id": 1, "type": 1, "id": 1, "deleted": 1, **{f: 1 for f in _without_parents(fields)}}
         cursor = self._collection.find(_driving_query(resource_type, driver), projection).limit(MAX_CANDIDATES + 1)
         found = [doc async for doc in cursor]
-        return found if len(found) <= MAX_CANDIDATES else None
+        if len(found) > MAX_CANDIDATES:
+            return None
+        return [doc for doc in found if not doc.get("deleted")]
 
     async def _page_of_candidates(
         self, candidates: list[dict[str, Any]], criteria: Criteria, query: dict[str, Any],
@@ -370,7 +367,7 @@ class Searcher:
         request, criteria, query, sort = await self._plan(resource_type, params, True, base_url, None)
         driver = criteria.driver()
         if driver is not None:
-            return await self._collection.find(_driving_query(resource_type, driver), CANDIDATE_FIELDS).limit(MAX_CANDIDATES + 1).explain()
+            return await self._collection.find(_driving_query(resource_type, driver), {"_id": 1}).limit(MAX_CANDIDATES + 1).explain()
         return await self._collection.find(query).sort(sort).limit(request.count + 1).explain()
 
     async def _inner(self, resource_type: str, params: list[tuple[str, str]], projection: dict[str, Any]) -> list[dict[str, Any]]:
@@ -447,4 +444,4 @@ class Searcher:
         return found
 
 
-__all__ = ["SearchRequest", "SearchResult", "Searcher", "read_request", "type_range"]
+__all__ = ["SearchRequest", "SearchResult", "Searcher", "read_request"]
