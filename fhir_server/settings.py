@@ -35,6 +35,8 @@ class Settings:
     history_page_size: int = 20
     history_max_page_size: int = 1000
     conditional_delete_multiple: bool = False
+    max_bundle_entries: int = 10_000
+    max_bundle_bytes: int = 64 * MIB
 
     @classmethod
     def from_env(cls, **overrides: Any) -> "Settings":
@@ -45,6 +47,8 @@ class Settings:
             max_body_bytes=_env_int("CALIPSO_MAX_BODY_BYTES", 10 * MIB),
             public_base_url=os.environ.get("CALIPSO_BASE_URL") or None,
             conditional_delete_multiple=os.environ.get("CALIPSO_CONDITIONAL_DELETE_MULTIPLE", "") == "true",
+            max_bundle_entries=_env_int("CALIPSO_MAX_BUNDLE_ENTRIES", 10_000),
+            max_bundle_bytes=_env_int("CALIPSO_MAX_BUNDLE_BYTES", 64 * MIB),
         )
         return replace(settings, **{k: v for k, v in overrides.items() if v is not None})
 

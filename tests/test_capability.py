@@ -17,13 +17,14 @@ async def test_capability_statement_describes_this_server(client: httpx.AsyncCli
     assert statement["kind"] == "instance"
     assert statement["implementation"]["url"] == "http://calipso.test/fhir"
     assert "application/fhir+json" in statement["format"]
+    assert statement["patchFormat"] == ["application/json-patch+json", "application/fhir+json"]
     rest = statement["rest"][0]
-    assert [i["code"] for i in rest["interaction"]] == ["history-system", "search-system"]
+    assert [i["code"] for i in rest["interaction"]] == ["history-system", "transaction", "batch", "search-system"]
     by_type = {r["type"]: r for r in rest["resource"]}
     assert len(by_type) == 147
     assert {"Communication", "CarePlan", "CareTeam", "Patient", "RelatedPerson"} <= set(by_type)
     codes = {i["code"] for i in by_type["Communication"]["interaction"]}
-    assert codes == {"read", "vread", "update", "delete", "history-instance", "history-type", "create", "search-type"}
+    assert codes == {"read", "vread", "update", "patch", "delete", "history-instance", "history-type", "create", "search-type"}
     params = {p["name"]: p["type"] for p in by_type["Communication"]["searchParam"]}
     assert params["subject"] == "reference" and params["sent"] == "date" and params["_lastUpdated"] == "date"
     assert "Communication:sender" in by_type["Communication"]["searchInclude"]
@@ -32,6 +33,8 @@ async def test_capability_statement_describes_this_server(client: httpx.AsyncCli
 
 
 async def test_every_advertised_interaction_has_a_route() -> None:
-    declared = {r.interaction for r in ROUTES if r.interaction}
-    assert declared >= {"read", "vread", "update", "delete", "history-instance", "history-type", "history-system", "create"}
-    assert "patch" not in declared and "transaction" not in declared  # not built yet: must not be advertised
+    declared = {code for r in ROUTES if r.interaction for code in r.interaction.split()}
+    assert declared == {
+        "capabilities", "read", "vread", "update", "patch", "delete", "history-instance", "history-type",
+        "history-system", "create", "search-type", "search-system", "transaction", "batch",
+    }

@@ -76,3 +76,11 @@ def test_any_json_gives_issues_never_an_exception(members: dict[str, Any]) -> No
 @given(json_values)
 def test_any_body_shape_is_handled(body: Any) -> None:
     assert isinstance(validator.validate(body, "Patient"), list)
+
+
+def test_codes_of_required_enumerated_bindings() -> None:
+    note = notebook_entry("p1") | {"status": "finished-ish", "priority": "asap"}
+    issues = validator.validate(note, "Communication")
+    assert [(i.code, i.expression) for i in issues] == [("code-invalid", "Communication.status")]
+    contact = notebook_patient(contact=[{"gender": "femme"}], link=[{"other": {"reference": "Patient/x"}, "type": "seealso"}])
+    assert expressions(contact, "Patient") == ["Patient.contact[0].gender"]

@@ -89,6 +89,17 @@ async def conditional_update(
     return await _create_unless_found(engine, resource_type, body, params, base_url, client_id)
 
 
+async def conditional_target(engine: Engine, resource_type: str, criteria: str, base_url: str) -> str:
+    """The id of the one resource the criteria match (conditional patch): 404 none, 412 several."""
+    engine.check_type(resource_type)
+    found = await _matches(engine, resource_type, parse_criteria(criteria), base_url)
+    if len(found) > 1:
+        raise FhirError.of(412, "multiple-matches", "The criteria match more than one resource")
+    if not found:
+        raise FhirError.of(404, "not-found", "The criteria match no resource")
+    return found[0]["id"]
+
+
 async def conditional_delete(
     engine: Engine, resource_type: str, criteria: str, base_url: str, allow_multiple: bool, limit: int = 100
 ) -> list[Version]:
@@ -108,4 +119,4 @@ async def conditional_delete(
     return deleted
 
 
-__all__ = ["conditional_create", "conditional_delete", "conditional_update", "guard_key", "parse_criteria", "parse_version"]
+__all__ = ["conditional_create", "conditional_delete", "conditional_target", "conditional_update", "guard_key", "parse_criteria", "parse_version"]

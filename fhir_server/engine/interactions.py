@@ -24,6 +24,7 @@ from fhir_server.storage.store import Current, ResourceStore, StorageBusy, Versi
 from fhir_server.validation.structural import StructuralValidator
 
 ID_PATTERN = re.compile(r"[A-Za-z0-9\-.]{1,64}")
+ETAG = re.compile(r'^\s*(?:W/)?"?(?P<version>[0-9]{1,11})"?\s*$')
 MAX_WRITE_ATTEMPTS = 30
 ONE_MS = timedelta(milliseconds=1)
 
@@ -71,7 +72,8 @@ class Engine:
                 400, "value", f"Invalid id '{_clip(resource_id)}': 1 to 64 of A-Z a-z 0-9 - ."
             )
 
-    def _validate(self, resource_type: str, body: Any) -> dict[str, Any]:
+    def validate(self, resource_type: str, body: Any) -> dict[str, Any]:
+        """The body as a resource of `resource_type`; 400 when it is not one, 422 when invalid."""
         if not isinstance(body, dict):
             raise FhirError.of(400, "structure", "The body must be a JSON object (a FHIR resource)")
         declared = body.get("resourceType")
@@ -96,7 +98,7 @@ class Engine:
         writer created a resource for the same criteria first.
         """
         self.check_type(resource_type)
-        resource = self._validate(resource_type, body)
+        resource = self.validate(resource_type, body)
         method = "POST" if resource_id is None else "PUT"
         if resource_id is None:
             resource_id = str(uuid.uuid4())
@@ -105,12 +107,12 @@ class Engine:
         return await self._commit_new(resource_type, resource_id, resource, method, None, guard)
 
     async def update(
-        self, resource_type: str, resource_id: str, body: Any, if_match: int | None = None
+        self, resource_type: str, resource_id: str, body: Any, if_match: int | None = None, method: str = "PUT"
     ) -> Outcome:
         """Update, or create with the client's id when the resource does not exist yet."""
         self.check_type(resource_type)
         self.check_id(resource_id)
-        resource = self._validate(resource_type, body)
+        resource = self.validate(resource_type, body)
         if resource.get("id") != resource_id:
             raise FhirError.of(
                 400, "invalid", "The body's id must be present and equal to the id in the URL",
@@ -118,9 +120,9 @@ class Engine:
             )
         for attempt in range(MAX_WRITE_ATTEMPTS):
             current = await self.store.current(resource_type, resource_id)
-            _check_if_match(current, if_match)
+            check_if_match(current, if_match)
             try:
-                return await self._commit_new(resource_type, resource_id, resource, "PUT", current)
+                return await self._commit_new(resource_type, resource_id, resource, method, current)
             except VersionConflict:
                 if if_match is not None:
                     raise FhirError.of(
@@ -135,18 +137,10 @@ class Engine:
         self.check_id(resource_id)
         for attempt in range(MAX_WRITE_ATTEMPTS):
             current = await self.store.current(resource_type, resource_id)
-            _check_if_match(current, if_match)
+            check_if_match(current, if_match)
             if current is None or current.deleted:
                 return None
-            write = Write(
-                type=resource_type,
-                id=resource_id,
-                version=current.version + 1,
-                updated=self._next_time(current),
-                method="DELETE",
-                raw=None,
-                replaces=current.version,
-            )
+            write = self.prepare_delete(resource_type, resource_id, current, self.next_time(current))
             try:
                 await self._commit(write)
             except VersionConflict:
@@ -166,11 +160,25 @@ class Engine:
         current: Current | None,
         guard: str | None = None,
     ) -> Outcome:
+        write = self.prepare(resource_type, resource_id, resource, method, current, self.next_time(current), guard)
+        await self._commit(write)
+        return Outcome(_version_of(write), created=current is None or current.deleted)
+
+    def prepare(
+        self,
+        resource_type: str,
+        resource_id: str,
+        resource: dict[str, Any],
+        method: str,
+        current: Current | None,
+        updated: datetime,
+        guard: str | None = None,
+    ) -> Write:
+        """The next version of a validated resource: stamped, serialised once, indexed."""
         version = current.version + 1 if current else 1
-        updated = self._next_time(current)
         stamped = _stamp(resource, resource_type, resource_id, version, updated)
         ix, so = build_index(stamped, self.parameters.for_type(resource_type))
-        write = Write(
+        return Write(
             type=resource_type,
             id=resource_id,
             version=version,
@@ -181,23 +189,40 @@ class Engine:
             index={"ix": ix, "so": so},
             guard=guard,
         )
-        await self._commit(write)
-        return Outcome(_version_of(write), created=current is None or current.deleted)
 
-    async def _commit(self, write: Write) -> None:
+    @staticmethod
+    def prepare_delete(resource_type: str, resource_id: str, current: Current | Version, updated: datetime) -> Write:
+        """The tombstone that follows the current version."""
+        return Write(
+            type=resource_type,
+            id=resource_id,
+            version=current.version + 1,
+            updated=updated,
+            method="DELETE",
+            raw=None,
+            replaces=current.version,
+        )
+
+    async def commit(self, *writes: Write) -> list[Version]:
+        """Commit writes prepared together, atomically (a transaction Bundle); their versions."""
+        await self._commit(*writes)
+        return [_version_of(w) for w in writes]
+
+    async def _commit(self, *writes: Write) -> None:
         try:
-            await self.store.commit(write)
+            await self.store.commit(*writes)
         except StorageBusy:
             raise FhirError(
                 503, Issue("transient", "The database is busy with conflicting writes; retry shortly"),
                 headers={"Retry-After": "1"},
             ) from None
 
-    def _next_time(self, current: Current | None) -> datetime:
-        """Now, but never before the version it replaces (history stays in order)."""
+    def next_time(self, *currents: Current | Version | None) -> datetime:
+        """Now, but never before a version being replaced (history stays in order)."""
         now = self._clock()
-        if current is not None and now <= current.updated:
-            return current.updated + ONE_MS
+        latest = max((c.updated for c in currents if c is not None), default=None)
+        if latest is not None and now <= latest:
+            return latest + ONE_MS
         return now
 
     # -- reads -------------------------------------------------------------------------------
@@ -226,12 +251,19 @@ class Engine:
         return version
 
 
+def parse_etag(text: str) -> int | None:
+    """The version an ETag (`W/"3"`, `"3"`, `3`) names, or None when it names none of ours."""
+    match = ETAG.match(text)
+    return int(match["version"]) if match else None
+
+
 def parse_version(text: str) -> int | None:
     """A version id as an int, or None when it is not one of ours."""
     return int(text) if text.isdigit() and len(text) < 12 else None
 
 
-def _check_if_match(current: Current | None, if_match: int | None) -> None:
+def check_if_match(current: Current | None, if_match: int | None) -> None:
+    """412 unless the current version is the one `If-Match` names (None: no condition)."""
     if if_match is None:
         return
     if current is None or current.deleted:
@@ -274,4 +306,4 @@ def _clip(text: str, limit: int = 64) -> str:
     return text if len(text) <= limit else text[:limit] + "…"
 
 
-__all__ = ["Engine", "Outcome", "fhir_instant", "parse_version", "utc_now"]
+__all__ = ["Engine", "Outcome", "check_if_match", "fhir_instant", "parse_etag", "parse_version", "utc_now"]

@@ -7,6 +7,7 @@ from typing import Any
 import orjson
 from starlette.requests import Request
 
+from fhir_server.engine.patch import FHIRPATH_PATCH, JSON_PATCH
 from fhir_server.outcome import FhirError
 from fhir_server.rest.negotiation import check_body_type
 
@@ -33,6 +34,19 @@ async def read_body(request: Request, limit: int) -> bytes:
 async def read_json(request: Request, limit: int) -> Any:
     """The body as JSON; 400 with the parser's reason when it is not JSON."""
     check_body_type(request)
+    return await _parse(request, limit)
+
+
+async def read_patch(request: Request, limit: int) -> tuple[Any, str]:
+    """A PATCH body and how to read it: JSON Patch by its media type, else FHIRPath Patch."""
+    media = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    if media == JSON_PATCH:
+        return await _parse(request, limit), JSON_PATCH
+    check_body_type(request)
+    return await _parse(request, limit), FHIRPATH_PATCH
+
+
+async def _parse(request: Request, limit: int) -> Any:
     raw = await read_body(request, limit)
     if not raw.strip():
         raise FhirError.of(400, "required", "The request has no body: a FHIR resource in JSON was expected")
@@ -42,4 +56,4 @@ async def read_json(request: Request, limit: int) -> Any:
         raise FhirError.of(400, "structure", f"The body is not valid JSON: {error}") from None
 
 
-__all__ = ["read_body", "read_json"]
+__all__ = ["read_body", "read_json", "read_patch"]

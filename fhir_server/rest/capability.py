@@ -71,6 +71,7 @@ def capability_statement(
         },
         "fhirVersion": spec.fhir_version,
         "format": ["json", "application/fhir+json"],
+        **({"patchFormat": ["application/json-patch+json", "application/fhir+json"]} if "patch" in type_interactions else {}),
         "rest": [
             {
                 "mode": "server",

@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import re
 from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
 
 from starlette.requests import Request
 
+from fhir_server.engine.interactions import parse_etag
 from fhir_server.outcome import FhirError
 from fhir_server.storage.store import Version
 
-ETAG = re.compile(r'^\s*(?:W/)?"?(?P<version>[0-9]{1,11})"?\s*$')
 RETURN_PREFERENCES = ("minimal", "representation", "OperationOutcome")
 
 
@@ -20,10 +19,10 @@ def if_match(request: Request) -> int | None:
     header = request.headers.get("if-match")
     if header is None:
         return None
-    match = ETAG.match(header)
-    if match is None:
+    version = parse_etag(header)
+    if version is None:
         raise FhirError.of(412, "conflict", f"If-Match {header[:40]!r} names no version: use W/\"<versionId>\"")
-    return int(match["version"])
+    return version
 
 
 def not_modified(request: Request, version: Version) -> bool:
@@ -31,7 +30,7 @@ def not_modified(request: Request, version: Version) -> bool:
     none_match = request.headers.get("if-none-match")
     if none_match is not None:
         tags = [t.strip() for t in none_match.split(",")]
-        return any(t == "*" or ((m := ETAG.match(t)) and int(m["version"]) == version.version) for t in tags)
+        return any(t == "*" or parse_etag(t) == version.version for t in tags)
     modified_since = request.headers.get("if-modified-since")
     if modified_since is not None:
         try:

@@ -17,18 +17,20 @@ from urllib.parse import parse_qsl
 from starlette.requests import Request
 from starlette.responses import Response
 
-from fhir_server.engine import Engine, Outcome, read_history
-from fhir_server.engine.conditional import conditional_create, conditional_delete, conditional_update
+from fhir_server.engine import Outcome, read_history
+from fhir_server.engine.conditional import conditional_create, conditional_delete, conditional_target, conditional_update
+from fhir_server.engine.patch import patch
 from fhir_server.outcome import FhirError, Issue, operation_outcome
-from fhir_server.rest.body import read_body, read_json
+from fhir_server.rest.body import read_body, read_json, read_patch
+from fhir_server.rest.bundles import transaction_or_batch
 from fhir_server.rest.capability import capability_statement
+from fhir_server.rest.context import base_url, engine_of, settings_of
 from fhir_server.rest.history_bundle import history_bundle
 from fhir_server.rest.negotiation import Rendering, negotiate
 from fhir_server.rest.preconditions import if_match, not_modified, parse_instant, return_preference, strict_handling
 from fhir_server.rest.search_bundle import search_bundle
 from fhir_server.search.values import key
 from fhir_server.rest.responses import fhir_response, outcome_response, version_headers
-from fhir_server.settings import Settings
 from fhir_server.storage.store import Version
 
 log = logging.getLogger("calipso.rest")
@@ -43,24 +45,12 @@ class FhirRoute:
     path: str
     method: str
     endpoint: Endpoint
-    interaction: str | None = None
+    interaction: str | None = None  # space-separated when one URL implements several
     level: str = "type"  # "type" (per resource type) or "system"
 
 
-def _engine(request: Request) -> Engine:
-    return request.app.state.engine
-
-
-def _settings(request: Request) -> Settings:
-    return request.app.state.settings
-
-
-def base_url(request: Request) -> str:
-    """The FHIR base the client used (or the configured public one)."""
-    configured = _settings(request).public_base_url
-    if configured:
-        return configured.rstrip("/")
-    return f"{str(request.base_url).rstrip('/')}/fhir"
+_engine = engine_of
+_settings = settings_of
 
 
 def _location(request: Request, version: Version) -> str:
@@ -289,10 +279,23 @@ async def _search(request: Request, resource_type: str, path: str, extra: dict |
     return fhir_response(body_bytes, 200, None, rendering)
 
 
-async def not_implemented(request: Request) -> Response:
-    """Answer for interactions that have a URL in FHIR but are not built yet."""
-    negotiate(request)
-    raise FhirError.of(405, "not-supported", f"{request.method} {request.url.path} is not supported by this server yet")
+async def patch_instance(request: Request) -> Response:
+    rendering = negotiate(request)
+    expected = if_match(request)
+    document, kind = await read_patch(request, _settings(request).max_body_bytes)
+    params = request.path_params
+    outcome = await patch(_engine(request), params["type"], params["id"], document, kind, expected)
+    return _write_response(request, outcome, rendering)
+
+
+async def patch_conditional(request: Request) -> Response:
+    rendering = negotiate(request)
+    expected = if_match(request)
+    document, kind = await read_patch(request, _settings(request).max_body_bytes)
+    engine, resource_type = _engine(request), request.path_params["type"]
+    target = await conditional_target(engine, resource_type, request.url.query, base_url(request))
+    outcome = await patch(engine, resource_type, target, document, kind, expected)
+    return _write_response(request, outcome, rendering)
 
 
 # -- error boundary ----------------------------------------------------------------------------
@@ -321,7 +324,7 @@ def guarded(endpoint: Endpoint) -> Endpoint:
 ROUTES: list[FhirRoute] = [
     FhirRoute("/fhir/metadata", "GET", metadata, "capabilities", "system"),
     FhirRoute("/fhir/_history", "GET", history_system, "history-system", "system"),
-    FhirRoute("/fhir", "POST", not_implemented),
+    FhirRoute("/fhir", "POST", transaction_or_batch, "transaction batch", "system"),
     FhirRoute("/fhir", "GET", search_system, "search-system", "system"),
     FhirRoute("/fhir/_search", "POST", search_system),
     FhirRoute("/fhir/{type}/_history", "GET", history_type, "history-type"),
@@ -337,13 +340,15 @@ ROUTES: list[FhirRoute] = [
     FhirRoute("/fhir/{type}/{id}", "GET", read, "read"),
     FhirRoute("/fhir/{type}/{id}", "PUT", update, "update"),
     FhirRoute("/fhir/{type}/{id}", "DELETE", delete, "delete"),
-    FhirRoute("/fhir/{type}/{id}", "PATCH", not_implemented),
+    FhirRoute("/fhir/{type}/{id}", "PATCH", patch_instance, "patch"),
+    FhirRoute("/fhir/{type}", "PATCH", patch_conditional),
 ]
 
 
 def _interactions(level: str) -> list[str]:
     """Interaction codes for the CapabilityStatement (capabilities itself is implied)."""
-    return [r.interaction for r in ROUTES if r.level == level and r.interaction and r.interaction != "capabilities"]
+    codes = [code for r in ROUTES if r.level == level and r.interaction for code in r.interaction.split()]
+    return [code for code in codes if code != "capabilities"]
 
 
 __all__ = ["ROUTES", "FhirRoute", "base_url", "guarded"]

@@ -227,6 +227,10 @@ class Searcher:
         sort = [*request.sort, ("_id", request.sort[-1][1] if request.sort else 1)]
         return request, criteria, criteria.filter(), sort
 
+    async def criteria(self, resource_type: str, params: list[tuple[str, str]], base_url: str) -> Criteria:
+        """The compiled filter of search criteria, strictly read (for matching outside the database)."""
+        return await QueryCompiler(self._parameters, self._inner, base_url).compile(resource_type, params, True)
+
     async def search(
         self,
         resource_type: str,

@@ -63,7 +63,7 @@ def _type_code(type_entry: dict[str, Any]) -> str:
     return code
 
 
-def _structure_elements(sd: dict[str, Any]) -> dict[str, dict[str, dict[str, Any]]]:
+def _structure_elements(sd: dict[str, Any], value_sets: ValueSets) -> dict[str, dict[str, dict[str, Any]]]:
     """Element maps for a StructureDefinition: one per structure (type or backbone path).
 
     Each map goes from JSON property name to {"min", "array", "type"}; choice elements
@@ -98,6 +98,11 @@ def _structure_elements(sd: dict[str, Any]) -> dict[str, dict[str, dict[str, Any
         if len(types) != 1:
             raise ValueError(f"unexpected element types at {path}: {types}")
         structures[parent][name] = {**base, "type": types[0]}
+        binding = element.get("binding", {})
+        if types == ["code"] and binding.get("strength") == "required" and binding.get("valueSet"):
+            codes = value_sets.codes(binding["valueSet"])
+            if codes:
+                structures[parent][name]["codes"] = codes
     for members in structures.values():
         for info in members.values():
             if info["min"] == 0:
@@ -105,6 +110,44 @@ def _structure_elements(sd: dict[str, Any]) -> dict[str, dict[str, dict[str, Any
             if not info["array"]:
                 del info["array"]
     return structures
+
+
+class ValueSets:
+    """Required value sets R4 defines by enumeration, expanded to their codes."""
+
+    def __init__(self, *bundles: dict[str, Any]):
+        resources = [e["resource"] for b in bundles for e in b.get("entry", [])]
+        self._value_sets = {r["url"]: r for r in resources if r["resourceType"] == "ValueSet"}
+        self._code_systems = {r["url"]: r for r in resources if r["resourceType"] == "CodeSystem"}
+
+    def codes(self, canonical: str) -> list[str] | None:
+        """Every code of the value set, or None when it cannot be enumerated (filters, other sets)."""
+        value_set = self._value_sets.get(canonical.split("|", 1)[0])
+        if value_set is None:
+            return None
+        compose = value_set.get("compose", {})
+        if compose.get("exclude"):
+            return None
+        found: set[str] = set()
+        for include in compose.get("include", []):
+            if include.get("filter") or include.get("valueSet") or "system" not in include:
+                return None
+            if include.get("concept"):
+                found.update(c["code"] for c in include["concept"])
+                continue
+            system = self._code_systems.get(include["system"])
+            if system is None or system.get("content") != "complete":
+                return None
+            found.update(_concept_codes(system.get("concept", [])))
+        return sorted(found) or None
+
+
+def _concept_codes(concepts: list[dict[str, Any]]) -> list[str]:
+    codes = []
+    for concept in concepts:
+        codes.append(concept["code"])
+        codes.extend(_concept_codes(concept.get("concept", [])))
+    return codes
 
 
 def _primitive_regex(sd: dict[str, Any]) -> str | None:
@@ -159,6 +202,7 @@ def build(source: Path) -> dict[str, Any]:
     """Read the official definitions in `source` and return the digest."""
     resources_bundle = _load(source, "profiles-resources")
     types_bundle = _load(source, "profiles-types")
+    value_sets = ValueSets(_load(source, "valuesets"), _load(source, "v3-codesystems"))
     structures: dict[str, dict[str, dict[str, Any]]] = {}
     primitives: dict[str, dict[str, Any]] = {}
     resource_types: list[str] = []
@@ -174,12 +218,12 @@ def build(source: Path) -> dict[str, Any]:
                 primitive["regex"] = regex
             primitives[sd["type"]] = primitive
         elif sd["kind"] == "complex-type":
-            structures.update(_structure_elements(sd))
+            structures.update(_structure_elements(sd, value_sets))
 
     for sd in _entries(resources_bundle, "StructureDefinition"):
         if sd["kind"] != "resource":
             continue
-        structures.update(_structure_elements(sd))
+        structures.update(_structure_elements(sd, value_sets))
         (abstract_types if sd.get("abstract") else resource_types).append(sd["type"])
 
     compartment = _load(source, "compartmentdefinition-patient")

@@ -165,29 +165,40 @@ class ResourceStore:
         return Version(resource_type, resource_id, doc["version"], doc["updated"], doc.get("deleted", False),
                        bytes(raw) if raw is not None else None)
 
+    async def read_many(self, keys: list[str]) -> dict[str, Version]:
+        """Current versions by "Type/id" (one query; absent keys are left out)."""
+        if not keys:
+            return {}
+        cursor = self._resources.find({"_id": {"$in": keys}}, READ_FIELDS | {"_id": 1})
+        return {doc["_id"]: Version.from_document(doc) async for doc in cursor}
+
     async def read_version(self, resource_type: str, resource_id: str, version: int) -> Version | None:
         doc = await self._history.find_one(
             {"_id": f"{resource_type}/{resource_id}/{version}"}, READ_FIELDS
         )
         return Version.from_document(doc) if doc else None
 
-    async def commit(self, write: Write) -> None:
-        """Write the current version and its history entry (the pending event) atomically.
+    async def commit(self, *writes: Write) -> None:
+        """Write the current versions and their history entries (the pending events) atomically.
 
-        Raises VersionConflict when the version it replaces is no longer current, and
-        StorageBusy when transient transaction failures outlast the retries. A transient
+        Several writes (a transaction Bundle) go in the same database transaction: all land or
+        none does. Raises VersionConflict when a version a write replaces is no longer current
+        (or a new resource already exists), GuardTaken when a conditional create's criteria were
+        taken first, and StorageBusy when transient failures outlast the retries. A transient
         failure (WriteConflict: SecantusDB raises it even between transactions touching
-        different documents) retries the *same* write, so it can never pass for a version
+        different documents) retries the *same* writes, so it can never pass for a version
         conflict and give a false 412.
         """
-        documents = _documents(write)
+        if not writes:
+            return
+        operations, checks = self._operations(writes)
         maybe_committed = False
         for attempt in range(TRANSIENT_ATTEMPTS):
             try:
-                await self._commit_once(write, *documents)
+                await self._commit_once(operations, checks)
                 return
-            except VersionConflict:
-                if maybe_committed and await self._is_committed(write):
+            except (VersionConflict, GuardTaken):
+                if maybe_committed and await self._is_committed(writes[0]):
                     return  # our earlier commit did land; its answer was lost
                 raise
             except OperationFailure as error:
@@ -195,34 +206,46 @@ class ResourceStore:
                     raise
                 maybe_committed = maybe_committed or error.has_error_label("UnknownTransactionCommitResult")
                 await back_off(attempt)
-        raise StorageBusy(f"{write.type}/{write.id}")
+        raise StorageBusy(f"{writes[0].type}/{writes[0].id}")
 
-    async def _commit_once(self, write: Write, current: dict[str, Any], entry: dict[str, Any]) -> None:
-        key = current["_id"]
-        if write.replaces is None:
-            first: InsertOne[dict[str, Any]] | ReplaceOne[dict[str, Any]] = InsertOne(current, namespace=self._namespace(RESOURCES))
-        else:
-            first = ReplaceOne({"_id": key, "version": write.replaces}, current, namespace=self._namespace(RESOURCES))
-        operations: list[Any] = [first, InsertOne(entry, namespace=self._namespace(HISTORY))]
-        if write.guard:
-            guard = {"_id": write.guard, "resource": key, "at": write.updated}
-            operations.insert(0, InsertOne(guard, namespace=self._namespace(GUARDS)))
+    def _operations(self, writes: tuple[Write, ...]) -> tuple[list[Any], list[tuple[str, str]]]:
+        """The bulk operations, and for each one what a failure of it means: (kind, key)."""
+        resources, history, guards = (self._namespace(c) for c in (RESOURCES, HISTORY, GUARDS))
+        operations: list[Any] = []
+        checks: list[tuple[str, str]] = []
+        for write in writes:
+            current, entry = _documents(write)
+            key = current["_id"]
+            if write.guard:
+                operations.append(InsertOne({"_id": write.guard, "resource": key, "at": write.updated}, namespace=guards))
+                checks.append(("guard", write.guard))
+            if write.replaces is None:
+                operations.append(InsertOne(current, namespace=resources))
+            else:
+                operations.append(ReplaceOne({"_id": key, "version": write.replaces}, current, namespace=resources))
+            checks.append(("replace" if write.replaces is not None else "insert", key))
+            operations.append(InsertOne(entry, namespace=history))
+            checks.append(("history", key))
+        return operations, checks
+
+    async def _commit_once(self, operations: list[Any], checks: list[tuple[str, str]]) -> None:
+        verbose = any(kind == "replace" for kind, _ in checks)
         async with self.client.start_session() as session:
             async with await session.start_transaction():
                 try:
                     result = await self.client.bulk_write(
-                        operations, session=session, ordered=True, verbose_results=write.replaces is not None
+                        operations, session=session, ordered=True, verbose_results=verbose
                     )
                 except ClientBulkWriteException as error:
                     duplicates = [e for e in error.write_errors or [] if e.get("code") == DUPLICATE_KEY]
-                    if duplicates and write.guard and duplicates[0].get("idx") == 0:
-                        raise GuardTaken(write.guard) from error
                     if duplicates:
-                        raise VersionConflict(key) from error
+                        kind, key = checks[duplicates[0].get("idx", 0)]
+                        raise GuardTaken(key) if kind == "guard" else VersionConflict(key) from error
                     raise
-                replace_index = 1 if write.guard else 0
-                if write.replaces is not None and result.update_results[replace_index].matched_count != 1:
-                    raise VersionConflict(key)
+                if verbose:
+                    for index, (kind, key) in enumerate(checks):
+                        if kind == "replace" and result.update_results[index].matched_count != 1:
+                            raise VersionConflict(key)
 
     def _namespace(self, collection: str) -> str:
         return f"{self.db.name}.{collection}"

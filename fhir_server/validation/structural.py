@@ -118,11 +118,13 @@ class StructuralValidator:
                 if entry is None and index < len(extensions) and extensions[index] is not None:
                     continue  # a primitive carried only by its extension
                 self._check_value(entry, info["type"], f"{path}[{index}]", issues)
+                _check_code(entry, info, f"{path}[{index}]", issues)
             return
         if isinstance(item, list):
             issues.append(Issue("structure", "This element must not be an array", expression=path))
             return
         self._check_value(item, info["type"], path, issues)
+        _check_code(item, info, path, issues)
 
     def _check_value(self, item: Any, type_code: str, path: str, issues: list[Issue]) -> None:
         if len(issues) >= MAX_ISSUES:
@@ -188,6 +190,28 @@ class StructuralValidator:
                     self._check_object(entry, "Element", target, issues)
                 else:
                     issues.append(Issue("structure", "A primitive's extension must be an object", expression=target))
+
+
+def _check_code(item: Any, info: dict[str, Any], path: str, issues: list[Issue]) -> None:
+    """A code bound to a required value set R4 enumerates must be one of its codes."""
+    codes = info.get("codes")
+    if codes and isinstance(item, str) and item not in codes:
+        shown = ", ".join(codes[:12]) + (", ..." if len(codes) > 12 else "")
+        issues.append(Issue("code-invalid", f"{_clip(item)!r} is not in the required value set ({shown})", expression=path))
+
+
+def too_deep(value: Any, limit: int = MAX_DEPTH) -> bool:
+    """True when JSON nests objects/arrays deeper than `limit` (checked without recursion)."""
+    stack = [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if depth > limit:
+            return True
+        if isinstance(item, dict):
+            stack.extend((child, depth + 1) for child in item.values() if isinstance(child, (dict, list)))
+        elif isinstance(item, list):
+            stack.extend((child, depth + 1) for child in item if isinstance(child, (dict, list)))
+    return False
 
 
 def _json_number_text(number: int | float) -> str:

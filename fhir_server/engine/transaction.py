@@ -1,0 +1,518 @@
+"""Transaction and batch Bundles: the write entries of a transaction are planned together and
+committed in one database transaction (all or nothing); a batch runs each entry on its own.
+
+A plan, in the order R4 prescribes (DELETE, POST, PUT/PATCH; GET entries are left to the
+REST layer, which runs them after the commit so they see its effects):
+
+1. targets: each entry's "Type/id" (conditional URLs and `ifNoneExist` through the search
+   engine; new ids for creates) and the map from `fullUrl` placeholders to them;
+2. references: `urn:uuid:` / `urn:oid:` / `fullUrl` placeholders and conditional references
+   (`Patient?identifier=sys|val`, matched against the database *and* the Bundle's own
+   resources) rewritten everywhere a Reference appears, and in the narrative;
+3. writes: validated, stamped with one shared `lastUpdated`, indexed, committed together.
+
+A version conflict or a conditional-create race found at commit time replans the whole
+transaction from the start, unless the entry carried `ifMatch` (then it is the client's 412).
+"""
+
+from __future__ import annotations
+
+import copy
+import uuid
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
+from typing import Any, Iterator
+
+import orjson
+
+from fhir_server.engine.conditional import guard_key, parse_criteria
+from fhir_server.engine.interactions import Engine, check_if_match, parse_etag
+from fhir_server.engine.patch import JSON_PATCH, apply_patch, patch_from_binary, patch_kind
+from fhir_server.outcome import FhirError, Issue
+from fhir_server.search.index import build_index
+from fhir_server.search.matcher import matches
+from fhir_server.storage.store import Current, GuardTaken, Version, VersionConflict, Write, back_off
+from fhir_server.validation.structural import MAX_DEPTH, too_deep
+
+ORDER = {"DELETE": 0, "POST": 1, "PUT": 2, "PATCH": 2, "GET": 3, "HEAD": 3}
+WRITES = ("DELETE", "POST", "PUT", "PATCH")
+PLACEHOLDERS = ("urn:uuid:", "urn:oid:")
+MAX_ATTEMPTS = 10
+MAX_DELETE_MATCHES = 100
+
+
+@dataclass
+class BundleRequest:
+    """One entry of a transaction or batch, read and checked."""
+
+    index: int
+    method: str
+    url: str  # relative to the FHIR base, query included
+    resource_type: str | None = None
+    resource_id: str | None = None
+    criteria: str | None = None  # the query of a conditional URL
+    full_url: str | None = None
+    resource: Any = None
+    if_match: int | None = None
+    if_none_exist: str | None = None
+    if_none_match: str | None = None
+    if_modified_since: str | None = None
+
+    @property
+    def writes(self) -> bool:
+        return self.method in WRITES
+
+
+@dataclass
+class EntryResult:
+    """What one write entry did: its HTTP status, the version now current, or the error."""
+
+    status: int
+    version: Version | None = None
+    error: FhirError | None = None
+
+
+@dataclass
+class BundleLimits:
+    max_entries: int = 10_000
+    delete_multiple: bool = False
+
+
+def read_bundle(body: Any, limits: BundleLimits) -> tuple[str, list[Any]]:
+    """The Bundle's type (transaction / batch) and its raw entries; 400 / 413 otherwise."""
+    if not isinstance(body, dict) or body.get("resourceType") != "Bundle":
+        raise FhirError.of(400, "invalid", "POST to the base takes a Bundle of type transaction or batch", "resourceType")
+    kind = body.get("type")
+    if kind not in ("transaction", "batch"):
+        raise FhirError.of(400, "invalid", f"The Bundle type must be transaction or batch, not {str(kind)[:30]!r}", "Bundle.type")
+    entries = body.get("entry", [])
+    if not isinstance(entries, list):
+        raise FhirError.of(400, "structure", "Bundle.entry must be an array", "Bundle.entry")
+    if len(entries) > limits.max_entries:
+        raise FhirError.of(
+            413, "too-costly",
+            f"The Bundle has {len(entries)} entries; the limit is {limits.max_entries}: split it into several Bundles",
+            "Bundle.entry",
+        )
+    return kind, entries
+
+
+def read_request(index: int, entry: Any, engine: Engine, base_url: str) -> BundleRequest:
+    """One entry's request; errors name the entry."""
+    with blame(index):
+        return _read_request(index, entry, engine, base_url)
+
+
+def _read_request(index: int, entry: Any, engine: Engine, base_url: str) -> BundleRequest:
+    if not isinstance(entry, dict) or not isinstance(entry.get("request"), dict):
+        raise FhirError.of(400, "required", "every entry needs a request (method and url)", "request")
+    request = entry["request"]
+    method, url = request.get("method"), request.get("url")
+    if method not in ORDER or not isinstance(url, str) or not url.strip():
+        raise FhirError.of(400, "invalid", "request.method must be GET, HEAD, POST, PUT, DELETE or PATCH, with a url", "request")
+    full_url = entry.get("fullUrl")
+    parsed = BundleRequest(
+        index=index,
+        method=method,
+        url=relative_url(url.strip(), base_url),
+        full_url=full_url if isinstance(full_url, str) and full_url else None,
+        resource=entry.get("resource"),
+        if_none_exist=_text(request, "ifNoneExist"),
+        if_none_match=_text(request, "ifNoneMatch"),
+        if_modified_since=_text(request, "ifModifiedSince"),
+    )
+    if too_deep(parsed.resource):
+        raise FhirError.of(422, "too-costly", f"the resource nests deeper than {MAX_DEPTH} levels", "resource")
+    if_match = _text(request, "ifMatch")
+    if if_match is not None:
+        parsed.if_match = parse_etag(if_match)
+        if parsed.if_match is None:
+            raise FhirError.of(412, "conflict", f"ifMatch {if_match[:40]!r} names no version: use W/\"<versionId>\"", "request.ifMatch")
+    if parsed.writes:
+        _read_target(parsed, engine)
+    return parsed
+
+
+def _read_target(request: BundleRequest, engine: Engine) -> None:
+    path, _, query = request.url.partition("?")
+    parts = [p for p in path.split("/") if p]
+    if not parts:
+        raise FhirError.of(400, "invalid", f"{request.method} needs a resource type in its url", "request.url")
+    engine.check_type(parts[0])
+    request.resource_type = parts[0]
+    if request.method == "POST":
+        if len(parts) != 1 or query:
+            raise FhirError.of(400, "invalid", "a POST entry's url is the resource type alone", "request.url")
+    elif len(parts) == 2 and not query:
+        engine.check_id(parts[1])
+        request.resource_id = parts[1]
+    elif len(parts) == 1 and query:
+        request.criteria = query
+    else:
+        raise FhirError.of(400, "invalid", f"a {request.method} entry's url is Type/id or Type?criteria", "request.url")
+    if request.method in ("POST", "PUT", "PATCH") and not isinstance(request.resource, dict):
+        raise FhirError.of(400, "required", f"a {request.method} entry needs a resource", "resource")
+
+
+def relative_url(url: str, base_url: str) -> str:
+    """A request url relative to our base; 400 for one that points at another server."""
+    if "://" in url:
+        if not url.startswith(base_url.rstrip("/") + "/"):
+            raise FhirError.of(400, "invalid", "the url points at another server", "request.url")
+        url = url[len(base_url.rstrip("/")) + 1 :]
+    return url.lstrip("/")
+
+
+def _text(request: dict[str, Any], name: str) -> str | None:
+    value = request.get(name)
+    return value if isinstance(value, str) and value else None
+
+
+# -- errors that name their entry -------------------------------------------------------------
+
+
+def entry_error(index: int, error: FhirError) -> FhirError:
+    """The error of entry `index`, its issues pointing into the Bundle."""
+    prefix = f"Bundle.entry[{index}]"
+    issues = []
+    for issue in error.issues:
+        if issue.diagnostics.startswith(prefix):
+            issues.append(issue)
+            continue
+        expression = issue.expression
+        if expression and expression.split(".")[0][:1].isupper() and "." in expression and not expression.startswith("Bundle"):
+            expression = f"{prefix}.resource.{expression.split('.', 1)[1]}"  # Patient.name[0] -> entry.resource.name[0]
+        elif expression and not expression.startswith("Bundle"):
+            expression = f"{prefix}.{expression}"
+        issues.append(replace(issue, diagnostics=f"{prefix}: {issue.diagnostics}", expression=expression or prefix))
+    wrapped = FhirError(error.status, issues, error.headers)
+    wrapped.entry = index  # type: ignore[attr-defined]
+    return wrapped
+
+
+@contextmanager
+def blame(index: int) -> Iterator[None]:
+    try:
+        yield
+    except FhirError as error:
+        raise entry_error(index, error) from None
+
+
+# -- planning ---------------------------------------------------------------------------------
+
+
+@dataclass
+class _Target:
+    keys: list[str]  # "Type/id" (several for a conditional delete)
+    existing: bool = False  # a conditional create that found its match
+    guard: str | None = None
+
+
+@dataclass
+class _Plan:
+    """One attempt at committing a set of write entries."""
+
+    engine: Engine
+    requests: list[BundleRequest]
+    base_url: str
+    limits: BundleLimits
+    targets: dict[int, _Target] = field(default_factory=dict)
+    placeholders: dict[str, str] = field(default_factory=dict)
+    conditional: dict[str, str] = field(default_factory=dict)
+    currents: dict[str, Version] = field(default_factory=dict)
+    writes: list[Write] = field(default_factory=list)
+    write_entries: list[int] = field(default_factory=list)
+    results: dict[int, EntryResult] = field(default_factory=dict)
+
+    async def prepare(self) -> None:
+        ordered = sorted(self.requests, key=lambda r: ORDER[r.method])
+        for request in ordered:
+            with blame(request.index):
+                await self._target(request)
+        self._refuse_duplicates()
+        self.currents = await self.engine.store.read_many(sorted({k for t in self.targets.values() for k in t.keys}))
+        for request in ordered:
+            if request.method in ("POST", "PUT") and not self.targets[request.index].existing:
+                with blame(request.index):
+                    await self._resolve_conditional_references(request)
+        updated = self.engine.next_time(*self.currents.values())
+        for request in ordered:
+            with blame(request.index):
+                self._prepare_write(request, updated)
+
+    # 1. targets
+
+    async def _target(self, request: BundleRequest) -> None:
+        engine, resource_type = self.engine, str(request.resource_type)
+        if request.method == "POST":
+            target = await self._create_target(request)
+        elif request.resource_id is not None:
+            target = _Target([f"{resource_type}/{request.resource_id}"])
+        else:
+            limit = MAX_DELETE_MATCHES if request.method == "DELETE" and self.limits.delete_multiple else 1
+            found = await self._search(resource_type, parse_criteria(request.criteria or ""), limit + 1)
+            if len(found) > limit:
+                raise FhirError.of(412, "multiple-matches", "the criteria match more than one resource", "request.url")
+            if not found and request.method == "PATCH":
+                raise FhirError.of(404, "not-found", "the criteria match no resource to patch", "request.url")
+            if not found and request.method == "PUT":
+                body_id = request.resource.get("id") if isinstance(request.resource, dict) else None
+                found = [f"{resource_type}/{body_id or uuid.uuid4()}"]
+                if body_id:
+                    engine.check_id(body_id)
+            target = _Target(found)
+        self.targets[request.index] = target
+        if request.full_url and len(target.keys) == 1:
+            self._map_placeholder(request, target.keys[0])
+
+    async def _create_target(self, request: BundleRequest) -> _Target:
+        resource_type = str(request.resource_type)
+        if request.if_none_exist is None:
+            return _Target([f"{resource_type}/{uuid.uuid4()}"])
+        params = parse_criteria(request.if_none_exist)
+        found = await self._search(resource_type, params, 2)
+        if len(found) > 1:
+            raise FhirError.of(412, "multiple-matches", "ifNoneExist matches more than one resource", "request.ifNoneExist")
+        if found:
+            return _Target(found, existing=True)
+        guard = guard_key(resource_type, params)
+        if any(t.guard == guard for t in self.targets.values()):
+            raise FhirError.of(400, "invalid", "two entries create with the same ifNoneExist criteria", "request.ifNoneExist")
+        return _Target([f"{resource_type}/{uuid.uuid4()}"], guard=guard)
+
+    async def _search(self, resource_type: str, params: list[tuple[str, str]], limit: int) -> list[str]:
+        result = await self.engine.searcher.search(resource_type, [*params, ("_count", str(limit))], True, self.base_url)
+        return [f"{doc['type']}/{doc['id']}" for doc in result.matches]
+
+    def _map_placeholder(self, request: BundleRequest, target: str) -> None:
+        full_url = str(request.full_url)
+        if full_url != target:
+            self.placeholders[full_url] = target
+        if "://" in full_url and request.method == "POST":  # a client-side id: Type/old may be used too
+            tail = "/".join(full_url.rstrip("/").split("/")[-2:])
+            if tail.split("/")[0] == request.resource_type:
+                self.placeholders.setdefault(tail, target)
+
+    def _refuse_duplicates(self) -> None:
+        seen: dict[str, int] = {}
+        for index, target in sorted(self.targets.items()):
+            for key in target.keys:
+                if key in seen:
+                    raise FhirError.of(
+                        400, "invalid",
+                        f"Bundle.entry[{seen[key]}] and Bundle.entry[{index}] both act on {key}: one entry per resource",
+                        f"Bundle.entry[{index}]",
+                    )
+                seen[key] = index
+
+    # 2. references
+
+    async def _resolve_conditional_references(self, request: BundleRequest) -> None:
+        for reference in _references(request.resource):
+            if _is_conditional(reference) and reference not in self.conditional:
+                self.conditional[reference] = await self._resolve(reference)
+
+    async def _resolve(self, reference: str) -> str:
+        resource_type, _, query = reference.partition("?")
+        self.engine.check_type(resource_type)
+        params = parse_criteria(query)
+        found = set(await self._search(resource_type, params, 2))
+        criteria = (await self.engine.searcher.criteria(resource_type, params, self.base_url)).filter()
+        for request in self.requests:  # resources this Bundle creates or updates count as well
+            if request.method in ("POST", "PUT") and request.resource_type == resource_type:
+                target = self.targets[request.index]
+                if not target.existing and matches(self._index_document(request, target.keys[0]), criteria):
+                    found.add(target.keys[0])
+        if len(found) != 1:
+            what = "no resource" if not found else "more than one resource"
+            raise FhirError.of(412, "not-found" if not found else "multiple-matches",
+                               f"the conditional reference {reference[:100]} matches {what}", "resource")
+        return found.pop()
+
+    def _index_document(self, request: BundleRequest, key: str) -> dict[str, Any]:
+        resource_type, resource_id = key.split("/", 1)
+        ix, so = build_index(request.resource, self.engine.parameters.for_type(resource_type))
+        return {"_id": key, "type": resource_type, "id": resource_id, "ix": ix, "so": so, "deleted": False}
+
+    def _rewritten(self, request: BundleRequest) -> dict[str, Any]:
+        resource = copy.deepcopy(request.resource)
+
+        def rewrite(reference: str) -> str:
+            if reference in self.placeholders:
+                return self.placeholders[reference]
+            if reference in self.conditional:
+                return self.conditional[reference]
+            if reference.startswith(PLACEHOLDERS):
+                raise FhirError.of(400, "invalid", f"the reference {reference[:80]} is not the fullUrl of any entry", "resource")
+            return reference
+
+        _rewrite_references(resource, rewrite)
+        text = resource.get("text")
+        if isinstance(text, dict) and isinstance(text.get("div"), str) and "urn:" in text["div"]:
+            for placeholder, target in self.placeholders.items():
+                if placeholder.startswith(PLACEHOLDERS):
+                    text["div"] = text["div"].replace(placeholder, target)
+        return resource
+
+    # 3. writes
+
+    def _prepare_write(self, request: BundleRequest, updated: Any) -> None:
+        engine, target = self.engine, self.targets[request.index]
+        resource_type = str(request.resource_type)
+        if request.method == "DELETE":
+            self._prepare_deletes(request, target, updated)
+            return
+        key = target.keys[0]
+        current = self.currents.get(key)
+        if target.existing:
+            self.results[request.index] = EntryResult(200, current)
+            return
+        resource_id = key.split("/", 1)[1]
+        if request.method == "POST":
+            resource = engine.validate(resource_type, self._rewritten(request))
+            self._add(request, engine.prepare(resource_type, resource_id, resource, "POST", None, updated, target.guard))
+            return
+        check_if_match(_current(current), request.if_match)
+        if request.method == "PATCH":
+            if current is None:
+                raise FhirError.of(404, "not-found", f"{key} is not known", "request.url")
+            if current.deleted:
+                raise FhirError.of(410, "deleted", f"{key} was deleted", "request.url")
+            resource = engine.validate(resource_type, _patched(engine, current, request.resource))
+        else:
+            self._check_if_none_match(request, current)
+            resource = engine.validate(resource_type, self._rewritten(request))
+            if request.criteria is not None and "id" not in resource:
+                resource["id"] = resource_id
+            if resource.get("id") != resource_id:
+                raise FhirError.of(400, "invalid", f"the resource's id must be {resource_id}, as in the url", "resource.id")
+        self._add(request, engine.prepare(resource_type, resource_id, resource, request.method, _current(current), updated))
+
+    def _prepare_deletes(self, request: BundleRequest, target: _Target, updated: Any) -> None:
+        if len(target.keys) == 1:
+            check_if_match(_current(self.currents.get(target.keys[0])), request.if_match)
+        self.results[request.index] = EntryResult(204)
+        for key in target.keys:
+            current = self.currents.get(key)
+            if current is not None and not current.deleted:
+                resource_type, resource_id = key.split("/", 1)
+                self._add(request, self.engine.prepare_delete(resource_type, resource_id, current, updated))
+
+    def _check_if_none_match(self, request: BundleRequest, current: Version | None) -> None:
+        tag = request.if_none_match
+        if tag is None or current is None or current.deleted:
+            return
+        if tag.strip() == "*" or parse_etag(tag) == current.version:
+            raise FhirError.of(412, "conflict", f"ifNoneMatch {tag[:30]}: the resource exists at version {current.version}", "request.ifNoneMatch")
+
+    def _add(self, request: BundleRequest, write: Write) -> None:
+        self.writes.append(write)
+        self.write_entries.append(request.index)
+
+    def settle(self, versions: list[Version]) -> dict[int, EntryResult]:
+        """The entry results once the writes are committed (versions in write order)."""
+        for index, version in zip(self.write_entries, versions):
+            if version.deleted:
+                self.results[index] = EntryResult(204, version if len(self.targets[index].keys) == 1 else None)
+            else:
+                previous = self.currents.get(f"{version.type}/{version.id}")
+                created = previous is None or previous.deleted
+                self.results[index] = EntryResult(201 if created else 200, version)
+        return self.results
+
+    def entry_of(self, key: str) -> BundleRequest | None:
+        for index, write in zip(self.write_entries, self.writes):
+            if f"{write.type}/{write.id}" == key:
+                return next(r for r in self.requests if r.index == index)
+        return None
+
+    async def release_stale_guard(self, guard: str) -> None:
+        """A guard whose resource no longer matches its criteria is dropped, so creation can go on."""
+        for request in self.requests:
+            target = self.targets.get(request.index)
+            if target is not None and target.guard == guard and request.if_none_exist:
+                params = parse_criteria(request.if_none_exist)
+                if not await self._search(str(request.resource_type), params, 1):
+                    await self.engine.store.release_guard(guard)
+
+
+def _current(version: Version | None) -> Current | None:
+    return Current(version.version, version.updated, version.deleted) if version is not None else None
+
+
+def _patched(engine: Engine, current: Version, document: Any) -> dict[str, Any]:
+    kind = patch_kind(document)
+    operations = patch_from_binary(document) if kind == JSON_PATCH else document
+    return apply_patch(engine.spec, orjson.loads(current.raw or b"{}"), operations, kind)
+
+
+def _is_conditional(reference: str) -> bool:
+    return "?" in reference and "://" not in reference and not reference.startswith(("#", *PLACEHOLDERS))
+
+
+def _references(value: Any) -> Iterator[str]:
+    if isinstance(value, dict):
+        for name, item in value.items():
+            if name == "reference" and isinstance(item, str):
+                yield item
+            elif isinstance(item, (dict, list)):
+                yield from _references(item)
+    elif isinstance(value, list):
+        for item in value:
+            yield from _references(item)
+
+
+def _rewrite_references(value: Any, rewrite: Any) -> None:
+    if isinstance(value, dict):
+        for name, item in value.items():
+            if name == "reference" and isinstance(item, str):
+                value[name] = rewrite(item)
+            elif isinstance(item, (dict, list)):
+                _rewrite_references(item, rewrite)
+    elif isinstance(value, list):
+        for item in value:
+            _rewrite_references(item, rewrite)
+
+
+# -- running ----------------------------------------------------------------------------------
+
+
+async def run_transaction(
+    engine: Engine, requests: list[BundleRequest], base_url: str, limits: BundleLimits
+) -> dict[int, EntryResult]:
+    """Commit every write entry in one database transaction, or none (the error names the entry)."""
+    writes = [r for r in requests if r.writes]
+    for attempt in range(MAX_ATTEMPTS):
+        plan = _Plan(engine, writes, base_url, limits)
+        await plan.prepare()
+        try:
+            versions = await engine.commit(*plan.writes)
+        except VersionConflict as conflict:
+            request = plan.entry_of(str(conflict.args[0]))
+            if request is not None and request.if_match is not None:
+                raise entry_error(request.index, FhirError.of(412, "conflict", f"version {request.if_match} is no longer current")) from None
+        except GuardTaken as taken:
+            await plan.release_stale_guard(str(taken.args[0]))
+        else:
+            return plan.settle(versions)
+        await back_off(attempt)
+    raise FhirError.of(409, "conflict", "The transaction kept meeting concurrent writes to the same resources; retry")
+
+
+async def run_batch(
+    engine: Engine, requests: list[BundleRequest], base_url: str, limits: BundleLimits
+) -> dict[int, EntryResult]:
+    """Each write entry on its own: one failing does not stop the others."""
+    results: dict[int, EntryResult] = {}
+    for request in sorted((r for r in requests if r.writes), key=lambda r: ORDER[r.method]):
+        try:
+            results.update(await run_transaction(engine, [request], base_url, limits))
+        except FhirError as error:
+            results[request.index] = EntryResult(error.status, error=error)
+    return results
+
+
+__all__ = [
+    "BundleLimits", "BundleRequest", "EntryResult", "blame", "entry_error", "read_bundle", "read_request",
+    "relative_url", "run_batch", "run_transaction",
+]
