@@ -9,7 +9,7 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-from fhir_server import __version__
+from fhir_server import __version__, loader
 from fhir_server.settings import Settings
 from fhir_server.storage.embedded import EmbeddedDatabase, EmbeddedDatabaseError
 
@@ -26,6 +26,11 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--mllp-port", type=int, default=None, help="HL7 v2 MLLP port (default 2575)")
     serve.add_argument("--data-dir", type=Path, default=None, help="where the embedded database keeps its files")
     serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    load = commands.add_parser("load", help="load Bundles, NDJSON or JSON resources (files or folders)")
+    load.add_argument("paths", nargs="+", type=Path, metavar="FILE_OR_DIR")
+    load.add_argument("--server", default=None, help="FHIR base URL of a running server (default: a local engine)")
+    load.add_argument("--data-dir", type=Path, default=None, help="local engine: the embedded database's files")
+    load.add_argument("--chunk", type=int, default=200, help="resources per transaction Bundle (default 200)")
     return parser
 
 
@@ -82,10 +87,70 @@ def serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def load(args: argparse.Namespace) -> int:
+    """Post files to a server (or to a local engine on the data dir); 1 when anything failed."""
+    import asyncio
+
+    _configure_logging("warning")
+    if args.chunk < 1:
+        print("calipso load: --chunk must be at least 1", file=sys.stderr)
+        return 2
+    files = loader.discover(args.paths)
+    progress = loader.Progress(len(files))
+    try:
+        if args.server:
+            summary = asyncio.run(_load_remote(args.server.rstrip("/"), files, args.chunk, progress))
+        else:
+            summary = _load_local(Settings.from_env(data_dir=args.data_dir), files, args.chunk, progress)
+    except (OSError, EmbeddedDatabaseError) as error:
+        print(f"calipso load: {error}", file=sys.stderr)
+        return 2
+    loader.report(summary)
+    return 1 if summary.counts["failed"] else 0
+
+
+async def _load_remote(base_url: str, files: list[Path], chunk: int, progress: loader.Progress) -> loader.Summary:
+    import httpx
+
+    async with httpx.AsyncClient(timeout=300) as client:
+        try:
+            return await loader.load(client, base_url, files, chunk, progress)
+        except httpx.TransportError as error:
+            raise OSError(f"cannot reach {base_url}: {error}") from None
+
+
+def _load_local(settings: Settings, files: list[Path], chunk: int, progress: loader.Progress) -> loader.Summary:
+    """The same HTTP API, served in process over the embedded database (or CALIPSO_MONGODB_URI)."""
+    import asyncio
+
+    import httpx
+
+    from fhir_server.app import create_app
+
+    embedded = None if settings.mongodb_uri else EmbeddedDatabase(settings.data_dir)
+    if embedded is not None:
+        settings = replace(settings, mongodb_uri=embedded.start())
+
+    async def run() -> loader.Summary:
+        app = create_app(settings)
+        async with app.router.lifespan_context(app):
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://calipso.local", timeout=300) as client:
+                return await loader.load(client, "http://calipso.local/fhir", files, chunk, progress)
+
+    try:
+        return asyncio.run(run())
+    finally:
+        if embedded is not None:
+            embedded.stop()
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "serve":
         return serve(args)
+    if args.command == "load":
+        return load(args)
     return 2
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import uuid
 from typing import Any
@@ -280,3 +281,21 @@ async def test_app_keeps_serving_after_hostile_bundles(app: FastAPI, client: htt
         assert 400 <= response.status_code < 500, (body, response.text)
     assert (await client.get("/fhir/metadata")).status_code == 200
     assert await count(client, "/fhir/Patient") == 0
+
+
+async def test_parallel_identical_transactions_create_one_patient(client: httpx.AsyncClient) -> None:
+    def replay() -> dict[str, Any]:
+        patient_urn = urn()
+        return bundle(
+            "transaction",
+            entry("POST", "Patient", notebook_patient(identifier=[{"system": IPP, "value": "IPP-RACE"}]), patient_urn,
+                  ifNoneExist=f"identifier={IPP}|IPP-RACE"),
+            entry("POST", "Communication", notebook_entry("x") | {"subject": {"reference": patient_urn}}),
+        )
+
+    responses = await asyncio.gather(*(client.post("/fhir", json=replay()) for _ in range(10)))
+    assert [r.status_code for r in responses] == [200] * 10
+    patients = {locations(r)[0] for r in responses}
+    assert len(patients) == 1
+    assert await count(client, "/fhir/Patient") == 1
+    assert await count(client, f"/fhir/Communication?subject={patients.pop()}") == 10

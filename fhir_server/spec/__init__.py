@@ -44,7 +44,7 @@ def load_spec(path: Path = DIGEST_PATH) -> Spec:
     digest = orjson.loads(path.read_bytes())
     primitives = digest["primitives"]
     regex = {
-        name: re.compile(f"(?:{info['regex']})", re.DOTALL)
+        name: re.compile(f"(?:{info['regex']})", re.DOTALL | re.ASCII)  # XML Schema whitespace is ASCII only
         for name, info in primitives.items()
         if "regex" in info
     }
