@@ -245,11 +245,14 @@ async def test_batch_entries_succeed_or_fail_alone(client: httpx.AsyncClient) ->
 
 
 async def test_bundle_shape_and_limits(database_uri: str) -> None:
-    settings = Settings(mongodb_uri=database_uri, database=f"test_{uuid.uuid4().hex[:16]}", max_bundle_entries=3)
+    settings = Settings(mongodb_uri=database_uri, database=f"test_{uuid.uuid4().hex[:16]}", max_bundle_entries=3, max_bundle_bytes=4096)
     async with running(create_app(settings)) as app, fhir_client(app) as client:
         too_many = bundle("batch", *[entry("GET", "Patient")] * 4)
         response = await client.post("/fhir", json=too_many)
         assert response.status_code == 413 and "limit is 3" in response.json()["issue"][0]["diagnostics"]
+        too_big = bundle("transaction", entry("POST", "Patient", notebook_patient(name=[{"text": "x" * 5000}])))
+        response = await client.post("/fhir", json=too_big)
+        assert response.status_code == 413 and "4096 bytes" in response.json()["issue"][0]["diagnostics"]
         for wrong in ({"resourceType": "Patient"}, bundle("collection"), {"resourceType": "Bundle", "type": "batch", "entry": {}}):
             assert (await client.post("/fhir", json=wrong)).status_code == 400
         foreign = bundle("transaction", entry("PUT", "http://elsewhere.example/fhir/Patient/x", notebook_patient(id="x")))

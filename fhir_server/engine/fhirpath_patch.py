@@ -358,14 +358,20 @@ def _apply(navigator: _Navigator, operation: Operation) -> None:
             _replace(target, _shaped(navigator, operation, target.type))
 
 
-def _add(navigator: _Navigator, operation: Operation) -> None:
-    selected = navigator.evaluate(operation.path)
+def _holder(navigator: _Navigator, path: str) -> tuple[Location | dict[str, Any], dict[str, Any]]:
+    """The one element a path selects, which must be able to hold children."""
+    selected = navigator.evaluate(path)
     if len(selected) != 1:
-        raise unprocessable(f"add: the path {operation.path[:80]!r} selects {len(selected)} elements, not one")
+        raise unprocessable(f"the path {path[:80]!r} selects {len(selected)} elements, not one")
     target = selected[0]
     holder = target if isinstance(target, dict) else target.value
     if not isinstance(holder, dict):
-        raise unprocessable(f"add: {operation.path[:80]!r} is not an element that can hold '{operation.name}'")
+        raise unprocessable(f"{path[:80]!r} is not an element that can hold others")
+    return target, holder
+
+
+def _add(navigator: _Navigator, operation: Operation) -> None:
+    target, holder = _holder(navigator, operation.path)
     name = str(operation.name)
     key, info = navigator.element(navigator.structure_of(target), name, holder)
     if info is not None and info.get("choice") == name and operation.value_type:
@@ -390,13 +396,7 @@ def _collection(navigator: _Navigator, path: str) -> tuple[list[Any], dict[str, 
     last = segments[-1]
     if not NAME.match(last) or len(segments) < 2:
         raise bad_patch(f"the path {path[:80]!r} must end with the name of a repeating element")
-    holders = navigator.evaluate(".".join(segments[:-1]))
-    if len(holders) != 1:
-        raise unprocessable(f"the path {path[:80]!r} selects {len(holders)} parents, not one")
-    parent = holders[0]
-    holder = parent if isinstance(parent, dict) else parent.value
-    if not isinstance(holder, dict):
-        raise unprocessable(f"the path {path[:80]!r} does not name a list")
+    parent, holder = _holder(navigator, ".".join(segments[:-1]))
     key, info = navigator.element(navigator.structure_of(parent), last, holder)
     items = holder.get(key, [])
     if (info is not None and not info.get("array")) or not isinstance(items, list):

@@ -104,7 +104,9 @@ class Engine:
             resource_id = str(uuid.uuid4())
         else:
             self.check_id(resource_id)
-        return await self._commit_new(resource_type, resource_id, resource, method, None, guard)
+        write = self.prepare(resource_type, resource_id, resource, method, None, self.next_time(), guard)
+        await self._commit(write)
+        return Outcome(_version_of(write), created=True)
 
     async def update(
         self, resource_type: str, resource_id: str, body: Any, if_match: int | None = None, method: str = "PUT"
@@ -122,7 +124,9 @@ class Engine:
             current = await self.store.current(resource_type, resource_id)
             check_if_match(current, if_match)
             try:
-                return await self._commit_new(resource_type, resource_id, resource, method, current)
+                write = self.prepare(resource_type, resource_id, resource, method, current, self.next_time(current))
+                await self._commit(write)
+                return Outcome(_version_of(write), created=current is None or current.deleted)
             except VersionConflict:
                 if if_match is not None:
                     raise FhirError.of(
@@ -150,19 +154,6 @@ class Engine:
                 continue
             return _version_of(write)
         raise FhirError.of(409, "conflict", "Too many concurrent writes to this resource; retry")
-
-    async def _commit_new(
-        self,
-        resource_type: str,
-        resource_id: str,
-        resource: dict[str, Any],
-        method: str,
-        current: Current | None,
-        guard: str | None = None,
-    ) -> Outcome:
-        write = self.prepare(resource_type, resource_id, resource, method, current, self.next_time(current), guard)
-        await self._commit(write)
-        return Outcome(_version_of(write), created=current is None or current.deleted)
 
     def prepare(
         self,

@@ -179,15 +179,22 @@ def entry_error(index: int, error: FhirError) -> FhirError:
         if issue.diagnostics.startswith(prefix):
             issues.append(issue)
             continue
-        expression = issue.expression
-        if expression and expression.split(".")[0][:1].isupper() and "." in expression and not expression.startswith("Bundle"):
-            expression = f"{prefix}.resource.{expression.split('.', 1)[1]}"  # Patient.name[0] -> entry.resource.name[0]
-        elif expression and not expression.startswith("Bundle"):
-            expression = f"{prefix}.{expression}"
-        issues.append(replace(issue, diagnostics=f"{prefix}: {issue.diagnostics}", expression=expression or prefix))
-    wrapped = FhirError(error.status, issues, error.headers)
-    wrapped.entry = index  # type: ignore[attr-defined]
-    return wrapped
+        expression = _within_entry(prefix, issue.expression)
+        issues.append(replace(issue, diagnostics=f"{prefix}: {issue.diagnostics}", expression=expression))
+    return FhirError(error.status, issues, error.headers)
+
+
+def _within_entry(prefix: str, expression: str | None) -> str:
+    """An issue's location inside the Bundle: Patient.name[0] -> Bundle.entry[i].resource.name[0]."""
+    if not expression:
+        return prefix
+    if expression.startswith("Bundle"):
+        return expression
+    head, _, rest = expression.partition(".")
+    if head[:1].isupper() or head == "resourceType":  # a location inside the entry's resource
+        inner = rest if head[:1].isupper() else expression
+        return f"{prefix}.resource" + (f".{inner}" if inner else "")
+    return f"{prefix}.{expression}"
 
 
 @contextmanager
@@ -223,6 +230,7 @@ class _Plan:
     writes: list[Write] = field(default_factory=list)
     write_entries: list[int] = field(default_factory=list)
     results: dict[int, EntryResult] = field(default_factory=dict)
+    index_documents: dict[int, dict[str, Any]] = field(default_factory=dict)
 
     async def prepare(self) -> None:
         ordered = sorted(self.requests, key=lambda r: ORDER[r.method])
@@ -330,9 +338,14 @@ class _Plan:
         return found.pop()
 
     def _index_document(self, request: BundleRequest, key: str) -> dict[str, Any]:
-        resource_type, resource_id = key.split("/", 1)
-        ix, so = build_index(request.resource, self.engine.parameters.for_type(resource_type))
-        return {"_id": key, "type": resource_type, "id": resource_id, "ix": ix, "so": so, "deleted": False}
+        """A Bundle resource as search would see it stored (built once per entry)."""
+        if request.index not in self.index_documents:
+            resource_type, resource_id = key.split("/", 1)
+            ix, so = build_index(request.resource, self.engine.parameters.for_type(resource_type))
+            self.index_documents[request.index] = {
+                "_id": key, "type": resource_type, "id": resource_id, "ix": ix, "so": so, "deleted": False,
+            }
+        return self.index_documents[request.index]
 
     def _rewritten(self, request: BundleRequest) -> dict[str, Any]:
         resource = copy.deepcopy(request.resource)
