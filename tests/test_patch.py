@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import httpx
@@ -168,3 +169,13 @@ async def test_patch_body_type(client: httpx.AsyncClient, patient: dict[str, Any
     assert response.status_code == 415
     response = await client.patch("/fhir/Patient/p", content=b"[{", headers=JSON_PATCH)
     assert response.status_code == 400
+
+
+async def test_concurrent_patches_are_all_applied(client: httpx.AsyncClient, patient: dict[str, Any]) -> None:
+    names = [f"Prénom{n}" for n in range(8)]
+    patches = [[{"op": "add", "path": "/name/0/given/-", "value": name}] for name in names]
+    responses = await asyncio.gather(*(client.patch("/fhir/Patient/p", json=p, headers=JSON_PATCH) for p in patches))
+    assert [r.status_code for r in responses] == [200] * len(names)
+    stored = (await client.get("/fhir/Patient/p")).json()
+    assert sorted(stored["name"][0]["given"]) == sorted(["Hélène", *names])  # none lost to a race
+    assert stored["meta"]["versionId"] == str(1 + len(names))

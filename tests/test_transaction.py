@@ -302,3 +302,25 @@ async def test_parallel_identical_transactions_create_one_patient(client: httpx.
     assert len(patients) == 1
     assert await count(client, "/fhir/Patient") == 1
     assert await count(client, f"/fhir/Communication?subject={patients.pop()}") == 10
+
+
+async def test_urn_oid_placeholders_and_conditional_headers(client: httpx.AsyncClient) -> None:
+    await client.put("/fhir/Patient/known", json=notebook_patient(id="known"))
+    oid = "urn:oid:1.2.250.1.999.1"
+    response = await client.post("/fhir", json=bundle(
+        "transaction",
+        entry("POST", "Patient", notebook_patient(), oid),
+        entry("POST", "Communication", notebook_entry("x") | {"subject": {"reference": oid}}),
+        entry("GET", "Patient/known", ifNoneMatch='W/"1"'),
+        entry("GET", "Patient/known", ifModifiedSince="2999-01-01T00:00:00Z"),
+        entry("GET", "Patient/known", ifNoneMatch='W/"7"'),
+    ))
+    assert response.status_code == 200, response.text
+    entries = response.json()["entry"]
+    assert entries[1]["resource"]["subject"]["reference"] == entries[0]["response"]["location"].split("/_history")[0]
+    assert [e["response"]["status"] for e in entries[2:]] == ["304 Not Modified", "304 Not Modified", "200 OK"]
+    refused = await client.post("/fhir", json=bundle(
+        "transaction", entry("PUT", "Patient/known", notebook_patient(id="known", gender="male"), ifNoneMatch="*"),
+    ))
+    assert refused.status_code == 412 and "Bundle.entry[0]" in refused.json()["issue"][0]["diagnostics"]
+    assert (await client.get("/fhir/Patient/known")).json()["meta"]["versionId"] == "1"

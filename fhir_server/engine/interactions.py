@@ -109,7 +109,7 @@ class Engine:
         return Outcome(_version_of(write), created=True)
 
     async def update(
-        self, resource_type: str, resource_id: str, body: Any, if_match: int | None = None, method: str = "PUT"
+        self, resource_type: str, resource_id: str, body: Any, if_match: int | None = None
     ) -> Outcome:
         """Update, or create with the client's id when the resource does not exist yet."""
         self.check_type(resource_type)
@@ -124,7 +124,7 @@ class Engine:
             current = await self.store.current(resource_type, resource_id)
             check_if_match(current, if_match)
             try:
-                write = self.prepare(resource_type, resource_id, resource, method, current, self.next_time(current))
+                write = self.prepare(resource_type, resource_id, resource, "PUT", current, self.next_time(current))
                 await self._commit(write)
                 return Outcome(_version_of(write), created=current is None or current.deleted)
             except VersionConflict:
@@ -161,7 +161,7 @@ class Engine:
         resource_id: str,
         resource: dict[str, Any],
         method: str,
-        current: Current | None,
+        current: Current | Version | None,
         updated: datetime,
         guard: str | None = None,
     ) -> Write:
@@ -253,7 +253,7 @@ def parse_version(text: str) -> int | None:
     return int(text) if text.isdigit() and len(text) < 12 else None
 
 
-def check_if_match(current: Current | None, if_match: int | None) -> None:
+def check_if_match(current: Current | Version | None, if_match: int | None) -> None:
     """412 unless the current version is the one `If-Match` names (None: no condition)."""
     if if_match is None:
         return

@@ -13,10 +13,10 @@ import jsonpointer
 import orjson
 
 from fhir_server.engine.fhirpath_patch import apply_fhirpath_patch
-from fhir_server.engine.interactions import Engine, Outcome
+from fhir_server.engine.interactions import Engine, Outcome, check_if_match
 from fhir_server.outcome import FhirError
 from fhir_server.spec import Spec
-from fhir_server.storage.store import Version
+from fhir_server.storage.store import Version, VersionConflict, back_off
 from fhir_server.validation.structural import MAX_DEPTH, too_deep
 
 JSON_PATCH = "application/json-patch+json"
@@ -79,17 +79,24 @@ def patch_kind(document: Any) -> str:
 async def patch(
     engine: Engine, resource_type: str, resource_id: str, document: Any, kind: str, if_match: int | None
 ) -> Outcome:
-    """Apply a patch to the current version and write the result as its next version."""
-    for _ in range(MAX_ATTEMPTS):
+    """Apply a patch to the current version and write the result as its next version.
+
+    When another writer commits first, the patch is applied again to what that writer wrote,
+    unless the client named the version with `If-Match` (then it is the client's 412).
+    """
+    for attempt in range(MAX_ATTEMPTS):
         current = await engine.read(resource_type, resource_id)
-        if if_match is not None and current.version != if_match:
-            raise FhirError.of(412, "conflict", f"If-Match names version {if_match}, the current version is {current.version}")
-        patched = apply_patch(engine.spec, _resource(current), document, kind)
+        check_if_match(current, if_match)
+        patched = engine.validate(resource_type, apply_patch(engine.spec, _resource(current), document, kind))
+        write = engine.prepare(resource_type, resource_id, patched, "PATCH", current, engine.next_time(current))
         try:
-            return await engine.update(resource_type, resource_id, patched, current.version, method="PATCH")
-        except FhirError as error:
-            if error.status != 412 or if_match is not None:
-                raise  # a concurrent writer got in first: patch again what it wrote
+            [version] = await engine.commit(write)
+        except VersionConflict:
+            if if_match is not None:
+                raise FhirError.of(412, "conflict", f"Version {if_match} is no longer current") from None
+            await back_off(attempt)
+            continue
+        return Outcome(version, created=False)
     raise FhirError.of(409, "conflict", "Too many concurrent writes to this resource; retry")
 
 

@@ -31,7 +31,7 @@ from fhir_server.engine.patch import JSON_PATCH, apply_patch, patch_from_binary,
 from fhir_server.outcome import FhirError, Issue
 from fhir_server.search.index import build_index
 from fhir_server.search.matcher import matches
-from fhir_server.storage.store import Current, GuardTaken, Version, VersionConflict, Write, back_off
+from fhir_server.storage.store import GuardTaken, Version, VersionConflict, Write, back_off
 from fhir_server.validation.structural import MAX_DEPTH, too_deep
 
 ORDER = {"DELETE": 0, "POST": 1, "PUT": 2, "PATCH": 2, "GET": 3, "HEAD": 3}
@@ -385,7 +385,7 @@ class _Plan:
             resource = engine.validate(resource_type, self._rewritten(request))
             self._add(request, engine.prepare(resource_type, resource_id, resource, "POST", None, updated, target.guard))
             return
-        check_if_match(_current(current), request.if_match)
+        check_if_match(current, request.if_match)
         if request.method == "PATCH":
             if current is None:
                 raise FhirError.of(404, "not-found", f"{key} is not known", "request.url")
@@ -399,11 +399,11 @@ class _Plan:
                 resource["id"] = resource_id
             if resource.get("id") != resource_id:
                 raise FhirError.of(400, "invalid", f"the resource's id must be {resource_id}, as in the url", "resource.id")
-        self._add(request, engine.prepare(resource_type, resource_id, resource, request.method, _current(current), updated))
+        self._add(request, engine.prepare(resource_type, resource_id, resource, request.method, current, updated))
 
     def _prepare_deletes(self, request: BundleRequest, target: _Target, updated: Any) -> None:
         if len(target.keys) == 1:
-            check_if_match(_current(self.currents.get(target.keys[0])), request.if_match)
+            check_if_match(self.currents.get(target.keys[0]), request.if_match)
         self.results[request.index] = EntryResult(204)
         for key in target.keys:
             current = self.currents.get(key)
@@ -447,10 +447,6 @@ class _Plan:
                 params = parse_criteria(request.if_none_exist)
                 if not await self._search(str(request.resource_type), params, 1):
                     await self.engine.store.release_guard(guard)
-
-
-def _current(version: Version | None) -> Current | None:
-    return Current(version.version, version.updated, version.deleted) if version is not None else None
 
 
 def _patched(engine: Engine, current: Version, document: Any) -> dict[str, Any]:

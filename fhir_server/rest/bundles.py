@@ -37,7 +37,6 @@ async def transaction_or_batch(request: Request) -> Response:
     body = await read_json(request, settings.max_bundle_bytes)
     limits = BundleLimits(settings.max_bundle_entries, settings.conditional_delete_multiple)
     kind, entries = read_bundle(body, limits)
-    del body
     results: dict[int, EntryResult] = {}
     requests: list[BundleRequest] = []
     for index, entry in enumerate(entries):

@@ -49,10 +49,6 @@ class FhirRoute:
     level: str = "type"  # "type" (per resource type) or "system"
 
 
-_engine = engine_of
-_settings = settings_of
-
-
 def _location(request: Request, version: Version) -> str:
     return f"{base_url(request)}/{version.type}/{version.id}/_history/{version.version}"
 
@@ -78,36 +74,36 @@ def _write_response(request: Request, outcome: Outcome, rendering: Rendering) ->
 
 async def metadata(request: Request) -> Response:
     rendering = negotiate(request)
-    engine = _engine(request)
+    engine = engine_of(request)
     statement = capability_statement(
         engine.spec,
         engine.parameters,
         base_url(request),
         type_interactions=_interactions("type"),
         system_interactions=_interactions("system"),
-        delete_multiple=_settings(request).conditional_delete_multiple,
+        delete_multiple=settings_of(request).conditional_delete_multiple,
     )
     return fhir_response(statement, 200, None, rendering)
 
 
 async def create(request: Request) -> Response:
     rendering = negotiate(request)
-    body = await read_json(request, _settings(request).max_body_bytes)
+    body = await read_json(request, settings_of(request).max_body_bytes)
     resource_type = request.path_params["type"]
     criteria = request.headers.get("if-none-exist")
     if criteria is not None:
-        outcome = await conditional_create(_engine(request), resource_type, body, criteria, base_url(request))
+        outcome = await conditional_create(engine_of(request), resource_type, body, criteria, base_url(request))
     else:
-        outcome = await _engine(request).create(resource_type, body)
+        outcome = await engine_of(request).create(resource_type, body)
     return _write_response(request, outcome, rendering)
 
 
 async def update_conditional(request: Request) -> Response:
     rendering = negotiate(request)
     expected = if_match(request)
-    body = await read_json(request, _settings(request).max_body_bytes)
+    body = await read_json(request, settings_of(request).max_body_bytes)
     outcome = await conditional_update(
-        _engine(request), request.path_params["type"], body, request.url.query, expected, base_url(request)
+        engine_of(request), request.path_params["type"], body, request.url.query, expected, base_url(request)
     )
     return _write_response(request, outcome, rendering)
 
@@ -116,7 +112,7 @@ async def delete_conditional(request: Request) -> Response:
     rendering = negotiate(request)
     resource_type = request.path_params["type"]
     deleted = await conditional_delete(
-        _engine(request), resource_type, request.url.query, base_url(request), _settings(request).conditional_delete_multiple
+        engine_of(request), resource_type, request.url.query, base_url(request), settings_of(request).conditional_delete_multiple
     )
     text = f"Deleted {len(deleted)} {resource_type}" if deleted else "Nothing matched: nothing deleted"
     headers = {"ETag": f'W/"{deleted[0].version}"'} if len(deleted) == 1 else None
@@ -125,7 +121,7 @@ async def delete_conditional(request: Request) -> Response:
 
 async def read(request: Request) -> Response:
     rendering = negotiate(request)
-    version = await _engine(request).read(request.path_params["type"], request.path_params["id"])
+    version = await engine_of(request).read(request.path_params["type"], request.path_params["id"])
     headers = version_headers(version)
     if not_modified(request, version):
         return Response(status_code=304, headers=headers)
@@ -135,23 +131,23 @@ async def read(request: Request) -> Response:
 async def vread(request: Request) -> Response:
     rendering = negotiate(request)
     params = request.path_params
-    version = await _engine(request).vread(params["type"], params["id"], params["vid"])
+    version = await engine_of(request).vread(params["type"], params["id"], params["vid"])
     return fhir_response(version.raw, 200, version_headers(version), rendering)
 
 
 async def update(request: Request) -> Response:
     rendering = negotiate(request)
     expected = if_match(request)
-    body = await read_json(request, _settings(request).max_body_bytes)
+    body = await read_json(request, settings_of(request).max_body_bytes)
     params = request.path_params
-    outcome = await _engine(request).update(params["type"], params["id"], body, expected)
+    outcome = await engine_of(request).update(params["type"], params["id"], body, expected)
     return _write_response(request, outcome, rendering)
 
 
 async def delete(request: Request) -> Response:
     rendering = negotiate(request)
     params = request.path_params
-    tombstone = await _engine(request).delete(params["type"], params["id"], if_match(request))
+    tombstone = await engine_of(request).delete(params["type"], params["id"], if_match(request))
     if tombstone is None:
         issue = Issue("informational", f"{params['type']}/{params['id']} does not exist or is already deleted", "information")
         return outcome_response(200, [issue], None, rendering)
@@ -165,13 +161,13 @@ async def history_system(request: Request) -> Response:
 
 async def history_type(request: Request) -> Response:
     resource_type = request.path_params["type"]
-    _engine(request).check_type(resource_type)
+    engine_of(request).check_type(resource_type)
     return await _history(request, resource_type, None)
 
 
 async def history_instance(request: Request) -> Response:
     resource_type, resource_id = request.path_params["type"], request.path_params["id"]
-    engine = _engine(request)
+    engine = engine_of(request)
     engine.check_type(resource_type)
     engine.check_id(resource_id)
     if await engine.store.current(resource_type, resource_id) is None:
@@ -181,14 +177,14 @@ async def history_instance(request: Request) -> Response:
 
 async def _history(request: Request, resource_type: str | None, resource_id: str | None) -> Response:
     rendering = negotiate(request)
-    settings = _settings(request)
+    settings = settings_of(request)
     params = request.query_params
     if "_at" in params:
         raise FhirError.of(400, "not-supported", "_at is not supported on history; use _since")
     since = parse_instant(params["_since"], "_since") if "_since" in params else None
     count = _count(params.get("_count"), settings.history_page_size, settings.history_max_page_size)
     page = await read_history(
-        _engine(request).store, resource_type, resource_id, since, count, params.get("_cursor")
+        engine_of(request).store, resource_type, resource_id, since, count, params.get("_cursor")
     )
     path = request.url.path.removeprefix(request.scope.get("root_path", "")).removeprefix("/fhir")
     body = history_bundle(page, base_url(request), path, params.multi_items())
@@ -211,7 +207,7 @@ async def search_type(request: Request) -> Response:
 async def search_compartment(request: Request) -> Response:
     """`Patient/{id}/{type}`: the search, limited to that patient's compartment."""
     compartment, owner, resource_type = (request.path_params[k] for k in ("compartment", "id", "type"))
-    engine = _engine(request)
+    engine = engine_of(request)
     engine.check_type(resource_type)
     engine.check_id(owner)
     members = engine.spec.compartments.get(compartment, {}).get(resource_type)
@@ -228,7 +224,7 @@ async def search_compartment(request: Request) -> Response:
 async def everything(request: Request) -> Response:
     """`Patient/{id}/$everything` (`_type`, `_since`, `_count`, paging)."""
     rendering = negotiate(request)
-    engine, patient_id = _engine(request), request.path_params["id"]
+    engine, patient_id = engine_of(request), request.path_params["id"]
     engine.check_id(patient_id)
     await engine.read("Patient", patient_id)  # 404 / 410 like a read
     params = request.query_params
@@ -236,7 +232,7 @@ async def everything(request: Request) -> Response:
     for resource_type in types or []:
         engine.check_type(resource_type)
     since = parse_instant(params["_since"], "_since") if "_since" in params else None
-    settings = _settings(request)
+    settings = settings_of(request)
     count = _count(params.get("_count"), settings.history_page_size, settings.history_max_page_size)
     result = await engine.searcher.everything(patient_id, types, since, count, params.get("_cursor"))
     result.request.echoed = [(k, v) for k, v in params.multi_items() if k in ("_type", "_since", "_count")]
@@ -247,7 +243,7 @@ async def everything(request: Request) -> Response:
 async def search_system(request: Request) -> Response:
     """`/fhir?_type=A,B&...` and `POST /fhir/_search`: common parameters across types."""
     rendering = negotiate(request)
-    engine = _engine(request)
+    engine = engine_of(request)
     params = await _search_parameters(request)
     types = [t.strip() for v in (v for k, v in params if k == "_type") for t in v.split(",") if t.strip()]
     for resource_type in types:
@@ -261,7 +257,7 @@ async def _search_parameters(request: Request) -> list[tuple[str, str]]:
     """Query parameters, plus the form body of a POST _search."""
     params = request.query_params.multi_items()
     if request.method == "POST":
-        body = await read_body(request, _settings(request).max_body_bytes)
+        body = await read_body(request, settings_of(request).max_body_bytes)
         try:
             params += parse_qsl(body.decode("utf-8"), keep_blank_values=True, strict_parsing=False)
         except UnicodeDecodeError:
@@ -271,7 +267,7 @@ async def _search_parameters(request: Request) -> list[tuple[str, str]]:
 
 async def _search(request: Request, resource_type: str, path: str, extra: dict | None) -> Response:
     rendering = negotiate(request)
-    engine = _engine(request)
+    engine = engine_of(request)
     engine.check_type(resource_type)
     params = await _search_parameters(request)
     result = await engine.searcher.search(resource_type, params, strict_handling(request), base_url(request), extra)
@@ -282,17 +278,17 @@ async def _search(request: Request, resource_type: str, path: str, extra: dict |
 async def patch_instance(request: Request) -> Response:
     rendering = negotiate(request)
     expected = if_match(request)
-    document, kind = await read_patch(request, _settings(request).max_body_bytes)
+    document, kind = await read_patch(request, settings_of(request).max_body_bytes)
     params = request.path_params
-    outcome = await patch(_engine(request), params["type"], params["id"], document, kind, expected)
+    outcome = await patch(engine_of(request), params["type"], params["id"], document, kind, expected)
     return _write_response(request, outcome, rendering)
 
 
 async def patch_conditional(request: Request) -> Response:
     rendering = negotiate(request)
     expected = if_match(request)
-    document, kind = await read_patch(request, _settings(request).max_body_bytes)
-    engine, resource_type = _engine(request), request.path_params["type"]
+    document, kind = await read_patch(request, settings_of(request).max_body_bytes)
+    engine, resource_type = engine_of(request), request.path_params["type"]
     target = await conditional_target(engine, resource_type, request.url.query, base_url(request))
     outcome = await patch(engine, resource_type, target, document, kind, expected)
     return _write_response(request, outcome, rendering)

@@ -48,6 +48,10 @@ def load_spec(path: Path = DIGEST_PATH) -> Spec:
         for name, info in primitives.items()
         if "regex" in info
     }
+    for members in digest["structures"].values():
+        for info in members.values():
+            if "codes" in info:
+                info["codes"] = frozenset(info["codes"])  # checked on every write: set lookups
     return Spec(
         fhir_version=digest["fhirVersion"],
         resource_types=frozenset(digest["resourceTypes"]),

@@ -196,7 +196,8 @@ def _check_code(item: Any, info: dict[str, Any], path: str, issues: list[Issue])
     """A code bound to a required value set R4 enumerates must be one of its codes."""
     codes = info.get("codes")
     if codes and isinstance(item, str) and item not in codes:
-        shown = ", ".join(codes[:12]) + (", ..." if len(codes) > 12 else "")
+        ordered = sorted(codes)
+        shown = ", ".join(ordered[:12]) + (", ..." if len(ordered) > 12 else "")
         issues.append(Issue("code-invalid", f"{_clip(item)!r} is not in the required value set ({shown})", expression=path))
 
 
