@@ -6,6 +6,7 @@ committed as `r4.json`; this module only loads it.
 
 from __future__ import annotations
 
+import gzip
 import re
 from dataclasses import dataclass, field
 from functools import cache
@@ -15,6 +16,7 @@ from typing import Any
 import orjson
 
 DIGEST_PATH = Path(__file__).with_name("r4.json")
+BASE_DEFINITIONS_PATH = Path(__file__).with_name("r4-base.json.gz")
 
 
 @dataclass(frozen=True, eq=False)  # identity hash: one Spec per process, usable as a cache key
@@ -27,6 +29,7 @@ class Spec:
     structures: dict[str, dict[str, dict[str, Any]]]
     search_parameters: dict[str, dict[str, dict[str, Any]]]
     compartments: dict[str, dict[str, list[str]]]
+    invariants: dict[str, list[list[str]]]  # type or resource -> [key, severity, human, expression]
     _regex: dict[str, re.Pattern[str]] = field(default_factory=dict, repr=False)
 
     def is_resource_type(self, name: str) -> bool:
@@ -59,8 +62,16 @@ def load_spec(path: Path = DIGEST_PATH) -> Spec:
         structures=digest["structures"],
         search_parameters=digest["searchParameters"],
         compartments=digest["compartments"],
+        invariants=digest["invariants"],
         _regex=regex,
     )
 
 
-__all__ = ["Spec", "load_spec"]
+@cache
+def base_definitions() -> dict[str, dict[str, Any]]:
+    """The base R4 StructureDefinitions profiles derive from, by type name (read on first use)."""
+    definitions = orjson.loads(gzip.decompress(BASE_DEFINITIONS_PATH.read_bytes()))
+    return {sd["type"]: sd for sd in definitions}
+
+
+__all__ = ["Spec", "base_definitions", "load_spec"]

