@@ -16,6 +16,7 @@ from starlette.routing import Route
 
 from fhir_server import __version__
 from fhir_server.engine import Engine
+from fhir_server.ig.install import install_guide
 from fhir_server.outcome import Issue
 from fhir_server.rest.access_log import AccessLog
 from fhir_server.rest.responses import outcome_response
@@ -44,7 +45,10 @@ def create_app(settings: Settings) -> FastAPI:
         client = connect(settings.mongodb_uri or "")
         store = ResourceStore(client, settings.database)
         await store.ensure_indexes()
-        app.state.engine = Engine(store, load_spec())
+        engine = Engine(store, load_spec(), enforce_profiles=settings.enforce_profiles)
+        if settings.serve_guide:
+            await install_guide(engine)
+        app.state.engine = engine
         log.info("fhir api ready database=%s", settings.database)
         try:
             yield

@@ -37,6 +37,8 @@ class Settings:
     conditional_delete_multiple: bool = False
     max_bundle_entries: int = 10_000
     max_bundle_bytes: int = 64 * MIB
+    enforce_profiles: bool = False
+    serve_guide: bool = True  # install profiles/ as readable conformance resources at start
 
     @classmethod
     def from_env(cls, **overrides: Any) -> "Settings":
@@ -49,6 +51,7 @@ class Settings:
             conditional_delete_multiple=os.environ.get("CALIPSO_CONDITIONAL_DELETE_MULTIPLE", "") == "true",
             max_bundle_entries=_env_int("CALIPSO_MAX_BUNDLE_ENTRIES", 10_000),
             max_bundle_bytes=_env_int("CALIPSO_MAX_BUNDLE_BYTES", 64 * MIB),
+            enforce_profiles=os.environ.get("CALIPSO_ENFORCE_PROFILES", "") == "true",
         )
         return replace(settings, **{k: v for k, v in overrides.items() if v is not None})
 

@@ -39,8 +39,14 @@ def database_uri(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 @pytest.fixture
 def settings(database_uri: str) -> Settings:
-    """Settings for one test: its own database name isolates it from every other test."""
-    return Settings(mongodb_uri=database_uri, database=f"test_{uuid.uuid4().hex[:16]}", max_body_bytes=64 * 1024)
+    """Settings for one test: its own database name isolates it from every other test.
+
+    The guide's artifacts are not installed, so a test starts from an empty database; the
+    tests of served conformance resources turn `serve_guide` on.
+    """
+    return Settings(
+        mongodb_uri=database_uri, database=f"test_{uuid.uuid4().hex[:16]}", max_body_bytes=64 * 1024, serve_guide=False
+    )
 
 
 async def check_fhir_body(response: httpx.Response) -> None:

@@ -19,7 +19,9 @@ def test_structures_expand_choices_and_backbones() -> None:
     payload = spec.structures["Communication.payload"]
     assert {"contentString", "contentAttachment", "contentReference"} <= set(payload)
     assert payload["contentString"] == {"min": 1, "type": "string", "choice": "content"}
-    assert spec.structures["Patient"]["contact"] == {"array": True, "type": "Patient.contact"}
+    contact = spec.structures["Patient"]["contact"]
+    assert contact["array"] is True and contact["type"] == "Patient.contact"
+    assert [i[0] for i in contact["invariants"]] == ["pat-1"]  # the element's own constraint
     assert spec.structures["Questionnaire.item"]["item"]["type"] == "Questionnaire.item"
 
 
@@ -29,6 +31,12 @@ def test_search_parameters_are_split_per_base() -> None:
     assert patient_param["expression"] == "CareTeam.subject.where(resolve() is Patient)"
     assert spec.search_parameters["Communication"]["sent"]["expression"] == "Communication.sent"
     assert spec.search_parameters["Resource"]["_lastUpdated"]["type"] == "date"
+
+
+def test_invariants_of_types_and_resources() -> None:
+    assert [i[0] for i in spec.invariants["Reference"]] == ["ref-1"]
+    assert [i[0] for i in spec.invariants["Communication"]] == ["dom-2", "dom-3", "dom-4", "dom-5", "dom-6"]
+    assert all(i[0] != "ele-1" for found in spec.invariants.values() for i in found)  # native, not FHIRPath
 
 
 def test_patient_compartment() -> None:

@@ -21,7 +21,8 @@ from fhir_server.search.index import build_index
 from fhir_server.search.parameters import parameters_for
 from fhir_server.spec import Spec
 from fhir_server.storage.store import Current, ResourceStore, StorageBusy, Version, VersionConflict, Write, back_off
-from fhir_server.validation.structural import StructuralValidator
+from fhir_server.ig import ImplementationGuide, load_guide
+from fhir_server.validation import Validator
 
 ID_PATTERN = re.compile(r"[A-Za-z0-9\-.]{1,64}")
 ETAG = re.compile(r'^\s*(?:W/)?"?(?P<version>[0-9]{1,11})"?\s*$')
@@ -52,11 +53,19 @@ class Outcome:
 class Engine:
     """Create, read, update, delete and history for every R4 resource type."""
 
-    def __init__(self, store: ResourceStore, spec: Spec, clock: Callable[[], datetime] = utc_now):
+    def __init__(
+        self,
+        store: ResourceStore,
+        spec: Spec,
+        clock: Callable[[], datetime] = utc_now,
+        guide: ImplementationGuide | None = None,
+        enforce_profiles: bool = False,
+    ):
         self.store = store
         self.spec = spec
-        self.validator = StructuralValidator(spec)
-        self.parameters = parameters_for(spec)
+        self.guide = guide or load_guide()
+        self.validator = Validator(spec, self.guide, enforce_profiles)
+        self.parameters = parameters_for(spec, self.guide.search_parameters())
         self.searcher = Searcher(store.current_versions, spec, self.parameters)
         self._clock = clock
 
@@ -84,7 +93,7 @@ class Engine:
                 f"The body's resourceType is {_clip(str(declared))!r} but the URL is for {resource_type}",
                 expression="resourceType",
             )
-        issues = self.validator.validate(body, resource_type)
+        issues = self.validator.validate_write(body, resource_type)
         if issues:
             raise FhirError(422, issues)
         return body

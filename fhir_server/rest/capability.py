@@ -5,12 +5,19 @@ from __future__ import annotations
 from typing import Any
 
 from fhir_server import __version__
+from fhir_server.ig import ImplementationGuide
 from fhir_server.search.parameters import Parameters
 from fhir_server.spec import Spec
 
 SOFTWARE_NAME = "calipso"
 PUBLISHED = "2026-11-22"
-EVERYTHING = "http://hl7.org/fhir/OperationDefinition/Patient-everything"
+OPERATION_DEFINITION = "http://hl7.org/fhir/OperationDefinition/"
+# type -> operations beyond $validate (which every type has), with their R4 definitions
+TYPE_OPERATIONS = {
+    "Patient": [("everything", "Patient-everything")],
+    "ValueSet": [("expand", "ValueSet-expand"), ("validate-code", "ValueSet-validate-code")],
+    "CodeSystem": [("lookup", "CodeSystem-lookup")],
+}
 
 
 def _search_capabilities(parameters: Parameters, resource_types: list[str]) -> dict[str, dict[str, Any]]:
@@ -31,9 +38,15 @@ def _search_capabilities(parameters: Parameters, resource_types: list[str]) -> d
     return found
 
 
+def _operations(resource_type: str) -> list[dict[str, str]]:
+    found = [("validate", "Resource-validate")] + TYPE_OPERATIONS.get(resource_type, [])
+    return [{"name": name, "definition": OPERATION_DEFINITION + definition} for name, definition in found]
+
+
 def capability_statement(
     spec: Spec,
     parameters: Parameters,
+    guide: ImplementationGuide,
     base_url: str,
     type_interactions: list[str],
     system_interactions: list[str],
@@ -45,9 +58,10 @@ def capability_statement(
     resources = [
         {
             "type": resource_type,
+            **({"supportedProfile": guide.profiles_for(resource_type)} if guide.profiles_for(resource_type) else {}),
             "interaction": [{"code": code} for code in type_interactions],
             **{k: v for k, v in search.get(resource_type, {}).items() if v},
-            **({"operation": [{"name": "everything", "definition": EVERYTHING}]} if resource_type == "Patient" and search else {}),
+            "operation": _operations(resource_type),
             "versioning": "versioned-update",
             "readHistory": True,
             "updateCreate": True,
@@ -70,6 +84,7 @@ def capability_statement(
             "url": base_url,
         },
         "fhirVersion": spec.fhir_version,
+        "implementationGuide": [guide.guide["url"]],
         "format": ["json", "application/fhir+json"],
         **({"patchFormat": ["application/json-patch+json", "application/fhir+json"]} if "patch" in type_interactions else {}),
         "rest": [

@@ -29,6 +29,8 @@ from fhir_server.rest.history_bundle import history_bundle
 from fhir_server.rest.negotiation import Rendering, negotiate
 from fhir_server.rest.preconditions import if_match, not_modified, parse_instant, return_preference, strict_handling
 from fhir_server.rest.search_bundle import search_bundle
+from fhir_server.rest.terminology_operations import expand, lookup, validate_code
+from fhir_server.rest.validate_operation import validate_instance, validate_type
 from fhir_server.search.values import key
 from fhir_server.rest.responses import fhir_response, outcome_response, version_headers
 from fhir_server.storage.store import Version
@@ -78,6 +80,7 @@ async def metadata(request: Request) -> Response:
     statement = capability_statement(
         engine.spec,
         engine.parameters,
+        engine.guide,
         base_url(request),
         type_interactions=_interactions("type"),
         system_interactions=_interactions("system"),
@@ -319,6 +322,18 @@ def guarded(endpoint: Endpoint) -> Endpoint:
 
 ROUTES: list[FhirRoute] = [
     FhirRoute("/fhir/metadata", "GET", metadata, "capabilities", "system"),
+    # operations first: `$name` would otherwise be read as an id
+    FhirRoute("/fhir/ValueSet/$expand", "GET", expand),
+    FhirRoute("/fhir/ValueSet/$expand", "POST", expand),
+    FhirRoute("/fhir/ValueSet/{id}/$expand", "GET", expand),
+    FhirRoute("/fhir/ValueSet/$validate-code", "GET", validate_code),
+    FhirRoute("/fhir/ValueSet/$validate-code", "POST", validate_code),
+    FhirRoute("/fhir/ValueSet/{id}/$validate-code", "GET", validate_code),
+    FhirRoute("/fhir/CodeSystem/$lookup", "GET", lookup),
+    FhirRoute("/fhir/CodeSystem/$lookup", "POST", lookup),
+    FhirRoute("/fhir/{type}/$validate", "POST", validate_type),
+    FhirRoute("/fhir/{type}/{id}/$validate", "POST", validate_instance),
+    FhirRoute("/fhir/{type}/{id}/$validate", "GET", validate_instance),
     FhirRoute("/fhir/_history", "GET", history_system, "history-system", "system"),
     FhirRoute("/fhir", "POST", transaction_or_batch, "transaction batch", "system"),
     FhirRoute("/fhir", "GET", search_system, "search-system", "system"),

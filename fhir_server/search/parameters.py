@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 from functools import cache
 from typing import Any
 
+import orjson
+
 from fhir_server.search.fhirpath import Extractor, compiler_for
 from fhir_server.spec import Spec
 
@@ -28,8 +30,17 @@ class Parameter:
 class Parameters:
     """Lookup of compiled parameters: `for_type("Communication")["subject"]`."""
 
-    def __init__(self, spec: Spec):
+    def __init__(self, spec: Spec, extra: tuple[dict[str, Any], ...] = ()):
         self._spec = spec
+        self._extra: dict[str, dict[str, dict[str, Any]]] = {}
+        for sp in extra:  # SearchParameter resources of our guide, added to the R4 ones
+            for base in sp["base"]:
+                self._extra.setdefault(base, {})[sp["code"]] = {
+                    "type": sp["type"],
+                    "url": sp["url"],
+                    "expression": sp["expression"],
+                    **({"target": sp["target"]} if "target" in sp else {}),
+                }
         self._by_type: dict[str, dict[str, Parameter]] = {}
 
     def for_type(self, resource_type: str) -> dict[str, Parameter]:
@@ -45,6 +56,7 @@ class Parameters:
         definitions: dict[str, dict[str, Any]] = {}
         for base in ("Resource", "DomainResource", resource_type):
             definitions.update(self._spec.search_parameters.get(base, {}))
+            definitions.update(self._extra.get(base, {}))
         for code, definition in definitions.items():
             if code in found or definition["type"] not in INDEXED_TYPES or "expression" not in definition:
                 continue
@@ -56,8 +68,13 @@ class Parameters:
 
 
 @cache
-def parameters_for(spec: Spec) -> Parameters:
-    return Parameters(spec)
+def _parameters(spec: Spec, extra: bytes) -> Parameters:
+    return Parameters(spec, tuple(orjson.loads(extra)))
+
+
+def parameters_for(spec: Spec, extra: list[dict[str, Any]] | tuple[dict[str, Any], ...] = ()) -> Parameters:
+    """Compiled parameters for the R4 digest plus `extra` SearchParameters, one per combination."""
+    return _parameters(spec, orjson.dumps(list(extra), option=orjson.OPT_SORT_KEYS))
 
 
 __all__ = ["FIELD_PARAMETERS", "Parameter", "Parameters", "parameters_for"]
