@@ -31,6 +31,13 @@ def _parser() -> argparse.ArgumentParser:
     load.add_argument("--server", default=None, help="FHIR base URL of a running server (default: a local engine)")
     load.add_argument("--data-dir", type=Path, default=None, help="local engine: the embedded database's files")
     load.add_argument("--chunk", type=int, default=200, help="resources per transaction Bundle (default 200)")
+    validate = commands.add_parser("validate", help="validate resource files offline (base R4 and our profiles)")
+    validate.add_argument("paths", nargs="+", type=Path, metavar="FILE")
+    validate.add_argument("--profile", default=None, help="validate against this profile url (default: meta.profile)")
+    ig = commands.add_parser("ig", help="the Implementation Guide in profiles/")
+    ig_commands = ig.add_subparsers(dest="ig_command", required=True)
+    build = ig_commands.add_parser("build", help="write the guide as a FHIR package (.tgz)")
+    build.add_argument("--out", type=Path, required=True, metavar="DIR")
     return parser
 
 
@@ -145,13 +152,26 @@ def _load_local(settings: Settings, files: list[Path], chunk: int, progress: loa
             embedded.stop()
 
 
+def validate(args: argparse.Namespace) -> int:
+    """Print each file's issues; 1 when any file has an error, 2 when a file cannot be read."""
+    from fhir_server.offline_validation import validate_files
+
+    return validate_files(args.paths, args.profile, sys.stdout)
+
+
+def ig(args: argparse.Namespace) -> int:
+    from fhir_server.ig import load_guide
+    from fhir_server.ig.package import write_package
+
+    target = write_package(load_guide(), args.out)
+    print(f"wrote {target}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    if args.command == "serve":
-        return serve(args)
-    if args.command == "load":
-        return load(args)
-    return 2
+    commands = {"serve": serve, "load": load, "validate": validate, "ig": ig}
+    return commands[args.command](args)
 
 
 if __name__ == "__main__":

@@ -4,9 +4,15 @@ Two sources: the core R4 invariants of every element and type (`dom-*`, `ref-1`,
 `ext-1`, `txt-*` …, from the digest) and the ones our profiles add. `ele-1` ("no empty
 element") is checked natively by the structural pass. Expressions are compiled once.
 
-fhirpathpy lacks two functions the core invariants call: `hasValue()` (given here) and
-`htmlChecks()` (taken as true: the structural pass has checked the narrative `div` is a
-string, and the XHTML rules are not re-checked here).
+fhirpathpy lacks functions the core invariants call. Given here: `hasValue()`; `resolve()`
+by type only (a reference `Practitioner/1` resolves to an empty Practitioner: enough for
+`resolve() is Practitioner`, which is how R4 invariants use it); `htmlChecks()` taken as true
+(the structural pass has checked the narrative `div` is a string; XHTML rules are not
+re-checked here).
+
+An invariant fails when it evaluates to `false`. An empty result passes, as in the reference
+validators (`ref-1` on a Reference with only a `display` is empty, and valid). An expression
+fhirpathpy cannot evaluate is reported as information, never as an error.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ from fhirpathpy.engine.nodes import ResourceNode
 from fhirpathpy.models import models
 
 from fhir_server.outcome import Issue
+from fhir_server.search.references import reference_type
 from fhir_server.spec import Spec
 
 log = logging.getLogger("calipso.validation")
@@ -42,9 +49,21 @@ def _unwrap(node: Any) -> Any:
     return getattr(node, "data", node)
 
 
+def _resolve(data: list[Any]) -> list[Any]:
+    """References resolved to an empty resource of the referenced type."""
+    resolved = []
+    for item in data:
+        reference = _unwrap(item).get("reference") if isinstance(_unwrap(item), dict) else None
+        target = reference_type(reference) if isinstance(reference, str) else None
+        if target is not None:
+            resolved.append(ResourceNode.create_node({"resourceType": target}, target))
+    return resolved
+
+
 FUNCTIONS = {
     "hasValue": {"fn": _has_value, "arity": {0: []}},
     "htmlChecks": {"fn": _html_checks, "arity": {0: []}},
+    "resolve": {"fn": _resolve, "arity": {0: []}},
 }
 OPTIONS = {"userInvocationTable": FUNCTIONS, "traceFn": lambda label, value: None}
 
@@ -62,21 +81,29 @@ class Invariant:
     def guard(self) -> str | None:
         return _vacuous_without(self.expression)
 
-    def holds(self, value: Any, type_name: str, resource: dict[str, Any]) -> bool:
-        """True when the expression gives `true` on `value` (of FHIR type `type_name`).
+    def verdict(self, value: Any, type_name: str, resource: dict[str, Any]) -> bool | None:
+        """False when the expression gives `false` on `value` (of FHIR type `type_name`);
+        None when it cannot be evaluated here.
 
-        The type lets FHIRPath see choice elements (`value` for `valueString`). An evaluation
-        error counts as a failure.
+        The type lets FHIRPath see choice elements (`value` for `valueString`).
         """
         if self.guard is not None and isinstance(value, dict) and self.guard not in value:
             return True
         node = ResourceNode.create_node(value, type_name)
         try:
             result = _compiled(self.expression)(node, {"resource": resource, "rootResource": resource})
-        except Exception:  # fhirpathpy raises bare Exceptions for unsupported functions
-            log.warning("invariant %s could not be evaluated", self.key)
-            return False
-        return result == [True]
+        except Exception:  # noqa: BLE001 - fhirpathpy raises bare Exceptions for what it lacks
+            log.debug("invariant %s could not be evaluated", self.key)
+            return None
+        return result != [False]
+
+    def check(self, value: Any, type_name: str, resource: dict[str, Any], location: str) -> Issue | None:
+        """The issue for this value, if any."""
+        verdict = self.verdict(value, type_name, resource)
+        if verdict is None:
+            return Issue("informational", f"Constraint {self.key} was not checked: its FHIRPath is beyond this validator",
+                         severity="information", expression=location)
+        return None if verdict else self.issue(location)
 
     def issue(self, expression: str) -> Issue:
         return Issue(
@@ -169,8 +196,9 @@ class CoreInvariants:
         """Issues (errors and warnings) for the core invariants `resource` breaks."""
         issues: list[Issue] = []
         for invariant, value, type_name, root, expression in self._applicable(resource, resource_type, resource, resource_type):
-            if not invariant.holds(value, type_name, root):
-                issues.append(invariant.issue(expression))
+            issue = invariant.check(value, type_name, root, expression)
+            if issue is not None:
+                issues.append(issue)
         return issues
 
     def _applicable(

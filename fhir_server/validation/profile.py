@@ -16,6 +16,7 @@ from typing import Any, Iterator
 from fhir_server.ig import ImplementationGuide
 from fhir_server.ig.snapshot import SnapshotError
 from fhir_server.outcome import Issue
+from fhir_server.search.references import reference_type
 from fhir_server.validation.invariants import Invariant
 
 R4_STRUCTURE = "http://hl7.org/fhir/StructureDefinition/"
@@ -200,8 +201,9 @@ class _Walk:
         if rule.targets is not None and isinstance(value, dict):
             self._check_target(rule.targets, value, location)
         for invariant in rule.invariants:
-            if not invariant.holds(value, type_name or _type_of(rule), self._resource):
-                self._issues.append(invariant.issue(location))
+            issue = invariant.check(value, type_name or _type_of(rule), self._resource, location)
+            if issue is not None:
+                self._issues.append(issue)
         if isinstance(value, dict):
             for child in rule.children:
                 self.check_member(child, value, location)
@@ -341,18 +343,4 @@ def matches_pattern(value: Any, pattern: Any) -> bool:
     return value == pattern
 
 
-def reference_type(reference: str) -> str | None:
-    """`Patient/1`, `http://x/fhir/Patient/1/_history/2` -> `Patient`; local refs and urns -> None."""
-    if reference.startswith(("#", "urn:")):
-        return None
-    parts = reference.split("?", 1)[0].split("/")
-    if "_history" in parts:
-        parts = parts[: parts.index("_history")]
-    if len(parts) >= 2 and parts[-2][:1].isupper():
-        return parts[-2]
-    if len(parts) == 1 and parts[0][:1].isupper():  # conditional reference `Patient?identifier=…`
-        return parts[0]
-    return None
-
-
-__all__ = ["ProfileValidator", "matches_pattern", "reference_type"]
+__all__ = ["ProfileValidator", "matches_pattern"]
