@@ -7,6 +7,7 @@ The archive is reproducible: fixed order, fixed timestamps.
 
 from __future__ import annotations
 
+import gzip
 import io
 import tarfile
 from pathlib import Path
@@ -67,12 +68,12 @@ def write_package(guide: ImplementationGuide, out_dir: Path) -> Path:
     out_dir.mkdir(parents=True, exist_ok=True)
     target = out_dir / f"{guide.package_id}-{guide.version}.tgz"
     buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w:gz", format=tarfile.PAX_FORMAT) as archive:
+    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT) as archive:
         for name, data in package_files(guide).items():
             info = tarfile.TarInfo(name)
             info.size, info.mtime, info.mode = len(data), FIXED_MTIME, 0o644
             archive.addfile(info, io.BytesIO(data))
-    target.write_bytes(buffer.getvalue())
+    target.write_bytes(gzip.compress(buffer.getvalue(), mtime=FIXED_MTIME))  # no timestamp in the gzip header
     return target
 
 
