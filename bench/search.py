@@ -103,9 +103,9 @@ def page_walk(base: str, patient: int, server_pid: int) -> tuple[int, float, flo
 
 def measure(label: str, base: str, args: argparse.Namespace, server_pid: int, db_pid: int, uri: str) -> list[Figures]:
     queries = [
-        ("subject", f"/fhir/Communication?subject=Patient/pat-%d&_sort=-sent&_count=20", args.patients),
-        ("participant", f"/fhir/CareTeam?participant=Practitioner/prac-%d&status=active", args.practitioners),
-        ("name", f"/fhir/Patient?name=famille%d", args.patients),
+        ("subject", "/fhir/Communication?subject=Patient/pat-%d&_sort=-sent&_count=20", args.patients),
+        ("participant", "/fhir/CareTeam?participant=Practitioner/prac-%d&status=active", args.practitioners),
+        ("name", "/fhir/Patient?name=famille%d", args.patients),
     ]
     rows = []
     print(f"measuring at {label} ...", file=sys.stderr, flush=True)

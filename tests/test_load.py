@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 from pathlib import Path
 from typing import Iterator
 
@@ -13,7 +12,7 @@ import orjson
 import pytest
 
 from tests.conftest import notebook_entry, notebook_patient, project_root
-from tests.test_server_process import CALIPSO, Served
+from conformance.server import CALIPSO, Served
 
 OFFICIAL = project_root() / "tests" / "data" / "r4-official"
 

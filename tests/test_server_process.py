@@ -2,12 +2,7 @@
 
 from __future__ import annotations
 
-import os
-import signal
-import socket
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
@@ -16,45 +11,10 @@ import pytest
 from fhir_server.app import create_app
 from fhir_server.settings import Settings
 from fhir_server.storage.embedded import EmbeddedDatabase
+from conformance.server import Served
 from tests.conftest import fhir_client, notebook_patient, running
 
 CALIPSO = [sys.executable, "-m", "fhir_server.cli"]
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-class Served:
-    """One `calipso serve` child process and its base URL."""
-
-    def __init__(self, data_dir: Path):
-        self.port = _free_port()
-        env = {k: v for k, v in os.environ.items() if k != "CALIPSO_MONGODB_URI"}
-        self.log = data_dir.parent / f"serve-{self.port}.log"
-        with open(self.log, "wb") as out:
-            self.process = subprocess.Popen(
-                CALIPSO + ["serve", "--port", str(self.port), "--data-dir", str(data_dir)],
-                stdout=out, stderr=subprocess.STDOUT, env=env,
-            )
-        self.base = f"http://127.0.0.1:{self.port}/fhir"
-
-    def wait_ready(self, timeout: float = 60) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            assert self.process.poll() is None, self.log.read_text()
-            try:
-                if httpx.get(f"{self.base}/metadata", timeout=2).status_code == 200:
-                    return
-            except httpx.TransportError:
-                time.sleep(0.2)
-        raise AssertionError(f"calipso did not start:\n{self.log.read_text()}")
-
-    def stop(self) -> int:
-        self.process.send_signal(signal.SIGTERM)
-        return self.process.wait(60)
 
 
 def test_data_survives_a_restart_on_the_same_data_dir(tmp_path: Path) -> None:

@@ -28,7 +28,7 @@ import orjson
 from fhir_server.engine.conditional import guard_key, parse_criteria
 from fhir_server.engine.interactions import Engine, check_if_match, parse_etag
 from fhir_server.engine.patch import JSON_PATCH, apply_patch, patch_from_binary, patch_kind
-from fhir_server.outcome import FhirError, Issue
+from fhir_server.outcome import FhirError
 from fhir_server.search.index import build_index
 from fhir_server.search.matcher import matches
 from fhir_server.storage.store import GuardTaken, Version, VersionConflict, Write, back_off

@@ -36,7 +36,8 @@ def assemble(bundle_type: str, links: list[dict[str, str]], total: int | None, e
     }
     if total is not None:
         head["total"] = total
-    head["link"] = links
+    if links:
+        head["link"] = links  # R4: an empty array is not valid JSON for FHIR
     opening = orjson.dumps(head)[:-1]
     if not entries:
         return opening + b"}"

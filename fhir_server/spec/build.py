@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 DIGEST_PATH = Path(__file__).with_name("r4.json")
+FHIR_VERSION = "4.0.1"
 BASE_DEFINITIONS_PATH = Path(__file__).with_name("r4-base.json.gz")
 PROFILES_DIR = Path(__file__).resolve().parents[2] / "profiles"
 # Checked natively by the structural validator (no empty elements); fhirpathpy lacks hasValue().
@@ -243,8 +244,8 @@ def build(source: Path) -> dict[str, Any]:
             _add_root_invariants(invariants, sd)
 
     for sd in _entries(resources_bundle, "StructureDefinition"):
-        if sd["kind"] != "resource":
-            continue
+        if sd["kind"] != "resource" or sd.get("fhirVersion", FHIR_VERSION) != FHIR_VERSION:
+            continue  # the R4 definitions as republished carry one R4B resource (SubscriptionStatus)
         structures.update(_structure_elements(sd, value_sets))
         _add_root_invariants(invariants, sd)
         (abstract_types if sd.get("abstract") else resource_types).append(sd["type"])
@@ -254,7 +255,7 @@ def build(source: Path) -> dict[str, Any]:
         r["code"]: r["param"] for r in compartment.get("resource", []) if r.get("param")
     }
     return {
-        "fhirVersion": "4.0.1",
+        "fhirVersion": FHIR_VERSION,
         "resourceTypes": sorted(resource_types),
         "abstractTypes": sorted(abstract_types),
         "primitives": dict(sorted(primitives.items())),

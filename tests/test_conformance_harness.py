@@ -1,0 +1,37 @@
+"""The conformance harness: a real server, the EHR scenario, three validators (CI runs all three)."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+
+from conformance.validators import calipso_validator, json_schema, medplum
+from fhir_server.ig import load_guide
+from tests.conftest import project_root
+
+BROKEN_PATIENT = {"resourceType": "Patient", "active": "yes"}
+
+
+def test_each_validator_catches_a_broken_body() -> None:
+    assert json_schema([("broken", BROKEN_PATIENT)]).errors
+    empty_link = {"resourceType": "Bundle", "type": "batch-response", "link": []}
+    assert json_schema([("empty link", empty_link)]).errors == []  # the schema has no minItems…
+    assert calipso_validator([("empty link", empty_link)]).errors  # …our validator does
+    profiles = list(load_guide().profiles.values())
+    ack = {"resourceType": "Communication", "meta": {"profile": [f"{load_guide().canonical}/StructureDefinition/notebook-acknowledgement"]},
+           "status": "completed", "subject": {"reference": "Patient/p"}}
+    found = medplum([("broken", BROKEN_PATIENT), ("ack", ack)], profiles)
+    assert found.checked == 2
+    assert any(e.startswith("broken: R4") for e in found.errors)
+    assert any("notebook-acknowledgement" in e and "inResponseTo" in e for e in found.errors)
+
+
+def test_the_harness_runs_the_scenario_with_no_errors() -> None:
+    done = subprocess.run([sys.executable, "-m", "conformance"], capture_output=True, text=True, timeout=900, cwd=project_root())
+    assert done.returncode == 0, done.stdout + done.stderr
+    rows = {line[:58].strip(): line[58:].split() for line in done.stdout.splitlines() if re.search(r"\s\d+\s+\d+$", line)}
+    assert len(rows) == 3, done.stdout
+    for name, (bodies, errors) in rows.items():
+        assert int(bodies) >= 25 and errors == "0", name
+    assert "skipped: FHIR_VALIDATOR_JAR is not set" in done.stdout
