@@ -152,7 +152,7 @@ def _rule_of(element: dict[str, Any], profile_url: str, guide: ImplementationGui
     if targets and "Resource" not in targets:
         rule.targets = frozenset(targets)
     rule.invariants = tuple(
-        Invariant(c["key"], c["severity"], c["human"], c["expression"])
+        Invariant(c["key"], c["severity"], c["human"], c["expression"], core=False)
         for c in element.get("constraint", [])
         if c.get("source") == profile_url and c.get("expression")
     )

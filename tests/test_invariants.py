@@ -1,0 +1,99 @@
+"""Core FHIRPath invariants: fhirpathpy is the judge; the shortcuts never disagree with it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from fhir_server.spec import load_spec
+from fhir_server.validation.invariants import SHORTCUTS, CoreInvariants, Invariant, _vacuous_without
+
+spec = load_spec()
+
+
+def _core(type_name: str, key: str) -> tuple[Invariant, Invariant]:
+    """The invariant with its shortcut, and the same evaluated by fhirpathpy alone."""
+    entry = next(e for e in spec.invariants[type_name] if e[0] == key)
+    return Invariant(*entry), Invariant(*entry, core=False)
+
+
+references = st.fixed_dictionaries(
+    {},
+    optional={
+        "reference": st.one_of(st.sampled_from(["#p", "#missing", "Patient/1", "#"]), st.text(max_size=8)),
+        "display": st.text(min_size=1, max_size=5),
+    },
+)
+extensions = st.fixed_dictionaries(
+    {"url": st.just("http://example.org/x")},
+    optional={"valueString": st.just("v"), "valueBoolean": st.booleans(), "extension": st.just([{"url": "y", "valueString": "z"}])},
+)
+periods = st.fixed_dictionaries({}, optional={"start": st.sampled_from(["2026-01-01", "2026-06-01T10:00:00Z"]), "end": st.sampled_from(["2025-12-31", "2026-03-01"])})
+ROOT = {"resourceType": "Communication", "status": "completed", "contained": [{"resourceType": "Patient", "id": "p"}]}
+
+
+def _agree(type_name: str, key: str, value: Any) -> None:
+    fast, judge = _core(type_name, key)
+    assert fast.verdict(value, type_name, ROOT) == judge.verdict(value, type_name, ROOT)
+
+
+@settings(max_examples=60, deadline=None)
+@given(references)
+def test_ref1_shortcut_agrees_with_fhirpathpy(value: dict[str, Any]) -> None:
+    _agree("Reference", "ref-1", value)
+
+
+@settings(max_examples=40, deadline=None)
+@given(extensions)
+def test_ext1_shortcut_agrees_with_fhirpathpy(value: dict[str, Any]) -> None:
+    _agree("Extension", "ext-1", value)
+
+
+@settings(max_examples=30, deadline=None)
+@given(periods)
+def test_per1_shortcut_agrees_with_fhirpathpy(value: dict[str, Any]) -> None:
+    _agree("Period", "per-1", value)
+
+
+def test_dom6_shortcut_agrees_with_fhirpathpy() -> None:
+    with_text = dict(ROOT, text={"status": "generated", "div": '<div xmlns="http://www.w3.org/1999/xhtml">x</div>'})
+    for value in (ROOT, with_text):
+        _agree("Communication", "dom-6", value)
+    assert set(SHORTCUTS) >= {"ref-1", "ext-1", "per-1", "dom-6"}
+
+
+def test_known_failures_are_reported_where_they_are() -> None:
+    checker = CoreInvariants(spec)
+    resource = {
+        "resourceType": "Encounter",
+        "status": "finished",
+        "class": {"code": "IMP"},
+        "period": {"start": "2026-11-12", "end": "2026-11-02"},
+        "subject": {"reference": "#nobody"},
+        "contained": [{"resourceType": "Patient", "id": "p", "contained": [{"resourceType": "Patient", "id": "q"}]}],
+    }
+    found = {(i.diagnostics.split(" ")[1], i.expression) for i in checker.check(resource, "Encounter")}
+    assert ("per-1", "Encounter.period") in found
+    assert ("ref-1", "Encounter.subject") in found
+    assert ("dom-2", "Encounter") in found
+    assert ("dom-3", "Encounter") in found  # the contained Patient is referred to by nothing
+
+
+def test_participant_resolve_is_by_type() -> None:
+    checker = CoreInvariants(spec)
+    team = {"resourceType": "CareTeam", "participant": [
+        {"member": {"reference": "Practitioner/1"}, "onBehalfOf": {"reference": "Organization/o"}},
+        {"member": {"reference": "Patient/1"}, "onBehalfOf": {"reference": "Organization/o"}}]}
+    found = [(i.diagnostics.split(" ")[1], i.expression) for i in checker.check(team, "CareTeam") if i.severity == "error"]
+    assert found == [("ctm-1", "CareTeam.participant[1]")]
+
+
+def test_vacuous_guard_only_for_single_path_emptiness() -> None:
+    assert _vacuous_without("contained.contained.empty()") == "contained"
+    assert _vacuous_without("contained.meta.versionId.empty() and contained.meta.lastUpdated.empty()") == "contained"
+    assert _vacuous_without("contained.empty() or text.exists()") is None
+    assert _vacuous_without("a.empty() and b.empty()") is None
+    assert _vacuous_without("a.where(x = 'y and z').empty()") == "a"
+    assert _vacuous_without("text.`div`.exists()") is None
