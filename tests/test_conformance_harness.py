@@ -27,6 +27,14 @@ def test_each_validator_catches_a_broken_body() -> None:
     assert any("notebook-acknowledgement" in e and "inResponseTo" in e for e in found.errors)
 
 
+def test_medplum_accepts_every_example_against_its_profile() -> None:
+    guide = load_guide()
+    found = medplum([(f"{e['resourceType']}/{e['id']}", e) for e in guide.examples], list(guide.profiles.values()))
+    assert found.checked == len(guide.examples) == 8
+    assert found.errors == []
+    assert "8 profile checks" in found.name
+
+
 def test_the_harness_runs_the_scenario_with_no_errors() -> None:
     done = subprocess.run([sys.executable, "-m", "conformance"], capture_output=True, text=True, timeout=900, cwd=project_root())
     assert done.returncode == 0, done.stdout + done.stderr
