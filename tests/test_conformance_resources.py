@@ -155,3 +155,20 @@ async def test_capability_statement_names_our_profiles_and_operations(client: ht
     assert {o["name"] for o in resources["ValueSet"]["operation"]} == {"validate", "expand", "validate-code"}
     assert {o["name"] for o in resources["CodeSystem"]["operation"]} == {"validate", "lookup"}
     assert {p["name"] for p in resources["Communication"]["searchParam"]} >= {"priority", "in-response-to"}
+
+
+async def test_token_in_and_not_in_our_value_sets(client: httpx.AsyncClient) -> None:
+    entry = json.loads((EXAMPLES / "Communication-example-entry.json").read_text(encoding="utf-8"))
+    entry.pop("id")
+    entry_id = (await client.post("/fhir/Communication", json=entry)).json()["id"]
+    ack = json.loads((EXAMPLES / "Communication-example-ack.json").read_text(encoding="utf-8"))
+    ack.pop("id")
+    ack_id = (await client.post("/fhir/Communication", json=ack)).json()["id"]
+    entries_only = f"{C}/ValueSet/notebook-entry-kind"
+    assert _ids((await client.get("/fhir/Communication", params={"category:in": entries_only})).json()) == [entry_id]
+    assert _ids((await client.get("/fhir/Communication", params={"category:not-in": entries_only})).json()) == [ack_id]
+    both = f"{C}/ValueSet/entry-kind"
+    assert _ids((await client.get("/fhir/Communication", params={"category:in": both})).json()) == sorted([entry_id, ack_id])
+    assert _ids((await client.get("/fhir/Communication", params={"priority:in": f"{C}/ValueSet/notebook-priority"})).json()) == [entry_id]
+    unknown = await client.get("/fhir/Communication", params={"category:in": "http://example.org/ValueSet/nope"})
+    assert unknown.status_code == 400 and unknown.json()["issue"][0]["code"] == "not-supported"

@@ -66,7 +66,7 @@ class Engine:
         self.guide = guide or load_guide()
         self.validator = Validator(spec, self.guide, enforce_profiles)
         self.parameters = parameters_for(spec, self.guide.search_parameters())
-        self.searcher = Searcher(store.current_versions, spec, self.parameters)
+        self.searcher = Searcher(store.current_versions, spec, self.parameters, self.guide.terminology.members)
         self._clock = clock
 
     # -- checks shared by every interaction -------------------------------------------------

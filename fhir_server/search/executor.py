@@ -19,7 +19,7 @@ import orjson
 from fhir_server.outcome import FhirError
 from fhir_server.search.matcher import matches
 from fhir_server.search.parameters import Parameters
-from fhir_server.search.query import MAX_CHAIN_MATCHES, Criteria, QueryCompiler, bad
+from fhir_server.search.query import MAX_CHAIN_MATCHES, Criteria, QueryCompiler, ValueSetMembers, bad, no_value_sets
 from fhir_server.search.values import key
 from fhir_server.spec import Spec
 
@@ -210,17 +210,18 @@ def _driving_query(resource_type: str, driver: dict[str, Any]) -> dict[str, Any]
 class Searcher:
     """Searches the current versions in the store."""
 
-    def __init__(self, collection: Any, spec: Spec, parameters: Parameters):
+    def __init__(self, collection: Any, spec: Spec, parameters: Parameters, value_sets: ValueSetMembers = no_value_sets):
         self._collection = collection
         self._spec = spec
         self._parameters = parameters
+        self._value_sets = value_sets
 
     async def _plan(
         self, resource_type: str, params: list[tuple[str, str]], strict: bool, base_url: str, extra: dict[str, Any] | None
     ) -> tuple[SearchRequest, Criteria, dict[str, Any], list[tuple[str, int]]]:
         """Result parameters, criteria, the filter and the full sort of one search."""
         request = read_request(params, resource_type, self._parameters)
-        compiler = QueryCompiler(self._parameters, self._inner, base_url)
+        compiler = QueryCompiler(self._parameters, self._inner, base_url, self._value_sets)
         criteria = await compiler.compile(resource_type, params, strict)
         if extra:
             criteria.clauses.append(extra)
@@ -229,7 +230,7 @@ class Searcher:
 
     async def criteria(self, resource_type: str, params: list[tuple[str, str]], base_url: str) -> Criteria:
         """The compiled filter of search criteria, strictly read (for matching outside the database)."""
-        return await QueryCompiler(self._parameters, self._inner, base_url).compile(resource_type, params, True)
+        return await QueryCompiler(self._parameters, self._inner, base_url, self._value_sets).compile(resource_type, params, True)
 
     async def search(
         self,
@@ -322,7 +323,7 @@ class Searcher:
     ) -> SearchResult:
         """`/fhir?_type=A,B&...`: common parameters (Resource level) across several types."""
         request = read_request(params, None, self._parameters)
-        compiler = QueryCompiler(self._parameters, self._inner, base_url)
+        compiler = QueryCompiler(self._parameters, self._inner, base_url, self._value_sets)
         criteria = await compiler.compile(SYSTEM_LEVEL, [(k, v) for k, v in params if k != "_type"], strict)
         criteria.clauses[0] = {"type": {"$in": types}} if types else {"deleted": False}
         for clause in criteria.clauses:
@@ -378,7 +379,7 @@ class Searcher:
         """A bounded inner search for chains and _has; too many matches is an error, not a scan."""
         if not self._spec.is_resource_type(resource_type):
             raise bad(f"Unknown resource type '{resource_type[:40]}' in a chain")
-        compiler = QueryCompiler(self._parameters, self._inner, "")
+        compiler = QueryCompiler(self._parameters, self._inner, "", self._value_sets)
         criteria = await compiler.compile(resource_type, params, strict=True, depth=1)
         criteria.clauses.append({"deleted": False})
         driver = criteria.driver()

@@ -26,7 +26,7 @@ RESULT_PARAMETERS = frozenset({
     "_cursor", "_contained", "_containedType", "_type",
 })
 MODIFIERS = {
-    "token": {"", "not", "text", "missing", "of-type"},
+    "token": {"", "not", "text", "missing", "of-type", "in", "not-in"},
     "reference": {"", "missing", "identifier"},
     "string": {"", "exact", "contains", "missing"},
     "uri": {"", "below", "above", "missing"},
@@ -101,13 +101,22 @@ def split_pipe(value: str) -> tuple[str, str | None]:
     return unescape(value[: match.start()]), unescape(value[match.end() :])
 
 
+# (system, code) pairs of a value set by canonical url; None when the server cannot enumerate it
+ValueSetMembers = Callable[[str], "frozenset[tuple[str, str]] | None"]
+
+
+def no_value_sets(url: str) -> None:
+    return None
+
+
 class QueryCompiler:
     """Compiles search parameters of one request for one resource type."""
 
-    def __init__(self, parameters: Parameters, inner_search: InnerSearch, base_url: str):
+    def __init__(self, parameters: Parameters, inner_search: InnerSearch, base_url: str, value_sets: ValueSetMembers = no_value_sets):
         self._parameters = parameters
         self._inner = inner_search
         self._base_url = base_url.rstrip("/")
+        self._value_sets = value_sets
 
     async def compile(self, resource_type: str, params: list[tuple[str, str]], strict: bool, depth: int = 0) -> Criteria:
         criteria = Criteria(clauses=[{"type": resource_type}])
@@ -162,6 +171,10 @@ class QueryCompiler:
                     raise bad(f"{p.code}:of-type takes type-system|type-code|value")
                 keys.append(key(f"{p.code}:of-type", *(unescape(part) for part in parts)))
             return {"ix.tk": {"$in": keys}}
+        if modifier in ("in", "not-in"):
+            # a `code` element is indexed without a system: its value set's system is implied
+            keys = [key(p.code, found, code) for url in values for system, code in self._members(p, unescape(url)) for found in (system, "")]
+            return {"ix.tk": {"$in" if modifier == "in" else "$nin": keys}}
         keys, prefixes = [], []
         for value in values:
             system, code = split_pipe(value)
@@ -179,6 +192,13 @@ class QueryCompiler:
         if keys:
             clauses.append({"ix.tk": {"$in": keys}})
         return _or(clauses)
+
+    def _members(self, p: Parameter, url: str) -> frozenset[tuple[str, str]]:
+        """The codes of a value set named by `:in` / `:not-in` (its canonical url)."""
+        members = self._value_sets(url)
+        if members is None:
+            raise bad(f"{p.code}: value set {url[:200]} is not known here or cannot be enumerated", "not-supported")
+        return members
 
     def _reference(self, p: Parameter, modifier: str, values: list[str]) -> dict[str, Any]:
         if modifier == "identifier":
