@@ -20,7 +20,7 @@ from fhir_server.search.executor import Searcher
 from fhir_server.search.index import build_index
 from fhir_server.search.parameters import parameters_for
 from fhir_server.spec import Spec
-from fhir_server.storage.store import Current, ResourceStore, StorageBusy, Version, VersionConflict, Write, back_off
+from fhir_server.storage.store import Bookkeeping, Current, ResourceStore, StorageBusy, Version, VersionConflict, Write, back_off
 from fhir_server.ig import ImplementationGuide, load_guide
 from fhir_server.validation import Validator
 
@@ -203,14 +203,16 @@ class Engine:
             replaces=current.version,
         )
 
-    async def commit(self, *writes: Write) -> list[Version]:
-        """Commit writes prepared together, atomically (a transaction Bundle); their versions."""
-        await self._commit(*writes)
+    async def commit(self, *writes: Write, also: tuple[Bookkeeping, ...] = ()) -> list[Version]:
+        """Commit writes prepared together, atomically (a transaction Bundle); their versions.
+
+        `also`: bookkeeping that must commit with them (the bridge's inbox status)."""
+        await self._commit(*writes, also=also)
         return [_version_of(w) for w in writes]
 
-    async def _commit(self, *writes: Write) -> None:
+    async def _commit(self, *writes: Write, also: tuple[Bookkeeping, ...] = ()) -> None:
         try:
-            await self.store.commit(*writes)
+            await self.store.commit(*writes, also=also)
         except StorageBusy:
             raise FhirError(
                 503, Issue("transient", "The database is busy with conflicting writes; retry shortly"),

@@ -31,7 +31,7 @@ from fhir_server.engine.patch import JSON_PATCH, apply_patch, patch_from_binary,
 from fhir_server.outcome import FhirError
 from fhir_server.search.index import build_index
 from fhir_server.search.matcher import matches
-from fhir_server.storage.store import GuardTaken, Version, VersionConflict, Write, back_off
+from fhir_server.storage.store import Bookkeeping, GuardTaken, Version, VersionConflict, Write, back_off
 from fhir_server.validation.structural import MAX_DEPTH, too_deep
 
 ORDER = {"DELETE": 0, "POST": 1, "PUT": 2, "PATCH": 2, "GET": 3, "HEAD": 3}
@@ -156,7 +156,7 @@ def _read_target(request: BundleRequest, engine: Engine) -> None:
 
 def relative_url(url: str, base_url: str) -> str:
     """A request url relative to our base; 400 for one that points at another server."""
-    if "://" in url:
+    if "://" in url.split("?", 1)[0]:  # a query may hold urls: `Patient?identifier=http://x|1`
         if not url.startswith(base_url.rstrip("/") + "/"):
             raise FhirError.of(400, "invalid", "the url points at another server", "request.url")
         url = url[len(base_url.rstrip("/")) + 1 :]
@@ -487,15 +487,17 @@ def _rewrite_references(value: Any, rewrite: Any) -> None:
 
 
 async def run_transaction(
-    engine: Engine, requests: list[BundleRequest], base_url: str, limits: BundleLimits
+    engine: Engine, requests: list[BundleRequest], base_url: str, limits: BundleLimits, also: tuple[Bookkeeping, ...] = ()
 ) -> dict[int, EntryResult]:
-    """Commit every write entry in one database transaction, or none (the error names the entry)."""
+    """Commit every write entry in one database transaction, or none (the error names the entry).
+
+    `also`: bookkeeping committed in the same database transaction (the bridge's inbox)."""
     writes = [r for r in requests if r.writes]
     for attempt in range(MAX_ATTEMPTS):
         plan = _Plan(engine, writes, base_url, limits)
         await plan.prepare()
         try:
-            versions = await engine.commit(*plan.writes)
+            versions = await engine.commit(*plan.writes, also=also)
         except VersionConflict as conflict:
             request = plan.entry_of(str(conflict.args[0]))
             if request is not None and request.if_match is not None:

@@ -23,13 +23,14 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from bson import Binary
-from pymongo import ASCENDING, DESCENDING, AsyncMongoClient, InsertOne, ReplaceOne
+from pymongo import ASCENDING, DESCENDING, AsyncMongoClient, InsertOne, ReplaceOne, UpdateOne
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import ClientBulkWriteException, OperationFailure
 
 RESOURCES = "resources"
 HISTORY = "history"
 GUARDS = "guards"  # one document per conditional-create criteria: racing creators meet here
+INBOX = "inbox"  # HL7 v2 messages as received, with their outcome (the bridge's bookkeeping)
 
 # Every index costs every write (measured: bench/RESULTS.md); each one here serves a query.
 INDEXES: dict[str, list[tuple[list[tuple[str, int]], dict[str, Any]]]] = {
@@ -70,6 +71,20 @@ class GuardTaken(Exception):
 
 class StorageBusy(Exception):
     """Transient transaction failures went on longer than the retries allow."""
+
+
+class ConditionFailed(Exception):
+    """A bookkeeping update committed with the writes found its document not in the state expected."""
+
+
+@dataclass(frozen=True, slots=True)
+class Bookkeeping:
+    """An update of another collection that must commit with the writes, or not at all
+    (the bridge marks its inbox message applied in the transaction that applies it)."""
+
+    collection: str
+    filter: dict[str, Any]
+    update: dict[str, Any]
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,7 +158,7 @@ class ResourceStore:
     async def ensure_indexes(self) -> None:
         """Create the indexes every query relies on (idempotent; run at start-up)."""
         existing = set(await self.db.list_collection_names())
-        for collection in (RESOURCES, HISTORY, GUARDS):
+        for collection in (RESOURCES, HISTORY, GUARDS, INBOX):
             if collection not in existing:  # created up front: implicit creation conflicts in transactions
                 await self.db.create_collection(collection, check_exists=False)
         for collection, indexes in INDEXES.items():
@@ -178,7 +193,7 @@ class ResourceStore:
         )
         return Version.from_document(doc) if doc else None
 
-    async def commit(self, *writes: Write) -> None:
+    async def commit(self, *writes: Write, also: tuple[Bookkeeping, ...] = ()) -> None:
         """Write the current versions and their history entries (the pending events) atomically.
 
         Several writes (a transaction Bundle) go in the same database transaction: all land or
@@ -192,6 +207,9 @@ class ResourceStore:
         if not writes:
             return
         operations, checks = self._operations(writes)
+        for item in also:
+            operations.append(UpdateOne(item.filter, item.update, namespace=self._namespace(item.collection)))
+            checks.append(("also", item.collection))
         maybe_committed = False
         for attempt in range(TRANSIENT_ATTEMPTS):
             try:
@@ -229,7 +247,7 @@ class ResourceStore:
         return operations, checks
 
     async def _commit_once(self, operations: list[Any], checks: list[tuple[str, str]]) -> None:
-        verbose = any(kind == "replace" for kind, _ in checks)
+        verbose = any(kind in ("replace", "also") for kind, _ in checks)
         async with self.client.start_session() as session:
             async with await session.start_transaction():
                 try:
@@ -246,6 +264,8 @@ class ResourceStore:
                     for index, (kind, key) in enumerate(checks):
                         if kind == "replace" and result.update_results[index].matched_count != 1:
                             raise VersionConflict(key)
+                        if kind == "also" and result.update_results[index].matched_count != 1:
+                            raise ConditionFailed(key)
 
     def _namespace(self, collection: str) -> str:
         return f"{self.db.name}.{collection}"
@@ -346,4 +366,4 @@ def history_key(version: Version) -> str:
     return f"{version.type}/{version.id}/{version.version}"
 
 
-__all__ = ["Current", "GuardTaken", "ResourceStore", "StorageBusy", "back_off", "Version", "VersionConflict", "Write", "at_or_after", "history_key"]
+__all__ = ["Bookkeeping", "ConditionFailed", "Current", "GuardTaken", "INBOX", "ResourceStore", "StorageBusy", "back_off", "Version", "VersionConflict", "Write", "at_or_after", "history_key"]

@@ -1,0 +1,169 @@
+"""One message in, one ACK out: decode, check, keep in the inbox, map, apply, acknowledge.
+
+- Unreadable bytes, an unknown version, an unsupported event: AR, the raw bytes kept.
+- A message that cannot be mapped or whose resources do not validate: AE with ERR, kept,
+  nothing written.
+- Otherwise the notebook writes and the inbox's `applied` commit in one database
+  transaction, and only then is AA sent. A resend of a settled message gets the stored ACK
+  and writes nothing; the same key with other bytes gets AE 205.
+- Messages for one patient are applied one at a time, in arrival order (per process).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import Any
+
+from hl7apy import SUPPORTED_LIBRARIES
+
+from fhir_server.engine import Engine
+from fhir_server.engine.transaction import BundleLimits, read_request, run_transaction
+from fhir_server.outcome import FhirError
+from fhir_server.storage.store import ConditionFailed
+from hl7v2_bridge.ack import Problem, acknowledge
+from hl7v2_bridge.er7 import Er7Error, Message, decode
+from hl7v2_bridge.inbox import APPLIED, FAILED, FINAL, REJECTED, Inbox, digest
+from hl7v2_bridge.mapping import Mappings, MappingError, load_mappings, to_bundle
+
+log = logging.getLogger("calipso.bridge")
+INTERNAL_BASE = "http://calipso.bridge/fhir"
+HANDLED_TYPES = ("ADT",)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What happened to one message: the ACK code and bytes, and its inbox key."""
+
+    code: str
+    ack: bytes
+    key: str
+
+
+class Bridge:
+    """The HL7 v2 side of calipso: turns ADT messages into notebook writes through the engine."""
+
+    def __init__(self, engine: Engine, default_charset: str = "UNICODE UTF-8", mappings: Mappings | None = None):
+        self._engine = engine
+        self._inbox = Inbox(engine.store)
+        self._mappings = mappings or load_mappings()
+        self._default_charset = default_charset
+        self._patient_locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
+
+    @property
+    def inbox(self) -> Inbox:
+        return self._inbox
+
+    async def handle(self, raw: bytes, sender: str = "") -> Outcome:
+        """The ACK for one message's bytes (never raises)."""
+        try:
+            return await self._handle(raw, sender)
+        except Exception as error:  # noqa: BLE001 - the sender must get an answer, and we keep serving
+            log.exception("bridge internal error type=%s", type(error).__name__)
+            ack = acknowledge(None, "AR", [Problem("207", "Internal error while processing the message; it is kept for replay")])
+            return Outcome("AR", ack, "")
+
+    async def _handle(self, raw: bytes, sender: str) -> Outcome:
+        try:
+            message = decode(raw, self._default_charset)
+        except Er7Error as error:
+            return await self._unreadable(raw, sender, error)
+        refusal = _refusal(message)
+        key = _key(message)
+        if refusal is not None:
+            ack = acknowledge(message, "AR", [refusal])
+            await self._inbox.keep_rejected(key or f"unreadable:{digest(raw)}", raw, sender, ack, _error(refusal))
+            log.info("message refused control_id=%s code=%s", message.value("MSH-10")[:40], refusal.code)
+            return Outcome("AR", ack, key)
+        event = message.value("MSH-9.2")
+        stored = await self._inbox.receive(key, raw, sender, event)
+        if stored is not None:
+            if stored.sha256 != digest(raw):
+                problem = Problem("205", f"Message control id {message.value('MSH-10')[:40]} was already used for a different message")
+                ack = acknowledge(message, "AE", [problem])
+                await self._inbox.keep_rejected(f"{key}|{digest(raw)}", raw, sender, ack, _error(problem))
+                return Outcome("AE", ack, key)
+            if stored.status in FINAL and stored.ack is not None:
+                log.info("resend answered from the inbox control_id=%s status=%s", message.value("MSH-10")[:40], stored.status)
+                return Outcome(_ack_code(stored.ack), stored.ack, key)
+        async with self._patient_locks[_patient_key(message)]:
+            return await self._apply(message, key)
+
+    async def _apply(self, message: Message, key: str) -> Outcome:
+        mapping = self._mappings.for_event(message.value("MSH-9.2"))
+        if mapping is None:  # checked by _refusal; kept for mappings removed while running
+            return await self._reject(message, key, "AR", Problem("201", "Unsupported event", "MSH-9"))
+        try:
+            bundle = to_bundle(message, mapping, self._mappings.tables)
+        except MappingError as error:
+            return await self._reject(message, key, "AE", Problem(error.code, error.text, error.location))
+        ack = acknowledge(message, "AA")
+        try:
+            requests = [read_request(i, entry, self._engine, INTERNAL_BASE) for i, entry in enumerate(bundle["entry"])]
+            await run_transaction(self._engine, requests, INTERNAL_BASE, BundleLimits(), (self._inbox.applied(key, ack, len(requests)),))
+        except FhirError as error:
+            text = "; ".join(i.diagnostics for i in error.issues)[:500]
+            code = "207" if error.status >= 500 or error.status == 409 else "102"
+            return await self._reject(message, key, "AE" if code == "102" else "AR", Problem(code, text), failed=code == "207")
+        except ConditionFailed:  # another process applied it first: answer what it answered
+            found = await self._inbox.get(key)
+            if found and found.get("status") == APPLIED and found.get("ack"):
+                return Outcome("AA", bytes(found["ack"]), key)
+            raise
+        log.info("message applied control_id=%s event=%s entries=%d", message.value("MSH-10")[:40], message.value("MSH-9.2"), len(requests))
+        return Outcome("AA", ack, key)
+
+    async def _reject(self, message: Message, key: str, code: str, problem: Problem, failed: bool = False) -> Outcome:
+        ack = acknowledge(message, code, [problem])
+        await self._inbox.settle(key, FAILED if failed else REJECTED, ack, _error(problem))
+        log.info("message %s control_id=%s code=%s", "failed" if failed else "rejected", message.value("MSH-10")[:40], problem.code)
+        return Outcome(code, ack, key)
+
+    async def _unreadable(self, raw: bytes, sender: str, error: Er7Error) -> Outcome:
+        problem = Problem(error.code, error.text, error.location)
+        ack = acknowledge(None, "AR", [problem])
+        await self._inbox.keep_rejected(f"unreadable:{digest(raw)}", raw, sender, ack, _error(problem))
+        log.info("unreadable message kept sha256=%s code=%s", digest(raw)[:16], error.code)
+        return Outcome("AR", ack, "")
+
+
+def _refusal(message: Message) -> Problem | None:
+    """Why a readable message is refused outright (AR), if it is."""
+    message_type, event = message.value("MSH-9.1"), message.value("MSH-9.2")
+    version = message.value("MSH-12")
+    if version not in SUPPORTED_LIBRARIES or version in ("2.1", "2.2"):
+        return Problem("203", f"Unsupported HL7 version '{version[:20]}' (2.3 to 2.8.2, and 2.5^FRA^2.x)", "MSH-12")
+    if not message.value("MSH-10"):
+        return Problem("101", "MSH-10 (message control id) is empty", "MSH-10")
+    if message_type not in HANDLED_TYPES:
+        return Problem("200", f"Unsupported message type '{message_type[:10]}'", "MSH-9")
+    if load_mappings().for_event(event) is None:
+        return Problem("201", f"Unsupported event '{event[:10]}'", "MSH-9")
+    return None
+
+
+def _key(message: Message) -> str:
+    msh = message.first("MSH")
+    assert msh is not None
+    return "|".join((msh.raw(3), msh.raw(4), msh.raw(10)))
+
+
+def _patient_key(message: Message) -> str:
+    pid = message.first("PID")
+    return pid.raw(3) if pid is not None else ""
+
+
+def _error(problem: Problem) -> dict[str, str]:
+    return {"code": problem.code, "text": problem.text, "location": problem.location}
+
+
+def _ack_code(ack: bytes) -> str:
+    for line in ack.split(b"\r"):
+        if line.startswith(b"MSA"):
+            return line.split(b"|")[1].decode("ascii", "replace")
+    return "AR"
+
+
+__all__ = ["Bridge", "Outcome"]

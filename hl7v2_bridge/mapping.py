@@ -1,0 +1,444 @@
+"""The mapping engine: `mappings/*.yaml` (data) turn an ADT message into a FHIR transaction Bundle.
+
+A mapping file names the events it handles, the segments they require, the fields that
+must be HL7 dates, named values (`let`), and the resources to write: each a FHIR JSON
+template plus the Bundle request (conditional create/update/patch, so a replay is
+idempotent). `mappings/schema.json` validates every file at load.
+
+Template strings hold `{expression}` placeholders:
+- an HL7 path `PID-3[5=PI].4.2` (repetition chosen by index `[2]` or by a component value
+  `[5=PI]`), `~.2` (component of the repetition being iterated), `$name` (a `let` value),
+  `@name` (the `urn:uuid` of another resource of the Bundle), `'text'` (a literal);
+- alternatives `a ?? b` (the first that is not empty);
+- transforms after `|`: `dtm` (HL7 DTM -> FHIR dateTime), `date`, `ddmmyyyy`, `hhmm`, `oid`
+  (-> `urn:oid:`), `upper`, `lower`, `title`, `map:ID` / `map?:ID` (through
+  `mappings/conceptmaps/ID.json`; `?` = an unmapped code gives nothing instead of an error).
+A string whose placeholders are all empty is left out, and so is any object or list that
+ends up empty. `$each` (a segment name or a field) with `$item` repeats a template;
+`$if` keeps an object only when its expression is not empty; `$join` builds one string
+from repeated parts.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import uuid
+from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path
+from typing import Any, Callable
+
+from datetime import datetime
+from zoneinfo import ZoneInfo
+
+import jsonschema
+import yaml
+
+from hl7v2_bridge.er7 import Message, Segment, leaf
+
+MAPPINGS_DIR = Path(__file__).resolve().parents[1] / "mappings"
+PLACEHOLDER = re.compile(r"\{([^{}]+)\}")
+FIELD = re.compile(r"^(?P<segment>[A-Z][A-Z0-9]{2})-(?P<field>\d+)(?:\[(?P<select>[^\]]+)\])?(?:\.(?P<component>\d+))?(?:\.(?P<sub>\d+))?$")
+CURRENT = re.compile(r"^~(?:\.(?P<component>\d+))?(?:\.(?P<sub>\d+))?$")
+LOCAL_TIME = ZoneInfo("Europe/Paris")
+DTM = re.compile(r"^(\d{4})(\d{2})?(\d{2})?(\d{2})?(\d{2})?(\d{2})?(\.\d{1,4})?([+-]\d{4})?$")
+
+
+class MappingError(ValueError):
+    """The message cannot be mapped: HL7 table 0357 code, text, location (for ERR)."""
+
+    def __init__(self, code: str, text: str, location: str = ""):
+        super().__init__(text)
+        self.code, self.text, self.location = code, text, location
+
+
+@dataclass
+class Context:
+    """What placeholders see: the message, the `let` values, the Bundle's resource names."""
+
+    message: Message
+    values: dict[str, str] = field(default_factory=dict)
+    names: dict[str, str] = field(default_factory=dict)  # resource name -> urn:uuid
+    segments: dict[str, Segment] = field(default_factory=dict)  # the segment being iterated
+    repetition: str | None = None  # the field repetition being iterated
+    tables: "ConceptMaps | None" = None
+
+    def inside(self, **changes: Any) -> "Context":
+        return Context(
+            self.message, self.values, self.names,
+            changes.get("segments", self.segments), changes.get("repetition", self.repetition), self.tables,
+        )
+
+
+class ConceptMaps:
+    """Code tables as FHIR ConceptMaps (`mappings/conceptmaps/*.json`), by id."""
+
+    def __init__(self, folder: Path):
+        self._tables: dict[str, dict[str, str]] = {}
+        for path in sorted(folder.glob("*.json")):
+            concept_map = json.loads(path.read_text(encoding="utf-8"))
+            table: dict[str, str] = {}
+            for group in concept_map.get("group", []):
+                for element in group.get("element", []):
+                    targets = element.get("target", [])
+                    if targets and targets[0].get("code"):
+                        table[element["code"]] = targets[0]["code"]
+            self._tables[concept_map["id"]] = table
+
+    def translate(self, table: str, code: str, strict: bool) -> str:
+        mapped = self._tables.get(table, {}).get(code)
+        if mapped is None and strict:
+            raise MappingError("103", f"Code '{code[:40]}' is not in table {table}")
+        return mapped or ""
+
+
+@dataclass(frozen=True)
+class Mapping:
+    """One mapping file."""
+
+    name: str
+    events: tuple[str, ...]
+    requires: tuple[str, ...]
+    dates: tuple[str, ...]
+    conditions: tuple[dict[str, str], ...]
+    let: dict[str, str]
+    resources: tuple[dict[str, Any], ...]
+
+
+@dataclass(frozen=True)
+class Mappings:
+    """Every mapping file, by trigger event."""
+
+    by_event: dict[str, Mapping]
+    tables: ConceptMaps
+
+    def for_event(self, event: str) -> Mapping | None:
+        return self.by_event.get(event)
+
+
+@cache
+def load_mappings(folder: Path = MAPPINGS_DIR) -> Mappings:
+    """Read and schema-check every `*.yaml` (shared parts come from `parts/` by `include`)."""
+    schema = json.loads((folder / "schema.json").read_text(encoding="utf-8"))
+    by_event: dict[str, Mapping] = {}
+    for path in sorted(folder.glob("*.yaml")):
+        document = _with_parts(yaml.safe_load(path.read_text(encoding="utf-8")), folder)
+        try:
+            jsonschema.validate(document, schema)
+        except jsonschema.ValidationError as error:
+            raise ValueError(f"{path.name}: {error.message} at {'/'.join(map(str, error.absolute_path))}") from None
+        mapping = Mapping(
+            name=path.stem,
+            events=tuple(document["events"]),
+            requires=tuple(document.get("requires", [])),
+            dates=tuple(document.get("dates", [])),
+            conditions=tuple(document.get("conditions", [])),
+            let=dict(document.get("let", {})),
+            resources=tuple(document["resources"]),
+        )
+        for event in mapping.events:
+            if event in by_event:
+                raise ValueError(f"{path.name}: event {event} is already mapped by {by_event[event].name}")
+            by_event[event] = mapping
+    return Mappings(by_event, ConceptMaps(folder / "conceptmaps"))
+
+
+def _with_parts(document: dict[str, Any], folder: Path) -> dict[str, Any]:
+    """`include: [patient]`: the `let` and `resources` of `parts/patient.yaml` come first."""
+    lets: dict[str, str] = {}
+    resources: list[dict[str, Any]] = []
+    for part in document.get("include", []):
+        included = yaml.safe_load((folder / "parts" / f"{part}.yaml").read_text(encoding="utf-8"))
+        lets.update(included.get("let", {}))
+        resources.extend(included.get("resources", []))
+    lets.update(document.get("let", {}))
+    return {**document, "let": lets, "resources": resources + document.get("resources", [])}
+
+
+def to_bundle(message: Message, mapping: Mapping, tables: ConceptMaps) -> dict[str, Any]:
+    """The transaction Bundle for one message; MappingError when the message cannot be mapped."""
+    for segment in mapping.requires:
+        if message.first(segment) is None:
+            raise MappingError("100", f"A {'/'.join(mapping.events)} needs a {segment} segment", segment)
+    for path in mapping.dates:
+        value = _field_value(path, Context(message))
+        if value and DTM.match(value) is None:
+            raise MappingError("102", f"{path} is not an HL7 date/time (DTM): '{value[:30]}'", path)
+    context = Context(message, tables=tables)
+    context.names = {r["name"]: f"urn:uuid:{uuid.uuid4()}" for r in mapping.resources}
+    for name, expression in mapping.let.items():
+        context.values[name] = render_string(expression, context) or ""
+    for condition in mapping.conditions:
+        if not render_string(condition["when"], context):
+            raise MappingError(condition["code"], condition["text"], condition.get("location", ""))
+    entries: list[dict[str, Any]] = []
+    seen: set[tuple[str, ...]] = set()
+    for spec in mapping.resources:
+        for scope in _scopes(spec, context):
+            entry = _entry(spec, scope)
+            if entry is None:
+                continue
+            request = entry["request"]
+            identity = (request["method"], request["url"], request.get("ifNoneExist", ""))
+            if identity not in seen:  # the same GP in PD1-4 and PV1-8: one entry
+                seen.add(identity)
+                entries.append(entry)
+    return {"resourceType": "Bundle", "type": "transaction", "entry": entries}
+
+
+def _scopes(spec: dict[str, Any], context: Context) -> list[Context]:
+    """One context per entry to write: each repeated segment, pointed at `field` if given."""
+    scopes = _iterate(spec["each"], context) if "each" in spec else [context]
+    if "field" not in spec:
+        return scopes
+    focused = []
+    for scope in scopes:
+        match = FIELD.match(spec["field"])
+        assert match is not None
+        segment = scope.segments.get(match["segment"]) or scope.message.first(match["segment"])
+        repetitions = segment.repetitions(int(match["field"])) if segment else []
+        focused.append(scope.inside(repetition=repetitions[0] if repetitions else ""))
+    return focused
+
+
+def _entry(spec: dict[str, Any], context: Context) -> dict[str, Any] | None:
+    if "when" in spec and not render_string(spec["when"], context):
+        return None
+    resource = render(spec["resource"], context)
+    if not isinstance(resource, dict):
+        return None
+    request: dict[str, str] = {}
+    for key, template in spec["request"].items():
+        value = render_string(template, context)
+        if not value:
+            raise MappingError("101", f"The {spec['name']} cannot be identified: a field of '{template[:80]}' is empty", spec["name"])
+        request[key] = value
+    for element, path in spec.get("deleteWhenNull", {}).items():
+        if _raw_field(path, context) == '""':
+            resource[element] = None  # HL7 "" (null): delete the element
+    resource = {"resourceType": spec["type"], **resource}
+    if request["method"] == "PATCH":
+        resource = _fhirpath_patch(resource, spec["type"])
+    return {"fullUrl": context.names.get(spec["name"], f"urn:uuid:{uuid.uuid4()}"), "resource": resource, "request": request}
+
+
+def _raw_field(path: str, context: Context) -> str:
+    match = FIELD.match(path)
+    if match is None:
+        return ""
+    segment = context.segments.get(match["segment"]) or context.message.first(match["segment"])
+    return segment.raw(int(match["field"])) if segment else ""
+
+
+def _fhirpath_patch(resource: dict[str, Any], resource_type: str) -> dict[str, Any]:
+    """A PATCH template names the elements the message sets: each is deleted, then added again
+    with the message's value(s) (`null` = deleted only). Elements the message leaves empty are
+    not in the template, so they stay as they are (A08: "empty field = no change")."""
+    operations = []
+    for name, value in resource.items():
+        if name == "resourceType":
+            continue
+        operations.append(_operation("delete", f"{resource_type}.{name}"))
+        for item in value if isinstance(value, list) else ([] if value is None else [value]):
+            operations.append(_operation("add", resource_type, name, item))
+    return {"resourceType": "Parameters", "parameter": operations}
+
+
+def _operation(kind: str, path: str, name: str | None = None, value: Any = None) -> dict[str, Any]:
+    parts: list[dict[str, Any]] = [{"name": "type", "valueCode": kind}, {"name": "path", "valueString": path}]
+    if name is not None:
+        parts += [{"name": "name", "valueString": name}, {"name": "value", **_value_part(value)}]
+    return {"name": "operation", "part": parts}
+
+
+def _value_part(value: Any) -> dict[str, Any]:
+    """A FHIRPath Patch value: primitives as value[x], complex values as nested parts."""
+    if isinstance(value, bool):
+        return {"valueBoolean": value}
+    if isinstance(value, str):
+        return {"valueString": value}
+    if isinstance(value, dict):
+        parts = []
+        for key, item in value.items():
+            for each in item if isinstance(item, list) else [item]:
+                parts.append({"name": key, **_value_part(each)})
+        return {"part": parts}
+    return {"valueString": str(value)}
+
+
+# -- templates -----------------------------------------------------------------------------------
+
+
+def render(template: Any, context: Context) -> Any:
+    """A rendered copy of a template; None when it renders to nothing."""
+    if isinstance(template, str):
+        return render_string(template, context)
+    if isinstance(template, list):
+        items: list[Any] = []
+        for item in template:
+            if isinstance(item, dict) and "$each" in item:
+                items.extend(_each(item, context))
+                continue
+            rendered = render(item, context)
+            if rendered not in (None, "", [], {}):
+                items.append(rendered)
+        return items or None
+    if isinstance(template, dict):
+        if "$each" in template:
+            return _each(template, context) or None
+        if "$join" in template:
+            return _join(template["$join"], context)
+        if "$if" in template and not render_string(template["$if"], context):
+            return None
+        result = {}
+        for key, value in template.items():
+            if key.startswith("$"):
+                continue
+            rendered = render(value, context)
+            if rendered not in (None, "", [], {}):
+                result[key] = rendered
+        return result or None
+    return template
+
+
+def _each(template: dict[str, Any], context: Context) -> list[Any]:
+    return [r for r in (render(template["$item"], c) for c in _iterate(template["$each"], context)) if r not in (None, "", [], {})]
+
+
+def _iterate(source: str, context: Context) -> list[Context]:
+    if re.fullmatch(r"[A-Z][A-Z0-9]{2}", source):
+        return [context.inside(segments={**context.segments, source: s}) for s in context.message.all(source)]
+    match = FIELD.match(source)
+    if match is None:
+        raise ValueError(f"cannot iterate over {source}")
+    segment = context.segments.get(match["segment"]) or context.message.first(match["segment"])
+    if segment is None:
+        return []
+    return [context.inside(repetition=r) for r in segment.repetitions(int(match["field"])) if r]
+
+
+def _join(spec: dict[str, Any], context: Context) -> str | None:
+    """One string from repeated parts (`each` + `item`) or listed ones (`parts`); empty parts
+    are skipped, and nothing at all gives nothing (not even the prefix)."""
+    if "each" in spec:
+        found = [render_string(spec["item"], c) for c in _iterate(spec["each"], context)]
+    else:
+        found = [render(part, context) for part in spec["parts"]]
+    parts = [p for p in found if p]
+    if not parts:
+        return None
+    return spec.get("prefix", "") + spec.get("separator", ", ").join(parts) + spec.get("suffix", "")
+
+
+def render_string(template: str, context: Context) -> str | None:
+    """Fill the placeholders; None when any placeholder is empty."""
+    missing = False
+
+    def fill(match: re.Match[str]) -> str:
+        nonlocal missing
+        value = evaluate(match.group(1), context)
+        if not value:
+            missing = True
+        return value
+
+    rendered = PLACEHOLDER.sub(fill, template)
+    return None if missing else rendered
+
+
+def evaluate(expression: str, context: Context) -> str:
+    """One placeholder: alternatives, a source, transforms."""
+    for alternative in expression.split("??"):
+        source, *transforms = [part.strip() for part in alternative.split("|")]
+        value = _source(source, context)
+        for transform in transforms:
+            if not value:
+                break
+            value = _transform(transform, value, context, source)
+        if value:
+            return value
+    return ""
+
+
+def _source(source: str, context: Context) -> str:
+    if source.startswith("'") and source.endswith("'"):
+        return source[1:-1]
+    if source.startswith("$"):
+        return context.values.get(source[1:], "")
+    if source.startswith("@"):
+        return context.names.get(source[1:], "")
+    if source.startswith("~"):
+        match = CURRENT.match(source)
+        if match is None or context.repetition is None:
+            return ""
+        return leaf(context.repetition, int(match["component"] or 1), int(match["sub"] or 1), context.message.separators)
+    return _field_value(source, context)
+
+
+def _field_value(path: str, context: Context) -> str:
+    match = FIELD.match(path)
+    if match is None:
+        raise ValueError(f"not a field path: {path}")
+    segment = context.segments.get(match["segment"]) or context.message.first(match["segment"])
+    if segment is None:
+        return ""
+    number = int(match["field"])
+    component, sub = int(match["component"] or 1), int(match["sub"] or 1)
+    select = match["select"]
+    if segment.name == "MSH" and number in (1, 2):
+        return segment.value(number)
+    repetitions = segment.repetitions(number)
+    if select is None:
+        chosen = repetitions[:1]
+    elif select.isdigit():
+        chosen = repetitions[int(select) - 1 : int(select)]
+    else:
+        which, _, wanted = select.partition("=")
+        chosen = [r for r in repetitions if leaf(r, int(which), 1, segment.separators) == wanted][:1]
+    return leaf(chosen[0], component, sub, segment.separators).strip() if chosen else ""
+
+
+TRANSFORMS: dict[str, Callable[[str], str]] = {
+    "upper": str.upper,
+    "lower": str.lower,
+    "title": lambda v: " ".join(w.capitalize() for w in v.split(" ")),
+    "oid": lambda v: v if v.startswith("urn:") else f"urn:oid:{v}",
+}
+
+
+def _transform(name: str, value: str, context: Context, source: str) -> str:
+    if name in TRANSFORMS:
+        return TRANSFORMS[name](value)
+    if name in ("dtm", "date", "ddmmyyyy", "hhmm"):
+        return _date(name, value, source)
+    if name.startswith(("map:", "map?:")):
+        assert context.tables is not None
+        table = name.split(":", 1)[1]
+        return context.tables.translate(table, value, strict=not name.startswith("map?"))
+    raise ValueError(f"unknown transform {name}")
+
+
+def _date(kind: str, value: str, source: str) -> str:
+    match = DTM.match(value)
+    if match is None:
+        raise MappingError("102", f"{source} is not an HL7 date/time (DTM): '{value[:30]}'", source)
+    year, month, day, hour, minute, second, _, offset = match.groups()
+    if kind == "ddmmyyyy":
+        return f"{day or '01'}/{month or '01'}/{year}"
+    if kind == "hhmm":
+        return f"{hour or '00'}h{minute or '00'}"
+    if kind == "date" or hour is None:
+        return "-".join(p for p in (year, month, day) if p)
+    try:
+        moment = datetime(int(year), int(month or 1), int(day or 1), int(hour), int(minute or 0), int(second or 0))
+    except ValueError:
+        raise MappingError("102", f"{source} is not a real date/time: '{value[:30]}'", source) from None
+    if offset:
+        zone = f"{offset[:3]}:{offset[3:]}"
+    else:  # no offset: the sender's local time (French feeds: Europe/Paris, summer time included)
+        zone = moment.replace(tzinfo=LOCAL_TIME).strftime("%z")
+        zone = f"{zone[:3]}:{zone[3:]}"
+    return f"{year}-{month}-{day}T{hour}:{minute or '00'}:{second or '00'}{zone}"
+
+
+__all__ = ["ConceptMaps", "Mapping", "MappingError", "Mappings", "evaluate", "load_mappings", "render", "to_bundle"]
