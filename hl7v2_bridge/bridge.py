@@ -20,13 +20,14 @@ from typing import Any
 from hl7apy import SUPPORTED_LIBRARIES
 
 from fhir_server.engine import Engine
+from fhir_server.engine.conditional import conditional_target
 from fhir_server.engine.transaction import BundleLimits, read_request, run_transaction
 from fhir_server.outcome import FhirError
 from fhir_server.storage.store import ConditionFailed
 from hl7v2_bridge.ack import Problem, acknowledge
 from hl7v2_bridge.er7 import Er7Error, Message, decode
 from hl7v2_bridge.inbox import APPLIED, FAILED, FINAL, REJECTED, Inbox, digest
-from hl7v2_bridge.mapping import Mappings, MappingError, load_mappings, to_bundle
+from hl7v2_bridge.mapping import OPTIONAL, Mappings, MappingError, load_mappings, to_bundle
 
 log = logging.getLogger("calipso.bridge")
 INTERNAL_BASE = "http://calipso.bridge/fhir"
@@ -101,7 +102,8 @@ class Bridge:
             return await self._reject(message, key, "AE", Problem(error.code, error.text, error.location))
         ack = acknowledge(message, "AA")
         try:
-            requests = [read_request(i, entry, self._engine, INTERNAL_BASE) for i, entry in enumerate(bundle["entry"])]
+            entries = await self._without_absent_targets(bundle["entry"])
+            requests = [read_request(i, entry, self._engine, INTERNAL_BASE) for i, entry in enumerate(entries)]
             await run_transaction(self._engine, requests, INTERNAL_BASE, BundleLimits(), (self._inbox.applied(key, ack, len(requests)),))
         except FhirError as error:
             text = "; ".join(i.diagnostics for i in error.issues)[:500]
@@ -114,6 +116,22 @@ class Bridge:
             raise
         log.info("message applied control_id=%s event=%s entries=%d", message.value("MSH-10")[:40], message.value("MSH-9.2"), len(requests))
         return Outcome("AA", ack, key)
+
+    async def _without_absent_targets(self, entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Drop optional entries whose conditional target does not exist (merging an unknown
+        patient, cancelling a discharge the notebook never received)."""
+        kept = []
+        for entry in entries:
+            if entry.pop(OPTIONAL, False):
+                resource_type, _, criteria = entry["request"]["url"].partition("?")
+                try:
+                    await conditional_target(self._engine, resource_type, criteria, INTERNAL_BASE)
+                except FhirError as error:
+                    if error.status == 404:
+                        continue
+                    raise
+            kept.append(entry)
+        return kept
 
     async def _reject(self, message: Message, key: str, code: str, problem: Problem, failed: bool = False) -> Outcome:
         ack = acknowledge(message, code, [problem])

@@ -21,6 +21,7 @@ from repeated parts.
 
 from __future__ import annotations
 
+import base64
 import json
 import re
 import uuid
@@ -37,6 +38,7 @@ import yaml
 
 from hl7v2_bridge.er7 import Message, Segment, leaf
 
+OPTIONAL = "optional"  # marks an entry the bridge drops when its conditional target does not exist
 MAPPINGS_DIR = Path(__file__).resolve().parents[1] / "mappings"
 PLACEHOLDER = re.compile(r"\{([^{}]+)\}")
 FIELD = re.compile(r"^(?P<segment>[A-Z][A-Z0-9]{2})-(?P<field>\d+)(?:\[(?P<select>[^\]]+)\])?(?:\.(?P<component>\d+))?(?:\.(?P<sub>\d+))?$")
@@ -219,8 +221,11 @@ def _entry(spec: dict[str, Any], context: Context) -> dict[str, Any] | None:
             resource[element] = None  # HL7 "" (null): delete the element
     resource = {"resourceType": spec["type"], **resource}
     if request["method"] == "PATCH":
-        resource = _fhirpath_patch(resource, spec["type"])
-    return {"fullUrl": context.names.get(spec["name"], f"urn:uuid:{uuid.uuid4()}"), "resource": resource, "request": request}
+        resource = _json_patch(resource)
+    entry = {"fullUrl": context.names.get(spec["name"], f"urn:uuid:{uuid.uuid4()}"), "resource": resource, "request": request}
+    if spec.get("optional"):
+        entry[OPTIONAL] = True
+    return entry
 
 
 def _raw_field(path: str, context: Context) -> str:
@@ -231,40 +236,19 @@ def _raw_field(path: str, context: Context) -> str:
     return segment.raw(int(match["field"])) if segment else ""
 
 
-def _fhirpath_patch(resource: dict[str, Any], resource_type: str) -> dict[str, Any]:
-    """A PATCH template names the elements the message sets: each is deleted, then added again
-    with the message's value(s) (`null` = deleted only). Elements the message leaves empty are
-    not in the template, so they stay as they are (A08: "empty field = no change")."""
-    operations = []
+def _json_patch(resource: dict[str, Any]) -> dict[str, Any]:
+    """A PATCH template names the elements the message sets; each is replaced whole (`null`:
+    removed). Elements the message leaves empty are not in the template, so they stay as they
+    are (A08: "empty field = no change"). JSON Patch travels in a Binary, as R4 says."""
+    operations: list[dict[str, Any]] = []
     for name, value in resource.items():
         if name == "resourceType":
             continue
-        operations.append(_operation("delete", f"{resource_type}.{name}"))
-        for item in value if isinstance(value, list) else ([] if value is None else [value]):
-            operations.append(_operation("add", resource_type, name, item))
-    return {"resourceType": "Parameters", "parameter": operations}
-
-
-def _operation(kind: str, path: str, name: str | None = None, value: Any = None) -> dict[str, Any]:
-    parts: list[dict[str, Any]] = [{"name": "type", "valueCode": kind}, {"name": "path", "valueString": path}]
-    if name is not None:
-        parts += [{"name": "name", "valueString": name}, {"name": "value", **_value_part(value)}]
-    return {"name": "operation", "part": parts}
-
-
-def _value_part(value: Any) -> dict[str, Any]:
-    """A FHIRPath Patch value: primitives as value[x], complex values as nested parts."""
-    if isinstance(value, bool):
-        return {"valueBoolean": value}
-    if isinstance(value, str):
-        return {"valueString": value}
-    if isinstance(value, dict):
-        parts = []
-        for key, item in value.items():
-            for each in item if isinstance(item, list) else [item]:
-                parts.append({"name": key, **_value_part(each)})
-        return {"part": parts}
-    return {"valueString": str(value)}
+        operations.append({"op": "add", "path": f"/{name}", "value": value if value is not None else ""})
+        if value is None:  # add-then-remove: removes whether or not the element was there
+            operations.append({"op": "remove", "path": f"/{name}"})
+    data = base64.b64encode(json.dumps(operations, ensure_ascii=False).encode()).decode("ascii")
+    return {"resourceType": "Binary", "contentType": "application/json-patch+json", "data": data}
 
 
 # -- templates -----------------------------------------------------------------------------------
