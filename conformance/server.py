@@ -24,13 +24,14 @@ def free_port() -> int:
 class Served:
     """One `calipso serve` child process and its base URL."""
 
-    def __init__(self, data_dir: Path):
+    def __init__(self, data_dir: Path, mllp: bool = False):
         self.port = free_port()
+        self.mllp_port = free_port() if mllp else 0
         env = {k: v for k, v in os.environ.items() if k != "CALIPSO_MONGODB_URI"}
         self.log = data_dir.parent / f"serve-{self.port}.log"
         with open(self.log, "wb") as out:
             self.process = subprocess.Popen(
-                CALIPSO + ["serve", "--port", str(self.port), "--data-dir", str(data_dir)],
+                CALIPSO + ["serve", "--port", str(self.port), "--mllp-port", str(self.mllp_port), "--data-dir", str(data_dir)],
                 stdout=out, stderr=subprocess.STDOUT, env=env,
             )
         self.base = f"http://127.0.0.1:{self.port}/fhir"

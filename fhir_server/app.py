@@ -17,6 +17,7 @@ from starlette.routing import Route
 from fhir_server import __version__
 from fhir_server.engine import Engine
 from fhir_server.ig.install import install_guide
+from hl7v2_bridge import Bridge, MllpListener, listener_settings
 from fhir_server.outcome import Issue
 from fhir_server.rest.access_log import AccessLog
 from fhir_server.rest.responses import outcome_response
@@ -49,10 +50,17 @@ def create_app(settings: Settings) -> FastAPI:
         if settings.serve_guide:
             await install_guide(engine)
         app.state.engine = engine
+        app.state.bridge = Bridge(engine, settings.hl7_default_charset)
+        listener = None
+        if settings.mllp_port is not None:
+            listener = MllpListener(app.state.bridge, listener_settings(settings))
+            app.state.mllp_port = await listener.start()
         log.info("fhir api ready database=%s", settings.database)
         try:
             yield
         finally:
+            if listener is not None:
+                await listener.stop()
             await client.close()
 
     app = FastAPI(

@@ -26,7 +26,7 @@ class Settings:
 
     host: str = "127.0.0.1"
     port: int = 8080
-    mllp_port: int = 2575
+    mllp_port: int | None = 2575  # None: no MLLP listener (the HTTP ingest still works)
     data_dir: Path = Path("./data")
     mongodb_uri: str | None = None
     database: str = "calipso"
@@ -39,6 +39,12 @@ class Settings:
     max_bundle_bytes: int = 64 * MIB
     enforce_profiles: bool = False
     serve_guide: bool = True  # install profiles/ as readable conformance resources at start
+    hl7_default_charset: str = "UNICODE UTF-8"  # when MSH-18 is empty
+    mllp_max_message: int = MIB
+    mllp_idle_timeout: float = 300.0
+    mllp_allowed_senders: frozenset[str] = frozenset()
+    mllp_tls_cert: Path | None = None
+    mllp_tls_key: Path | None = None
 
     @classmethod
     def from_env(cls, **overrides: Any) -> "Settings":
@@ -52,6 +58,12 @@ class Settings:
             max_bundle_entries=_env_int("CALIPSO_MAX_BUNDLE_ENTRIES", 10_000),
             max_bundle_bytes=_env_int("CALIPSO_MAX_BUNDLE_BYTES", 64 * MIB),
             enforce_profiles=os.environ.get("CALIPSO_ENFORCE_PROFILES", "") == "true",
+            hl7_default_charset=os.environ.get("CALIPSO_HL7_DEFAULT_CHARSET") or "UNICODE UTF-8",
+            mllp_max_message=_env_int("CALIPSO_MLLP_MAX_MESSAGE_BYTES", MIB),
+            mllp_idle_timeout=float(_env_int("CALIPSO_MLLP_IDLE_TIMEOUT_SECONDS", 300)),
+            mllp_allowed_senders=frozenset(s.strip() for s in os.environ.get("CALIPSO_MLLP_ALLOWED_SENDERS", "").split(",") if s.strip()),
+            mllp_tls_cert=Path(os.environ["CALIPSO_MLLP_TLS_CERT"]) if os.environ.get("CALIPSO_MLLP_TLS_CERT") else None,
+            mllp_tls_key=Path(os.environ["CALIPSO_MLLP_TLS_KEY"]) if os.environ.get("CALIPSO_MLLP_TLS_KEY") else None,
         )
         return replace(settings, **{k: v for k, v in overrides.items() if v is not None})
 

@@ -17,6 +17,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
 from hl7apy import SUPPORTED_LIBRARIES
 
 from fhir_server.engine import Engine
@@ -25,9 +26,10 @@ from fhir_server.engine.transaction import BundleLimits, read_request, run_trans
 from fhir_server.outcome import FhirError
 from fhir_server.storage.store import ConditionFailed
 from hl7v2_bridge.ack import Problem, acknowledge
+from hl7v2_bridge.client import ack_code
 from hl7v2_bridge.er7 import Er7Error, Message, decode
 from hl7v2_bridge.inbox import APPLIED, FAILED, FINAL, REJECTED, Inbox, digest
-from hl7v2_bridge.mapping import OPTIONAL, Mappings, MappingError, load_mappings, to_bundle
+from hl7v2_bridge.mapping import MERGE, OPTIONAL, Mappings, MappingError, load_mappings, to_bundle
 
 log = logging.getLogger("calipso.bridge")
 INTERNAL_BASE = "http://calipso.bridge/fhir"
@@ -88,7 +90,7 @@ class Bridge:
                 return Outcome("AE", ack, key)
             if stored.status in FINAL and stored.ack is not None:
                 log.info("resend answered from the inbox control_id=%s status=%s", message.value("MSH-10")[:40], stored.status)
-                return Outcome(_ack_code(stored.ack), stored.ack, key)
+                return Outcome(ack_code(stored.ack), stored.ack, key)
         async with self._patient_locks[_patient_key(message)]:
             return await self._apply(message, key)
 
@@ -103,6 +105,7 @@ class Bridge:
         ack = acknowledge(message, "AA")
         try:
             entries = await self._without_absent_targets(bundle["entry"])
+            await self._merge_stored(entries)
             requests = [read_request(i, entry, self._engine, INTERNAL_BASE) for i, entry in enumerate(entries)]
             await run_transaction(self._engine, requests, INTERNAL_BASE, BundleLimits(), (self._inbox.applied(key, ack, len(requests)),))
         except FhirError as error:
@@ -116,6 +119,38 @@ class Bridge:
             raise
         log.info("message applied control_id=%s event=%s entries=%d", message.value("MSH-10")[:40], message.value("MSH-9.2"), len(requests))
         return Outcome("AA", ack, key)
+
+    async def _merge_stored(self, entries: list[dict[str, Any]]) -> None:
+        """For a `merge` list (the care team's participants), keep the stored members this
+        message does not name again: a discharge adds the home nurse without dropping the
+        trusted person an admission brought."""
+        for entry in entries:
+            name = entry.pop(MERGE, None)
+            if name is None:
+                continue
+            resource_type, _, criteria = entry["request"]["url"].partition("?")
+            try:
+                found = await conditional_target(self._engine, resource_type, criteria, INTERNAL_BASE)
+            except FhirError:
+                continue  # nothing stored yet (or ambiguous: the transaction will say so)
+            stored = orjson.loads((await self._engine.read(resource_type, found)).raw or b"{}")
+            named = set()
+            for item in entry["resource"].get(name, []):
+                reference = item.get("member", {}).get("reference", "")
+                named.add(await self._resolved(reference))
+            kept = [item for item in stored.get(name, []) if item.get("member", {}).get("reference") not in named]
+            if kept:
+                entry["resource"][name] = kept + entry["resource"].get(name, [])
+
+    async def _resolved(self, reference: str) -> str:
+        """`Type/id` for a conditional reference that matches one resource (else the reference)."""
+        resource_type, question, criteria = reference.partition("?")
+        if not question:
+            return reference
+        try:
+            return f"{resource_type}/{await conditional_target(self._engine, resource_type, criteria, INTERNAL_BASE)}"
+        except FhirError:
+            return reference
 
     async def _without_absent_targets(self, entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """Drop optional entries whose conditional target does not exist (merging an unknown
@@ -175,13 +210,6 @@ def _patient_key(message: Message) -> str:
 
 def _error(problem: Problem) -> dict[str, str]:
     return {"code": problem.code, "text": problem.text, "location": problem.location}
-
-
-def _ack_code(ack: bytes) -> str:
-    for line in ack.split(b"\r"):
-        if line.startswith(b"MSA"):
-            return line.split(b"|")[1].decode("ascii", "replace")
-    return "AR"
 
 
 __all__ = ["Bridge", "Outcome"]

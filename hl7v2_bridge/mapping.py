@@ -39,6 +39,7 @@ import yaml
 from hl7v2_bridge.er7 import Message, Segment, leaf
 
 OPTIONAL = "optional"  # marks an entry the bridge drops when its conditional target does not exist
+MERGE = "merge"  # names a list the bridge merges with the stored resource's instead of replacing it
 MAPPINGS_DIR = Path(__file__).resolve().parents[1] / "mappings"
 PLACEHOLDER = re.compile(r"\{([^{}]+)\}")
 FIELD = re.compile(r"^(?P<segment>[A-Z][A-Z0-9]{2})-(?P<field>\d+)(?:\[(?P<select>[^\]]+)\])?(?:\.(?P<component>\d+))?(?:\.(?P<sub>\d+))?$")
@@ -225,6 +226,8 @@ def _entry(spec: dict[str, Any], context: Context) -> dict[str, Any] | None:
     entry = {"fullUrl": context.names.get(spec["name"], f"urn:uuid:{uuid.uuid4()}"), "resource": resource, "request": request}
     if spec.get("optional"):
         entry[OPTIONAL] = True
+    if spec.get("merge"):
+        entry[MERGE] = spec["merge"]
     return entry
 
 

@@ -456,7 +456,9 @@ def _patched(engine: Engine, current: Version, document: Any) -> dict[str, Any]:
 
 
 def _is_conditional(reference: str) -> bool:
-    return "?" in reference and "://" not in reference and not reference.startswith(("#", *PLACEHOLDERS))
+    """`Type?criteria` (the criteria may hold urls: `Practitioner?identifier=https://rpps…|1`)."""
+    head = reference.split("?", 1)[0]
+    return "?" in reference and "://" not in head and not reference.startswith(("#", *PLACEHOLDERS))
 
 
 def _references(value: Any) -> Iterator[str]:

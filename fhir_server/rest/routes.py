@@ -26,6 +26,7 @@ from fhir_server.rest.bundles import transaction_or_batch
 from fhir_server.rest.capability import capability_statement
 from fhir_server.rest.context import base_url, engine_of, settings_of
 from fhir_server.rest.history_bundle import history_bundle
+from fhir_server.rest.hl7v2_ingest import ingest
 from fhir_server.rest.negotiation import Rendering, negotiate
 from fhir_server.rest.preconditions import if_match, not_modified, parse_instant, return_preference, strict_handling
 from fhir_server.rest.search_bundle import search_bundle
@@ -322,6 +323,7 @@ def guarded(endpoint: Endpoint) -> Endpoint:
 
 ROUTES: list[FhirRoute] = [
     FhirRoute("/fhir/metadata", "GET", metadata, "capabilities", "system"),
+    FhirRoute("/hl7v2", "POST", ingest),
     # operations first: `$name` would otherwise be read as an id
     FhirRoute("/fhir/ValueSet/$expand", "GET", expand),
     FhirRoute("/fhir/ValueSet/$expand", "POST", expand),

@@ -1,0 +1,63 @@
+"""An MLLP client: one connection, one message at a time, waiting for each ACK."""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+
+from hl7v2_bridge.mllp import Frame, FrameReader, frame
+
+
+class MllpClient:
+    """`async with MllpClient(host, port) as client: ack = await client.send(message)`."""
+
+    def __init__(self, host: str, port: int, timeout: float = 30.0, tls: ssl.SSLContext | None = None):
+        self._host, self._port, self._timeout, self._tls = host, port, timeout, tls
+        self._reader: asyncio.StreamReader | None = None
+        self._writer: asyncio.StreamWriter | None = None
+        self._frames = FrameReader()
+        self._ready: list[bytes] = []
+
+    async def __aenter__(self) -> "MllpClient":
+        self._reader, self._writer = await asyncio.wait_for(
+            asyncio.open_connection(self._host, self._port, ssl=self._tls), self._timeout
+        )
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            try:
+                await self._writer.wait_closed()
+            except ConnectionError:
+                pass
+
+    async def send(self, message: bytes) -> bytes:
+        """Send one framed message; the ACK's bytes (ConnectionError if the server hangs up)."""
+        await self.send_raw(frame(message))
+        return await self.receive()
+
+    async def send_raw(self, data: bytes) -> None:
+        assert self._writer is not None
+        self._writer.write(data)
+        await self._writer.drain()
+
+    async def receive(self) -> bytes:
+        assert self._reader is not None
+        while not self._ready:
+            data = await asyncio.wait_for(self._reader.read(65536), self._timeout)
+            if not data:
+                raise ConnectionError("the server closed the connection without an ACK")
+            self._ready.extend(e.content for e in self._frames.feed(data) if isinstance(e, Frame))
+        return self._ready.pop(0)
+
+
+def ack_code(ack: bytes) -> str:
+    """MSA-1 of an ACK (AA, AE, AR, CA…)."""
+    for segment in ack.replace(b"\n", b"\r").split(b"\r"):
+        if segment.startswith(b"MSA"):
+            return segment.split(b"|")[1].decode("ascii", "replace")
+    return ""
+
+
+__all__ = ["MllpClient", "ack_code"]

@@ -1,0 +1,148 @@
+"""The HL7 v2 bridge over a real MLLP socket, against the real database."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import httpx
+from fastapi import FastAPI
+
+from fhir_server.ig import load_guide
+from fhir_server.spec import load_spec
+from fhir_server.validation import Validator
+from hl7v2_bridge.client import MllpClient, ack_code
+from hl7v2_bridge.inbox import APPLIED, REJECTED
+from tests.bridge_fixtures import STORY, bridged, counts, sample, search  # noqa: F401
+
+C = load_guide().canonical
+RPPS = "https://rpps.esante.gouv.fr"
+validator = Validator(load_spec(), load_guide())
+
+
+def _rpps(resource: dict[str, Any]) -> str:
+    return next(i["value"] for i in resource["identifier"] if i["system"] == RPPS)
+
+
+def _err(ack: bytes) -> list[str]:
+    return [s.decode("latin-1") for s in ack.split(b"\r") if s.startswith(b"ERR")]
+
+
+async def _send(port: int, *messages: bytes) -> list[bytes]:
+    async with MllpClient("127.0.0.1", port) as client:
+        return [await client.send(m) for m in messages]
+
+
+async def test_the_french_story_builds_the_notebook(bridged: tuple[FastAPI, httpx.AsyncClient, int]) -> None:
+    app, client, port = bridged
+    admission, discharge = await _send(port, sample(STORY[0]), sample(STORY[1]))
+    assert ack_code(admission) == "AA" and ack_code(discharge) == "AA", _err(admission) + _err(discharge)
+    assert b"MSA|AA|CHT20261120143000017" in discharge
+
+    patients = await search(client, "Patient")
+    assert len(patients) == 1
+    patient = patients[0]
+    assert patient["name"][0]["family"] == "MARTIN" and patient["gender"] == "female" and patient["birthDate"] == "1945-03-12"
+    assert {i["value"] for i in patient["identifier"]} == {"000123456", "1450312123456"}
+
+    stays = await search(client, "Encounter")
+    assert len(stays) == 1 and stays[0]["status"] == "finished"
+    assert stays[0]["period"]["end"] == "2026-11-20T14:00:00+01:00"
+    assert stays[0]["hospitalization"]["dischargeDisposition"]["coding"][0]["code"] == "home"
+
+    entries = await search(client, "Communication", subject=f"Patient/{patient['id']}")
+    assert len(entries) == 1
+    entry = entries[0]
+    assert entry["category"][0]["coding"][0]["code"] == "discharge-info"
+    text = entry["payload"][0]["contentString"]
+    for expected in ("Sortie le 20/11/2026 à 14h00", "retour à domicile", "Insuffisance cardiaque congestive (I50.0)",
+                     "Régime sans sel", "Claire PETIT", "Antoine ROUX"):
+        assert expected in text
+    assert entry["sender"]["reference"].startswith("Practitioner/")
+
+    plans = await search(client, "CarePlan", subject=f"Patient/{patient['id']}", status="active")
+    assert len(plans) == 1 and plans[0]["careTeam"][0]["reference"].startswith("CareTeam/")
+    assert entry["basedOn"][0]["reference"] == f"CarePlan/{plans[0]['id']}"
+
+    teams = await search(client, "CareTeam", patient=patient["id"])
+    assert len(teams) == 1
+    practitioners = {p["id"]: p for p in await search(client, "Practitioner")}
+    members = [m["member"]["reference"] for m in teams[0]["participant"]]
+    rpps = {_rpps(practitioners[r.split("/")[1]]) for r in members if r.startswith("Practitioner/")}
+    assert rpps == {"10009988776", "10001122334", "10005566778", "10007788990"}  # attending, GP, nurse, physio
+    assert any(r.startswith("RelatedPerson/") for r in members)  # the daughter (NK1 of the admission)
+
+    for resource in [patient, *stays, entry, *plans, *teams, *practitioners.values(), *(await search(client, "RelatedPerson"))]:
+        errors = [i for i in validator.validate_all(resource, resource["resourceType"]) if i.severity == "error"]
+        assert errors == [], (resource["resourceType"], errors)
+        assert validator.claimed_profiles(resource), "every produced resource claims our profile"
+
+
+async def test_cancel_update_merge_and_accents(bridged: tuple[FastAPI, httpx.AsyncClient, int]) -> None:
+    app, client, port = bridged
+    acks = await _send(port, *(sample(name) for name in STORY))
+    assert [ack_code(a) for a in acks] == ["AA"] * len(STORY), [_err(a) for a in acks]
+    jeanne = (await search(client, "Patient", identifier="000123456"))[0]
+    stay = (await search(client, "Encounter", subject=f"Patient/{jeanne['id']}"))[0]
+    assert stay["status"] == "in-progress" and "end" not in stay["period"]  # A13
+    entry = (await search(client, "Communication", subject=f"Patient/{jeanne['id']}"))[0]
+    assert entry["status"] == "entered-in-error"  # never deleted
+    plan = (await search(client, "CarePlan", subject=f"Patient/{jeanne['id']}"))[0]
+    assert plan["status"] == "revoked"
+    assert jeanne["address"][0]["city"] == "Sainte-Savine"  # A08
+    rene = (await search(client, "Patient", identifier="000765432"))[0]
+    assert rene["name"][0]["family"] == "LEFÈVRE" and rene["name"][0]["given"] == ["René"]  # UTF-8
+    caregiver = (await search(client, "RelatedPerson", patient=rene["id"]))[0]
+    assert caregiver["name"][0]["family"] == "LEFÈVRE" and caregiver["relationship"][0]["coding"][0]["code"] == "caregiver"
+    had_entry = (await search(client, "Communication", subject=f"Patient/{rene['id']}"))[0]
+    assert "hospitalisation à domicile" in had_entry["payload"][0]["contentString"]
+    assert "HAD de l'Aube" in had_entry["payload"][0]["contentString"]
+    practitioners = await search(client, "Practitioner", identifier=f"{RPPS}|10002233445")
+    assert practitioners[0]["name"][0]["given"] == ["Hélène"]  # Latin-1 feed of the other messages, UTF-8 here
+
+
+async def test_a_resend_writes_nothing_and_gets_the_same_ack(bridged: tuple[FastAPI, httpx.AsyncClient, int]) -> None:
+    app, client, port = bridged
+    first = (await _send(port, sample(STORY[1])))[0]
+    before = await counts(client)
+    again = (await _send(port, sample(STORY[1])))[0]
+    assert again == first
+    assert await counts(client) == before
+    stored = await app.state.bridge.inbox.get("CRISTALNET|CHTROYES^1.2.250.1.71.4.2.2.100000999^ISO|CHT20261120143000017")
+    assert stored["status"] == APPLIED and bytes(stored["ack"]) == first
+
+
+async def test_same_control_id_other_bytes_is_refused_and_kept(bridged: tuple[FastAPI, httpx.AsyncClient, int]) -> None:
+    app, client, port = bridged
+    await _send(port, sample(STORY[1]))
+    before = await counts(client)
+    changed = sample(STORY[1]).replace(b"PV1|1|I|", b"PV1|1|O|")
+    ack = (await _send(port, changed))[0]
+    assert ack_code(ack) == "AE" and "205^" in _err(ack)[0]
+    assert await counts(client) == before
+    kept = await app.state.bridge.inbox.listing(REJECTED)
+    assert len(kept) == 1 and kept[0]["error"]["code"] == "205"
+
+
+async def test_concurrent_connections_each_get_their_acks(bridged: tuple[FastAPI, httpx.AsyncClient, int]) -> None:
+    app, client, port = bridged
+    base = sample(STORY[1])
+    messages = [base.replace(b"CHT20261120143000017", f"CHT-PAR-{n:03d}".encode()).replace(b"MVT-1002", f"MVT-P{n:03d}".encode())
+                .replace(b"V2026-000123", f"V2026-P{n:03d}".encode()) for n in range(12)]
+    results = await asyncio.gather(*(_send(port, *messages[i::4]) for i in range(4)))
+    assert all(ack_code(a) == "AA" for acks in results for a in acks)
+    assert len(await search(client, "Patient")) == 1  # one patient, applied one message at a time
+    assert len(await search(client, "Communication")) == 12
+    assert len(await search(client, "Encounter")) == 12
+
+
+async def test_http_ingest_uses_the_same_inbox(bridged: tuple[FastAPI, httpx.AsyncClient, int]) -> None:
+    app, client, port = bridged
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://calipso.test") as plain:
+        answer = await plain.post("/hl7v2", content=sample(STORY[1]), headers={"Content-Type": "x-application/hl7-v2+er7"})
+        assert answer.status_code == 200 and ack_code(answer.content) == "AA"
+        resent = (await _send(port, sample(STORY[1])))[0]
+        assert resent == answer.content  # the MLLP resend finds the HTTP one in the inbox
+        refused = await plain.post("/hl7v2", content=b"{}", headers={"Content-Type": "application/json"})
+        assert refused.status_code == 415
