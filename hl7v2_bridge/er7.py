@@ -169,10 +169,10 @@ def _declared_charset(raw: bytes, separators: Separators) -> str:
 
 
 def _segments(text: str, separators: Separators) -> Iterator[Segment]:
-    lines = SEGMENT_ENDS.split(text)
-    if lines and lines[-1] != "":
-        raise Er7Error("100", "The message ends in the middle of a segment (no segment terminator)", lines[-1][:3])
-    for number, line in enumerate(lines[:-1], start=1):
+    # A last segment without its terminator is read too (files and HTTP bodies often lack it;
+    # MLLP's end block already tells a whole frame): a message cut short is then refused for
+    # what it lacks (a required segment, an invalid segment name).
+    for number, line in enumerate(SEGMENT_ENDS.split(text), start=1):
         if not line.strip():
             continue
         name = line[:3]
