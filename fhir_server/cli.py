@@ -6,8 +6,10 @@ import argparse
 import logging
 import signal
 import sys
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
+from typing import Iterator
 
 from fhir_server import __version__, loader
 from fhir_server.settings import Settings
@@ -31,6 +33,26 @@ def _parser() -> argparse.ArgumentParser:
     load.add_argument("--server", default=None, help="FHIR base URL of a running server (default: a local engine)")
     load.add_argument("--data-dir", type=Path, default=None, help="local engine: the embedded database's files")
     load.add_argument("--chunk", type=int, default=200, help="resources per transaction Bundle (default 200)")
+    send = commands.add_parser("send", help="send HL7 v2 files over MLLP, waiting for each ACK")
+    send.add_argument("paths", nargs="+", type=Path, metavar="FILE_OR_DIR")
+    send.add_argument("--host", default="127.0.0.1")
+    send.add_argument("--port", type=int, default=2575)
+    send.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for each ACK")
+    mllp = commands.add_parser("mllp", help="run the MLLP listener alone (no FHIR API)")
+    mllp.add_argument("--host", default=None)
+    mllp.add_argument("--mllp-port", type=int, default=None)
+    mllp.add_argument("--data-dir", type=Path, default=None)
+    mllp.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    inbox = commands.add_parser("inbox", help="the HL7 v2 inbox: list, show, replay")
+    inbox.add_argument("--data-dir", type=Path, default=None)
+    inbox_commands = inbox.add_subparsers(dest="inbox_command", required=True)
+    listing = inbox_commands.add_parser("list", help="the latest messages and their status")
+    listing.add_argument("--status", choices=["received", "applied", "rejected", "failed"], default=None)
+    listing.add_argument("--limit", type=int, default=50)
+    show = inbox_commands.add_parser("show", help="one message: raw bytes, status, ACK")
+    show.add_argument("key")
+    replay = inbox_commands.add_parser("replay", help="apply again the failed (or rejected) messages, e.g. after a mapping fix")
+    replay.add_argument("--status", choices=["failed", "rejected"], default="failed")
     validate = commands.add_parser("validate", help="validate resource files offline (base R4 and our profiles)")
     validate.add_argument("paths", nargs="+", type=Path, metavar="FILE")
     validate.add_argument("--profile", default=None, help="validate against this profile url (default: meta.profile)")
@@ -168,9 +190,58 @@ def ig(args: argparse.Namespace) -> int:
     return 0
 
 
+def send(args: argparse.Namespace) -> int:
+    """MLLP client over files or folders; 1 when any message got AE/AR, 2 when it could not run."""
+    import asyncio
+
+    from hl7v2_bridge.sending import send_files
+
+    try:
+        return asyncio.run(send_files(args.paths, args.host, args.port, args.timeout, sys.stdout, sys.stderr))
+    except OSError as error:
+        print(f"calipso send: {error}", file=sys.stderr)
+        return 2
+
+
+def mllp(args: argparse.Namespace) -> int:
+    """The listener alone: the same engine and bridge, without the HTTP API."""
+    import asyncio
+
+    from hl7v2_bridge.standalone import run_listener
+
+    _configure_logging(args.log_level)
+    settings = Settings.from_env(host=args.host, mllp_port=args.mllp_port, data_dir=args.data_dir)
+    with _database(settings) as ready:
+        _keep_shutdown_signals()
+        return asyncio.run(run_listener(ready))
+
+
+def inbox(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from hl7v2_bridge.inbox_cli import inbox_command
+
+    _configure_logging("warning")
+    with _database(Settings.from_env(data_dir=args.data_dir)) as ready:
+        return asyncio.run(inbox_command(ready, args, sys.stdout))
+
+
+@contextmanager
+def _database(settings: Settings) -> Iterator[Settings]:
+    """Settings with a database: CALIPSO_MONGODB_URI, or the embedded one started for the block."""
+    if settings.mongodb_uri:
+        yield settings
+        return
+    embedded = EmbeddedDatabase(settings.data_dir)
+    try:
+        yield replace(settings, mongodb_uri=embedded.start())
+    finally:
+        embedded.stop()
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    commands = {"serve": serve, "load": load, "validate": validate, "ig": ig}
+    commands = {"serve": serve, "load": load, "validate": validate, "ig": ig, "send": send, "mllp": mllp, "inbox": inbox}
     return commands[args.command](args)
 
 

@@ -89,6 +89,11 @@ class Inbox:
              "$unset": {"error": ""}},
         )
 
+    async def reopen(self, key: str) -> None:
+        """Make a failed or rejected message applicable again (replay after a mapping fix)."""
+        await self._collection.update_one({"_id": key, "status": {"$in": [FAILED, REJECTED]}},
+                                          {"$set": {"status": FAILED}, "$unset": {"ack": ""}})
+
     async def get(self, key: str) -> dict[str, Any] | None:
         return await self._collection.find_one({"_id": key})
 

@@ -35,10 +35,20 @@ async def search(client: httpx.AsyncClient, resource_type: str, **params: str) -
     return [e["resource"] for e in bundle.get("entry", []) if e.get("search", {}).get("mode", "match") == "match"]
 
 
+async def history_size(client: httpx.AsyncClient, path: str = "/fhir/_history") -> int:
+    """Every version in a history, walked page by page (type and system history carry no total)."""
+    size, url, params = 0, path, {"_count": "1000"}
+    while url:
+        bundle = (await client.get(url, params=params)).json()
+        size += len(bundle.get("entry", []))
+        url = next((link["url"] for link in bundle.get("link", []) if link["relation"] == "next"), "")
+        params = {}
+    return size
+
+
 async def counts(client: httpx.AsyncClient) -> dict[str, int]:
     """How many current resources and history entries the notebook holds."""
     types = ["Patient", "Practitioner", "RelatedPerson", "Encounter", "CareTeam", "CarePlan", "Communication"]
     found = {t: len(await search(client, t)) for t in types}
-    history = (await client.get("/fhir/_history", params={"_count": "0", "_total": "accurate"})).json()
-    found["history"] = history.get("total", 0)
+    found["history"] = await history_size(client)
     return found
