@@ -13,6 +13,7 @@ from __future__ import annotations
 import codecs
 import re
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Iterator
 
 BOM = codecs.BOM_UTF8
@@ -73,7 +74,7 @@ class Segment:
             return []
         if self.name == "MSH" and number in (1, 2):
             return [raw]
-        return raw.split(self.separators.repetition)
+        return _split(raw, self.separators.repetition)
 
     def value(self, number: int, repetition: int = 1, component: int = 1, subcomponent: int = 1) -> str:
         """One decoded leaf value; "" when absent."""
@@ -85,12 +86,18 @@ class Segment:
         return leaf(repetitions[repetition - 1], component, subcomponent, self.separators)
 
 
+@lru_cache(maxsize=65536)
+def _split(text: str, separator: str) -> list[str]:
+    """Splits are cached: mapping one message reads the same fields many times."""
+    return text.split(separator)
+
+
 def leaf(repetition: str, component: int, subcomponent: int, separators: Separators) -> str:
     """Component `component`, subcomponent `subcomponent` of one repetition, unescaped."""
-    components = repetition.split(separators.component)
+    components = _split(repetition, separators.component)
     if not 0 < component <= len(components):
         return ""
-    subcomponents = components[component - 1].split(separators.subcomponent)
+    subcomponents = _split(components[component - 1], separators.subcomponent)
     if not 0 < subcomponent <= len(subcomponents):
         return ""
     return unescape(subcomponents[subcomponent - 1], separators)

@@ -26,7 +26,7 @@ import json
 import re
 import uuid
 from dataclasses import dataclass, field
-from functools import cache
+from functools import cache, lru_cache
 from pathlib import Path
 from typing import Any, Callable
 
@@ -223,7 +223,9 @@ def _entry(spec: dict[str, Any], context: Context) -> dict[str, Any] | None:
     resource = {"resourceType": spec["type"], **resource}
     if request["method"] == "PATCH":
         resource = _json_patch(resource)
-    entry = {"fullUrl": context.names.get(spec["name"], f"urn:uuid:{uuid.uuid4()}"), "resource": resource, "request": request}
+    # one fullUrl per entry: a repeated resource (`each`) gets its own, not its name's
+    full_url = f"urn:uuid:{uuid.uuid4()}" if "each" in spec else context.names[spec["name"]]
+    entry = {"fullUrl": full_url, "resource": resource, "request": request}
     if spec.get("optional"):
         entry[OPTIONAL] = True
     if spec.get("merge"):
@@ -318,25 +320,52 @@ def _join(spec: dict[str, Any], context: Context) -> str | None:
     return spec.get("prefix", "") + spec.get("separator", ", ").join(parts) + spec.get("suffix", "")
 
 
+@lru_cache(maxsize=4096)
+def _pieces(template: str) -> tuple[tuple[str, str | None], ...]:
+    """A template as (literal text, placeholder expression or None) pieces, parsed once."""
+    pieces: list[tuple[str, str | None]] = []
+    position = 0
+    for match in PLACEHOLDER.finditer(template):
+        pieces.append((template[position : match.start()], match.group(1)))
+        position = match.end()
+    pieces.append((template[position:], None))
+    return tuple(pieces)
+
+
 def render_string(template: str, context: Context) -> str | None:
     """Fill the placeholders; None when any placeholder is empty."""
-    missing = False
+    out = []
+    for literal, expression in _pieces(template):
+        out.append(literal)
+        if expression is not None:
+            value = evaluate(expression, context)
+            if not value:
+                return None
+            out.append(value)
+    return "".join(out)
 
-    def fill(match: re.Match[str]) -> str:
-        nonlocal missing
-        value = evaluate(match.group(1), context)
-        if not value:
-            missing = True
-        return value
 
-    rendered = PLACEHOLDER.sub(fill, template)
-    return None if missing else rendered
+@lru_cache(maxsize=4096)
+def _compiled(expression: str) -> tuple[tuple[str, tuple[str, ...]], ...]:
+    """`a | t1 ?? b` -> ((a, (t1,)), (b, ())): parsed once per distinct placeholder."""
+    alternatives = []
+    for alternative in expression.split("??"):
+        source, *transforms = [part.strip() for part in alternative.split("|")]
+        alternatives.append((source, tuple(transforms)))
+    return tuple(alternatives)
+
+
+@lru_cache(maxsize=4096)
+def _path(path: str) -> tuple[str, int, str | None, int, int]:
+    match = FIELD.match(path)
+    if match is None:
+        raise ValueError(f"not a field path: {path}")
+    return match["segment"], int(match["field"]), match["select"], int(match["component"] or 1), int(match["sub"] or 1)
 
 
 def evaluate(expression: str, context: Context) -> str:
     """One placeholder: alternatives, a source, transforms."""
-    for alternative in expression.split("??"):
-        source, *transforms = [part.strip() for part in alternative.split("|")]
+    for source, transforms in _compiled(expression):
         value = _source(source, context)
         for transform in transforms:
             if not value:
@@ -363,15 +392,10 @@ def _source(source: str, context: Context) -> str:
 
 
 def _field_value(path: str, context: Context) -> str:
-    match = FIELD.match(path)
-    if match is None:
-        raise ValueError(f"not a field path: {path}")
-    segment = context.segments.get(match["segment"]) or context.message.first(match["segment"])
+    name, number, select, component, sub = _path(path)
+    segment = context.segments.get(name) or context.message.first(name)
     if segment is None:
         return ""
-    number = int(match["field"])
-    component, sub = int(match["component"] or 1), int(match["sub"] or 1)
-    select = match["select"]
     if segment.name == "MSH" and number in (1, 2):
         return segment.value(number)
     repetitions = segment.repetitions(number)
