@@ -24,9 +24,10 @@ MAX_SHOWN = 20
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m conformance", description=__doc__.split("\n\n")[0])
     parser.add_argument("--server", default=None, help="FHIR base URL of a running server (default: start one)")
+    parser.add_argument("--mllp-port", type=int, default=None, help="with --server: its MLLP port (the ADT story is sent there)")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory() as work:
-        recorded = _record(args.server, Path(work))
+        recorded = _record(args.server, args.mllp_port, Path(work))
         package = _package(Path(work))
         verdicts = [
             json_schema(recorded.bodies),
@@ -37,13 +38,13 @@ def main(argv: list[str] | None = None) -> int:
     return _report(recorded, verdicts)
 
 
-def _record(server: str | None, work: Path) -> Recorded:
+def _record(server: str | None, mllp_port: int | None, work: Path) -> Recorded:
     if server:
-        return run_scenario(server)
-    served = Served(work / "data")
+        return run_scenario(server, mllp_port)
+    served = Served(work / "data", mllp=True)
     try:
         served.wait_ready()
-        return run_scenario(served.base)
+        return run_scenario(served.base, served.mllp_port)
     finally:
         served.stop()
 

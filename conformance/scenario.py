@@ -18,6 +18,9 @@ import orjson
 FHIR_JSON = "application/fhir+json"
 EXAMPLES = Path(__file__).resolve().parents[1] / "profiles" / "examples"
 INS_SYSTEM = "urn:oid:1.2.250.1.213.1.4.10"
+ADT_SAMPLES = Path(__file__).resolve().parents[1] / "tests" / "data" / "hl7v2" / "fr"
+ADT_STORY = ["A01-admission-cardio.hl7", "A03-discharge-home.hl7", "A13-cancel-discharge.hl7", "A08-update-address.hl7",
+             "A03-discharge-had-utf8.hl7", "A40-merge-duplicate.hl7"]
 
 
 @dataclass
@@ -57,9 +60,11 @@ def example(name: str) -> dict[str, Any]:
     return orjson.loads((EXAMPLES / name).read_bytes())
 
 
-def run_scenario(base_url: str) -> Recorded:
+def run_scenario(base_url: str, mllp_port: int | None = None) -> Recorded:
     """The notebook of one patient, created, read, searched and checked as an EHR would."""
     ehr = Ehr(base_url)
+    if mllp_port is not None:
+        _hospital_feed(ehr, mllp_port)
     ehr.call("GET", "metadata", 200)
     ids = _create_notebook(ehr)
     if len(ids) < 6:
@@ -71,9 +76,32 @@ def run_scenario(base_url: str) -> Recorded:
     ehr.call("GET", "_history", 200, _count="50")
     _conformance_resources(ehr)
     _errors(ehr)
-    ehr.recorded.skipped.append("ADT ingestion of the French samples: the HL7 v2 bridge is not built yet")
+    if mllp_port is None:
+        ehr.recorded.skipped.append("ADT ingestion of the French samples: no MLLP port given")
     ehr.http.close()
     return ehr.recorded
+
+
+def _hospital_feed(ehr: Ehr, port: int) -> None:
+    """The French ADT story over MLLP, then the notebook it built, read back as an EHR would."""
+    import asyncio
+
+    from hl7v2_bridge.client import MllpClient, ack_code
+
+    async def send() -> list[str]:
+        async with MllpClient("127.0.0.1", port) as client:
+            return [ack_code(await client.send((ADT_SAMPLES / name).read_bytes())) for name in ADT_STORY]
+
+    for name, code in zip(ADT_STORY, asyncio.run(send())):
+        if code != "AA":
+            ehr.recorded.failures.append(f"MLLP {name}: {code}, expected AA")
+    patient = ehr.call("GET", "Patient", 200, identifier="000123456")
+    patient_id = next((e["resource"]["id"] for e in patient.get("entry", [])), "missing")
+    ehr.call("GET", "Communication", 200, subject=f"Patient/{patient_id}", _include="Communication:sender")
+    ehr.call("GET", "CareTeam", 200, patient=patient_id, _include="CareTeam:participant")
+    ehr.call("GET", "CarePlan", 200, subject=f"Patient/{patient_id}", _include="CarePlan:care-team")
+    ehr.call("GET", f"Patient/{patient_id}/$everything", 200)
+    ehr.call("GET", "Patient", 200, identifier="000765432", _revinclude="Communication:subject")
 
 
 def _create_notebook(ehr: Ehr) -> dict[str, str]:
