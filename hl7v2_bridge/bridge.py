@@ -15,7 +15,7 @@ import asyncio
 import logging
 from collections import defaultdict
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Awaitable, Callable
 
 import orjson
 from hl7apy import SUPPORTED_LIBRARIES
@@ -38,11 +38,18 @@ HANDLED_TYPES = ("ADT",)
 
 @dataclass(frozen=True)
 class Outcome:
-    """What happened to one message: the ACK code and bytes, and its inbox key."""
+    """What happened to one message: the ACK code and bytes, and its inbox key.
+
+    In enhanced mode `ack` is None when MSH-16 asks for no application acknowledgement."""
 
     code: str
-    ack: bytes
+    ack: bytes | None
     key: str
+
+
+Accept = Callable[[bytes], Awaitable[None]]
+# MSH-15 / MSH-16 (HL7 table 0155): when an acknowledgement is sent, by outcome
+SENT_WHEN = {"AL": ("ok", "error"), "NE": (), "ER": ("error",), "SU": ("ok",)}
 
 
 class Bridge:
@@ -59,40 +66,57 @@ class Bridge:
     def inbox(self) -> Inbox:
         return self._inbox
 
-    async def handle(self, raw: bytes, sender: str = "") -> Outcome:
-        """The ACK for one message's bytes (never raises)."""
+    async def handle(self, raw: bytes, sender: str = "", accept: Accept | None = None) -> Outcome:
+        """The ACK for one message's bytes (never raises).
+
+        With `accept` (MLLP), a message asking for enhanced mode (MSH-15/MSH-16 filled) gets
+        its accept acknowledgement (CA, or CE/CR) through it once the inbox holds the message,
+        before it is applied; the application acknowledgement follows as MSH-16 asks."""
         try:
-            return await self._handle(raw, sender)
+            outcome = await self._handle(raw, sender, accept)
         except Exception as error:  # noqa: BLE001 - the sender must get an answer, and we keep serving
             log.exception("bridge internal error type=%s", type(error).__name__)
             ack = acknowledge(None, "AR", [Problem("207", "Internal error while processing the message; it is kept for replay")])
             return Outcome("AR", ack, "")
+        return outcome
 
-    async def _handle(self, raw: bytes, sender: str) -> Outcome:
+    async def _handle(self, raw: bytes, sender: str, accept: Accept | None) -> Outcome:
         try:
             message = decode(raw, self._default_charset)
         except Er7Error as error:
             return await self._unreadable(raw, sender, error)
+        enhanced = accept is not None and bool(message.value("MSH-15") or message.value("MSH-16"))
         refusal = _refusal(message)
         key = _key(message)
         if refusal is not None:
-            ack = acknowledge(message, "AR", [refusal])
+            ack = acknowledge(message, "CR" if enhanced else "AR", [refusal])
             await self._inbox.keep_rejected(key or f"unreadable:{digest(raw)}", raw, sender, ack, _error(refusal))
             log.info("message refused control_id=%s code=%s", message.value("MSH-10")[:40], refusal.code)
-            return Outcome("AR", ack, key)
+            return self._answer(message, enhanced, Outcome("CR" if enhanced else "AR", ack, key), accept_level=True)
         event = message.value("MSH-9.2")
         stored = await self._inbox.receive(key, raw, sender, event)
-        if stored is not None:
-            if stored.sha256 != digest(raw):
-                problem = Problem("205", f"Message control id {message.value('MSH-10')[:40]} was already used for a different message")
-                ack = acknowledge(message, "AE", [problem])
-                await self._inbox.keep_rejected(f"{key}|{digest(raw)}", raw, sender, ack, _error(problem))
-                return Outcome("AE", ack, key)
-            if stored.status in FINAL and stored.ack is not None:
-                log.info("resend answered from the inbox control_id=%s status=%s", message.value("MSH-10")[:40], stored.status)
-                return Outcome(ack_code(stored.ack), stored.ack, key)
+        if stored is not None and stored.sha256 != digest(raw):
+            problem = Problem("205", f"Message control id {message.value('MSH-10')[:40]} was already used for a different message")
+            ack = acknowledge(message, "CE" if enhanced else "AE", [problem])
+            await self._inbox.keep_rejected(f"{key}|{digest(raw)}", raw, sender, ack, _error(problem))
+            return self._answer(message, enhanced, Outcome("CE" if enhanced else "AE", ack, key), accept_level=True)
+        if enhanced and "ok" in SENT_WHEN.get(message.value("MSH-15"), ()):
+            assert accept is not None
+            await accept(acknowledge(message, "CA"))  # the inbox holds it: accepted
+        if stored is not None and stored.status in FINAL and stored.ack is not None:
+            log.info("resend answered from the inbox control_id=%s status=%s", message.value("MSH-10")[:40], stored.status)
+            return self._answer(message, enhanced, Outcome(ack_code(stored.ack), stored.ack, key))
         async with self._patient_locks[_patient_key(message)]:
-            return await self._apply(message, key)
+            return self._answer(message, enhanced, await self._apply(message, key))
+
+    @staticmethod
+    def _answer(message: Message, enhanced: bool, outcome: Outcome, accept_level: bool = False) -> Outcome:
+        """In enhanced mode, keep only the acknowledgement MSH-15 (accept level) or MSH-16 asks for."""
+        if not enhanced:
+            return outcome
+        wanted = SENT_WHEN.get(message.value("MSH-15" if accept_level else "MSH-16"), ("ok", "error"))
+        kind = "ok" if outcome.code in ("AA", "CA") else "error"
+        return outcome if kind in wanted else Outcome(outcome.code, None, outcome.key)
 
     async def _apply(self, message: Message, key: str) -> Outcome:
         mapping = self._mappings.for_event(message.value("MSH-9.2"))

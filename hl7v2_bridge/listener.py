@@ -103,9 +103,15 @@ class MllpListener:
                     log.warning("mllp oversized message refused peer=%s", sender)
                     return
                 elif isinstance(event, Frame):
-                    outcome = await self._bridge.handle(event.content, sender)
-                    writer.write(frame(outcome.ack))
-                    await writer.drain()
+
+                    async def accept(ack: bytes) -> None:  # enhanced mode: CA before applying
+                        writer.write(frame(ack))
+                        await writer.drain()
+
+                    outcome = await self._bridge.handle(event.content, sender, accept)
+                    if outcome.ack is not None:
+                        writer.write(frame(outcome.ack))
+                        await writer.drain()
 
 
 __all__ = ["ListenerSettings", "MllpListener"]

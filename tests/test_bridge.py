@@ -146,3 +146,28 @@ async def test_http_ingest_uses_the_same_inbox(bridged: tuple[FastAPI, httpx.Asy
         assert resent == answer.content  # the MLLP resend finds the HTTP one in the inbox
         refused = await plain.post("/hl7v2", content=b"{}", headers={"Content-Type": "application/json"})
         assert refused.status_code == 415
+
+
+def _enhanced(raw: bytes, accept: str, application: str, control_id: str) -> bytes:
+    """The A03 asking for enhanced-mode acknowledgements (MSH-15 accept, MSH-16 application)."""
+    fields = raw.split(b"\r", 1)[0].split(b"|")
+    fields[9] = control_id.encode()
+    fields[14], fields[15] = accept.encode(), application.encode()
+    return b"|".join(fields) + b"\r" + raw.split(b"\r", 1)[1]
+
+
+async def test_enhanced_mode_accepts_then_acknowledges(bridged: tuple[FastAPI, httpx.AsyncClient, int]) -> None:
+    app, client, port = bridged
+    async with MllpClient("127.0.0.1", port) as mllp:
+        accepted = await mllp.send(_enhanced(sample(STORY[1]), "AL", "AL", "ENH-1"))
+        assert ack_code(accepted) == "CA" and b"MSA|CA|ENH-1" in accepted
+        assert ack_code(await mllp.receive()) == "AA"  # then the application acknowledgement
+        only_accept = await mllp.send(_enhanced(sample(STORY[0]), "AL", "ER", "ENH-2"))  # AA is not an error: not sent
+        assert ack_code(only_accept) == "CA"
+        broken = _enhanced(sample(STORY[1]), "AL", "ER", "ENH-3").replace(b"|20261120140000\r", b"|\r")  # no PV1-45
+        assert ack_code(await mllp.send(broken)) == "CA"
+        assert ack_code(await mllp.receive()) == "AE"  # an error: sent
+        refused = await mllp.send(_enhanced(sample(STORY[1]).replace(b"ADT^A03^ADT_A03", b"ADT^A99^ADT_A01"), "AL", "AL", "ENH-4"))
+        assert ack_code(refused) == "CR"  # refused before the inbox takes it: commit reject, nothing after
+        assert ack_code(await mllp.send(sample(STORY[3]))) == "AA"  # original mode still answers once
+    assert len(await search(client, "Communication")) == 1

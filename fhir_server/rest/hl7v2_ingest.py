@@ -18,7 +18,7 @@ async def ingest(request: Request) -> Response:
         raise FhirError.of(415, "not-supported", f"Send the message as {ER7_MEDIA_TYPES[0]} or text/plain")
     raw = await read_body(request, settings_of(request).mllp_max_message)
     sender = request.client.host if request.client else ""
-    outcome = await request.app.state.bridge.handle(raw, sender)
+    outcome = await request.app.state.bridge.handle(raw, sender)  # original mode: one ACK, in the response
     return Response(outcome.ack, 200, media_type=ER7_MEDIA_TYPES[0])
 
 
