@@ -147,34 +147,30 @@ class Bridge:
     async def _merge_stored(self, entries: list[dict[str, Any]]) -> None:
         """For a `merge` list (the care team's participants), keep the stored members this
         message does not name again: a discharge adds the home nurse without dropping the
-        trusted person an admission brought."""
+        trusted person an admission brought.
+
+        Members are told apart by identifier, with no search: each new member's conditional
+        reference (`Practitioner?identifier=sys|val`) is also written as `member.identifier`,
+        so the stored team carries it for the next message."""
         for entry in entries:
             name = entry.pop(MERGE, None)
             if name is None:
                 continue
+            named = set()
+            for item in entry["resource"].get(name, []):
+                identity = _identity(item.get("member", {}))
+                if identity is not None:
+                    item["member"]["identifier"] = {"system": identity[1], "value": identity[2]}
+                    named.add(identity)
             resource_type, _, criteria = entry["request"]["url"].partition("?")
             try:
                 found = await conditional_target(self._engine, resource_type, criteria, INTERNAL_BASE)
             except FhirError:
                 continue  # nothing stored yet (or ambiguous: the transaction will say so)
             stored = orjson.loads((await self._engine.read(resource_type, found)).raw or b"{}")
-            named = set()
-            for item in entry["resource"].get(name, []):
-                reference = item.get("member", {}).get("reference", "")
-                named.add(await self._resolved(reference))
-            kept = [item for item in stored.get(name, []) if item.get("member", {}).get("reference") not in named]
+            kept = [item for item in stored.get(name, []) if _identity(item.get("member", {})) not in named]
             if kept:
                 entry["resource"][name] = kept + entry["resource"].get(name, [])
-
-    async def _resolved(self, reference: str) -> str:
-        """`Type/id` for a conditional reference that matches one resource (else the reference)."""
-        resource_type, question, criteria = reference.partition("?")
-        if not question:
-            return reference
-        try:
-            return f"{resource_type}/{await conditional_target(self._engine, resource_type, criteria, INTERNAL_BASE)}"
-        except FhirError:
-            return reference
 
     async def _without_absent_targets(self, entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """Drop optional entries whose conditional target does not exist (merging an unknown
@@ -225,6 +221,20 @@ def _key(message: Message) -> str:
     msh = message.first("MSH")
     assert msh is not None
     return "|".join((msh.raw(3), msh.raw(4), msh.raw(10)))
+
+
+def _identity(member: dict[str, Any]) -> tuple[str, str, str] | None:
+    """(type, system, value) of a member: from its identifier, or its `Type?identifier=sys|val`."""
+    reference = member.get("reference", "")
+    resource_type = reference.split("?", 1)[0].split("/", 1)[0]
+    identifier = member.get("identifier")
+    if isinstance(identifier, dict) and identifier.get("system") and identifier.get("value"):
+        return resource_type, identifier["system"], identifier["value"]
+    head, question, criteria = reference.partition("?identifier=")
+    if question and "|" in criteria and "&" not in criteria:
+        system, value = criteria.split("|", 1)
+        return head, system, value
+    return None
 
 
 def _patient_key(message: Message) -> str:
