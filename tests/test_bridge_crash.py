@@ -39,8 +39,22 @@ async def _stream(port: int, numbers: list[int], acked: dict[int, bytes], server
         return
 
 
+def _children(pid: int) -> list[int]:
+    found = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        found += [int(child) for child in (task / "children").read_text().split()]
+    return found
+
+
+def _wait_gone(pids: list[int], seconds: float) -> None:
+    """The embedded database of a killed server gets SIGTERM (PDEATHSIG) and shuts down cleanly;
+    under load that takes a while. Wait for it rather than kill it too."""
+    deadline = time.monotonic() + seconds
+    while any(Path(f"/proc/{pid}").exists() for pid in pids) and time.monotonic() < deadline:
+        time.sleep(0.5)
+
+
 def _restart(data_dir: Path) -> Served:
-    """The embedded database of the killed server stops on its own (PDEATHSIG); wait for its lock."""
     deadline = time.monotonic() + 60
     while True:
         served = Served(data_dir, mllp=True)
@@ -57,9 +71,11 @@ def test_sigkill_mid_stream_then_resend_applies_each_message_once(tmp_path: Path
     data_dir = tmp_path / "data"
     first = Served(data_dir, mllp=True)
     first.wait_ready()
+    database = _children(first.process.pid)
     acked: dict[int, bytes] = {}
     asyncio.run(_stream(first.mllp_port, list(range(MESSAGES)), acked, first))
     first.process.wait(30)
+    _wait_gone(database, 300)
     assert KILL_AFTER <= len(acked) < MESSAGES
     second = _restart(data_dir)
     try:
