@@ -116,6 +116,21 @@ def stored_documents(bundle: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]
     return documents
 
 
+async def raw_transaction(client: AsyncMongoClient, operations: list[Any]) -> bool:
+    """One bulkWrite in one transaction; SecantusDB's WriteConflicts are retried, as calipso does."""
+    for _ in range(40):
+        try:
+            async with client.start_session() as session:
+                async with await session.start_transaction():
+                    await client.bulk_write(operations, session=session, ordered=True)
+            return True
+        except Exception as error:  # noqa: BLE001 - counted, retried
+            if "WriteConflict" not in str(error) and "TransientTransactionError" not in str(getattr(error, "_error_labels", "")):
+                return False
+            await asyncio.sleep(random.uniform(0, 0.01))
+    return False
+
+
 async def drive(label: str, work: list[Any], send: Any, concurrency: int, entries: int, pids: tuple[int, int]) -> Figures:
     """Send every item with `concurrency` workers; latencies per item, CPU of server and database."""
     queue = list(reversed(work))
@@ -156,17 +171,7 @@ async def run_baseline(uri: str, prepared: list[list[tuple[str, dict[str, Any]]]
 
     async def send(documents: list[tuple[str, dict[str, Any]]]) -> bool:
         operations = [InsertOne(doc, namespace=f"{database}.{collection}") for collection, doc in documents]
-        for _ in range(40):  # SecantusDB raises WriteConflict between concurrent transactions: retry, as calipso does
-            try:
-                async with client.start_session() as session:
-                    async with await session.start_transaction():
-                        await client.bulk_write(operations, session=session, ordered=True)
-                return True
-            except Exception as error:  # noqa: BLE001 - counted, retried
-                if "WriteConflict" not in str(error) and "TransientTransactionError" not in str(getattr(error, "_error_labels", "")):
-                    return False
-                await asyncio.sleep(random.uniform(0, 0.01))
-        return False
+        return await raw_transaction(client, operations)
 
     try:
         return await drive("raw bulkWrite transaction", prepared, send, args.concurrency, args.entries, pids)

@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import random
 import sys
 import tempfile
 import time
@@ -31,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from pymongo import AsyncMongoClient, InsertOne  # noqa: E402
 
-from bench.bundles import drive, stored_documents  # noqa: E402
+from bench.bundles import drive, raw_transaction, stored_documents  # noqa: E402
 from bench.harness import Figures, ServerProcess, free_port, python  # noqa: E402
 from fhir_server.storage.embedded import EmbeddedDatabase  # noqa: E402
 from fhir_server.storage.store import ResourceStore  # noqa: E402
@@ -113,17 +112,7 @@ async def run_baseline(uri: str, prepared: list[tuple[bytes, list[tuple[str, dic
         inbox = {"_id": key, "raw": raw, "received": datetime.now(timezone.utc), "status": "applied"}
         operations = [InsertOne(inbox, namespace=f"{database}.inbox")]
         operations += [InsertOne(dict(doc), namespace=f"{database}.{collection}") for collection, doc in documents]
-        for _ in range(40):  # SecantusDB WriteConflicts between concurrent transactions: retried, as calipso does
-            try:
-                async with client.start_session() as session:
-                    async with await session.start_transaction():
-                        await client.bulk_write(operations, session=session, ordered=True)
-                return True
-            except Exception as error:  # noqa: BLE001 - counted, retried
-                if "WriteConflict" not in str(error) and "TransientTransactionError" not in str(getattr(error, "_error_labels", "")):
-                    return False
-                await asyncio.sleep(random.uniform(0, 0.01))
-        return False
+        return await raw_transaction(client, operations)
 
     try:
         return await drive(f"raw split+insert x{connections}", prepared, send, connections, 1, pids)

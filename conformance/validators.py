@@ -114,7 +114,6 @@ def hl7_java(bodies: Bodies, package: Path | None) -> Verdict:
         output = Path(work) / "outcome.json"
         command = ["java", "-jar", jar, *sorted(str(p) for p in Path(work).glob("body-*.json")), "-version", "4.0.1", "-output", str(output)]
         if package is not None:
-            command[3:3] = []
             command += ["-ig", str(package)]
         subprocess.run(command, capture_output=True, text=True, timeout=3600)
         if not output.exists():

@@ -68,6 +68,14 @@ def acknowledge(message: Message | None, code: str, problems: list[Problem] = ()
     return ("\r".join(segments) + "\r").encode(codec, errors="replace")
 
 
+def ack_code(ack: bytes) -> str:
+    """MSA-1 of an ACK (AA, AE, AR, CA…); "" when there is no MSA."""
+    for segment in ack.replace(b"\n", b"\r").split(b"\r"):
+        if segment.startswith(b"MSA"):
+            return segment.split(b"|")[1].decode("ascii", "replace")
+    return ""
+
+
 def _location(location: str) -> str:
     """`PV1-45` -> ERR-2 (ERL): segment^sequence^field."""
     if not location:
@@ -77,4 +85,4 @@ def _location(location: str) -> str:
     return f"{segment}^1^{number}" if number.isdigit() else segment
 
 
-__all__ = ["ERROR_TEXTS", "Problem", "acknowledge"]
+__all__ = ["ERROR_TEXTS", "Problem", "ack_code", "acknowledge"]

@@ -26,7 +26,7 @@ from fhir_server.engine.transaction import BundleLimits, read_request, run_trans
 from fhir_server.outcome import FhirError
 from fhir_server.storage.store import ConditionFailed
 from hl7v2_bridge.ack import Problem, acknowledge
-from hl7v2_bridge.client import ack_code
+from hl7v2_bridge.ack import ack_code
 from hl7v2_bridge.er7 import Er7Error, Message, decode
 from hl7v2_bridge.inbox import APPLIED, FAILED, FINAL, REJECTED, Inbox, digest
 from hl7v2_bridge.mapping import MERGE, OPTIONAL, Mappings, MappingError, load_mappings, to_bundle
@@ -86,7 +86,7 @@ class Bridge:
         except Er7Error as error:
             return await self._unreadable(raw, sender, error)
         enhanced = accept is not None and bool(message.value("MSH-15") or message.value("MSH-16"))
-        refusal = _refusal(message)
+        refusal = _refusal(message, self._mappings)
         key = _key(message)
         if refusal is not None:
             ack = acknowledge(message, "CR" if enhanced else "AR", [refusal])
@@ -120,8 +120,7 @@ class Bridge:
 
     async def _apply(self, message: Message, key: str) -> Outcome:
         mapping = self._mappings.for_event(message.value("MSH-9.2"))
-        if mapping is None:  # checked by _refusal; kept for mappings removed while running
-            return await self._reject(message, key, "AR", Problem("201", "Unsupported event", "MSH-9"))
+        assert mapping is not None  # _refusal checked it against the same mappings
         try:
             bundle = to_bundle(message, mapping, self._mappings.tables)
         except MappingError as error:
@@ -202,7 +201,7 @@ class Bridge:
         return Outcome("AR", ack, "")
 
 
-def _refusal(message: Message) -> Problem | None:
+def _refusal(message: Message, mappings: Mappings) -> Problem | None:
     """Why a readable message is refused outright (AR), if it is."""
     message_type, event = message.value("MSH-9.1"), message.value("MSH-9.2")
     version = message.value("MSH-12")
@@ -212,7 +211,7 @@ def _refusal(message: Message) -> Problem | None:
         return Problem("101", "MSH-10 (message control id) is empty", "MSH-10")
     if message_type not in HANDLED_TYPES:
         return Problem("200", f"Unsupported message type '{message_type[:10]}'", "MSH-9")
-    if load_mappings().for_event(event) is None:
+    if mappings.for_event(event) is None:
         return Problem("201", f"Unsupported event '{event[:10]}'", "MSH-9")
     return None
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import ssl
 
+from hl7v2_bridge.ack import ack_code
 from hl7v2_bridge.mllp import Frame, FrameReader, frame
 
 
@@ -50,14 +51,6 @@ class MllpClient:
                 raise ConnectionError("the server closed the connection without an ACK")
             self._ready.extend(e.content for e in self._frames.feed(data) if isinstance(e, Frame))
         return self._ready.pop(0)
-
-
-def ack_code(ack: bytes) -> str:
-    """MSA-1 of an ACK (AA, AE, AR, CA…)."""
-    for segment in ack.replace(b"\n", b"\r").split(b"\r"):
-        if segment.startswith(b"MSA"):
-            return segment.split(b"|")[1].decode("ascii", "replace")
-    return ""
 
 
 __all__ = ["MllpClient", "ack_code"]

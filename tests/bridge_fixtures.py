@@ -26,8 +26,8 @@ async def bridged(settings: Settings) -> AsyncIterator[tuple[FastAPI, httpx.Asyn
 
 
 def sample(name: str) -> bytes:
-    folder = "fr" if name.startswith("A") else ""
-    return (SAMPLES / folder / name).read_bytes() if folder else (SAMPLES / name).read_bytes()
+    """A French sample by file name."""
+    return (SAMPLES / "fr" / name).read_bytes()
 
 
 async def search(client: httpx.AsyncClient, resource_type: str, **params: str) -> list[dict[str, Any]]:

@@ -23,6 +23,7 @@ from fhir_server.storage.embedded import EmbeddedDatabase
 from tests.fhir_schema import assert_conforms
 
 FHIR_JSON = "application/fhir+json"
+pytest_plugins = ["tests.bridge_fixtures"]  # the `bridged` fixture (an app with its MLLP listener)
 
 
 @pytest.fixture(scope="session")

@@ -13,7 +13,7 @@ from fhir_server.spec import load_spec
 from fhir_server.validation import Validator
 from hl7v2_bridge.client import MllpClient, ack_code
 from hl7v2_bridge.inbox import APPLIED, REJECTED
-from tests.bridge_fixtures import STORY, bridged, counts, sample, search  # noqa: F401
+from tests.bridge_fixtures import STORY, counts, sample, search
 
 C = load_guide().canonical
 RPPS = "https://rpps.esante.gouv.fr"

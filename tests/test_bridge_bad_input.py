@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from hl7v2_bridge.client import MllpClient, ack_code
 from hl7v2_bridge.inbox import REJECTED
 from hl7v2_bridge.mllp import Discarded, Frame, FrameReader, Oversized, frame
-from tests.bridge_fixtures import SAMPLES, STORY, bridged, counts, sample  # noqa: F401
+from tests.bridge_fixtures import SAMPLES, STORY, counts, sample
 
 # file -> (ACK code, HL7 table 0357 error code) as bad/README.md asks
 BAD = {

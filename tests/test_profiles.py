@@ -6,8 +6,6 @@ import json
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
-
 import pytest
 
 from fhir_server.ig import load_guide, read_json_folder
@@ -141,6 +139,3 @@ def test_guide_folder_is_read_from_disk_not_from_shared() -> None:
     assert all("shared" not in str(p) for p in PROFILES.parents)
     assert len(read_json_folder(PROFILES)) == len(guide.artifacts)
 
-
-def _bundle_of(resources: list[dict[str, Any]]) -> dict[str, Any]:
-    return {"resourceType": "Bundle", "type": "collection", "entry": [{"resource": r} for r in resources]}

@@ -39,6 +39,8 @@ async def _validate(request: Request, resource_id: str | None) -> Response:
     if mode is not None and mode not in MODES:
         raise FhirError.of(400, "invalid", f"mode must be one of {', '.join(MODES)}")
     profile = given.text("profile")
+    if profile is not None and not engine.validator.profiles.knows(profile):
+        raise FhirError.of(400, "not-found", f"Unknown profile {profile[:200]}", expression="profile")
     resource: Any = given.first("resource") if given.body is None else given.body
     if mode == "delete":
         if resource_id is None:
@@ -51,8 +53,6 @@ async def _validate(request: Request, resource_id: str | None) -> Response:
         raise FhirError.of(400, "required", "Nothing to validate: send the resource, or a Parameters with 'resource'")
     issues = _mode_issues(resource, resource_type, resource_id, mode)
     issues += engine.validator.validate_all(resource, resource_type, profile)
-    if profile is not None and any(i.code == "not-found" and profile in i.diagnostics for i in issues):
-        raise FhirError(400, issues)
     if not issues:
         issues = [Issue("informational", "No issues: the resource is valid", "information")]
     return outcome_response(200, issues, rendering=rendering)
