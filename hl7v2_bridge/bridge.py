@@ -130,7 +130,7 @@ class Bridge:
             entries = await self._without_absent_targets(bundle["entry"])
             await self._merge_stored(entries)
             requests = [read_request(i, entry, self._engine, INTERNAL_BASE) for i, entry in enumerate(entries)]
-            await run_transaction(self._engine, requests, INTERNAL_BASE, BundleLimits(), (self._inbox.applied(key, ack, len(requests)),))
+            await run_transaction(self._engine, requests, INTERNAL_BASE, BundleLimits(skip_unchanged=True), (self._inbox.applied(key, ack, len(requests)),))
         except FhirError as error:
             text = "; ".join(i.diagnostics for i in error.issues)[:500]
             code = "207" if error.status >= 500 or error.status == 409 else "102"

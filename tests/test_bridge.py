@@ -136,6 +136,23 @@ async def test_concurrent_connections_each_get_their_acks(bridged: tuple[FastAPI
     assert len(await search(client, "Encounter")) == 12
 
 
+async def test_an_unchanged_patient_gets_no_new_version(bridged: tuple[FastAPI, httpx.AsyncClient, int]) -> None:
+    """Every message repeats the patient's demographics: the history grows only when they change."""
+    app, client, port = bridged
+    base = sample(STORY[1])
+    stays = [base.replace(b"CHT20261120143000017", f"CHT-SAME-{n}".encode()).replace(b"V2026-000123", f"V2026-S{n}".encode())
+             .replace(b"MVT-1002", f"MVT-S{n}".encode()) for n in range(3)]
+    acks = await _send(port, *stays)
+    assert [ack_code(a) for a in acks] == ["AA"] * 3, [_err(a) for a in acks]
+    assert len(await search(client, "Encounter")) == 3 and len(await search(client, "Communication")) == 3
+    patient = (await search(client, "Patient"))[0]
+    assert patient["meta"]["versionId"] == "1"
+    moved = stays[0].replace(b"CHT-SAME-0", b"CHT-MOVED").replace(b"12 rue de la Paix", "3 place du Marché".encode("latin-1"))  # the message is 8859/1
+    assert ack_code((await _send(port, moved))[0]) == "AA"
+    patient = (await search(client, "Patient"))[0]
+    assert patient["meta"]["versionId"] == "2" and patient["address"][0]["line"] == ["3 place du Marché"]
+
+
 async def test_http_ingest_uses_the_same_inbox(bridged: tuple[FastAPI, httpx.AsyncClient, int]) -> None:
     app, client, port = bridged
     transport = httpx.ASGITransport(app=app)

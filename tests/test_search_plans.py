@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from tests.search_fixtures import IPP, load_notebook
+from tests.search_fixtures import IPP, RPPS, load_notebook
 
 
 def stages(plan: Any) -> list[str]:
@@ -57,3 +57,33 @@ async def test_multi_parameter_searches_start_from_an_index(client, app) -> None
     ):
         winning = stages((await searcher.explain(resource_type, params))["queryPlanner"]["winningPlan"])
         assert "IXSCAN" in winning and "COLLSCAN" not in winning, (resource_type, params, winning)
+
+
+async def test_conditional_lookups_in_one_go_find_what_each_search_finds(client, app) -> None:
+    """A transaction looks up its conditional criteria together (one query per type and driving
+    field); each answer must be the very set a search of its own returns."""
+    await load_notebook(client)
+    searcher = app.state.engine.searcher
+    lookups = [
+        ("Patient", [("identifier", f"{IPP}|IPP0001")]),
+        ("Patient", [("identifier", f"{IPP}|IPP0002"), ("gender", "female")]),  # a residual clause that rules jean out
+        ("Practitioner", [("identifier", f"{RPPS}|10009876543,{RPPS}|10001234567")]),  # two: the caller sees "several"
+        ("Patient", [("identifier", f"{IPP}|nobody")]),
+        ("Encounter", [("identifier", "urn:oid:1.2.250.1.71.4.2.7.3|V123")]),
+        ("Practitioner", [("identifier", f"{RPPS}|10009876543")]),
+        ("Patient", [("identifier", f"{IPP}|")]),
+        ("CareTeam", [("participant", "Practitioner/nurse-dubois")]),
+        ("CareTeam", [("participant", "Practitioner/nurse-dubois"), ("status", "active")]),
+        ("Patient", [("name", "lefe")]),  # no token or reference clause to drive it: searched on its own
+        ("Patient", [("no-such-parameter", "x")]),  # an error is left to the search of its own
+    ]
+    answers = await searcher.matching_keys(lookups, "", 2)
+    for (resource_type, params), answer in zip(lookups, answers):
+        if answer is None:
+            continue
+        alone = await searcher.search(resource_type, [*params, ("_count", "2")], True, "")
+        assert answer == [f"{d['type']}/{d['id']}" for d in alone.matches], (resource_type, params)
+    assert answers[0] == ["Patient/helene"] and answers[1] == [] and len(answers[2]) == 2 and answers[3] == []
+    assert answers[4] == ["Encounter/stay-1"] and answers[5] == ["Practitioner/nurse-dubois"]
+    assert answers[7] == ["CareTeam/team-helene", "CareTeam/team-jean"] and answers[8] == ["CareTeam/team-helene"]
+    assert answers[10] is None

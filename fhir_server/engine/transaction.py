@@ -39,6 +39,7 @@ WRITES = ("DELETE", "POST", "PUT", "PATCH")
 PLACEHOLDERS = ("urn:uuid:", "urn:oid:")
 MAX_ATTEMPTS = 10
 MAX_DELETE_MATCHES = 100
+CONDITIONAL_LIMIT = 2  # a conditional target or reference needs to know: none, one, or several
 
 
 @dataclass
@@ -74,8 +75,16 @@ class EntryResult:
 
 @dataclass
 class BundleLimits:
+    """How far a Bundle may go, and how updates that change nothing are treated.
+
+    `skip_unchanged`: a PUT whose resource equals the current version (meta.versionId and
+    meta.lastUpdated aside) writes no new version and answers 200 with the current one. The
+    HL7 bridge turns it on: a feed that sends the same practitioners with every message must
+    not grow their history (nor make concurrent messages conflict on them)."""
+
     max_entries: int = 10_000
     delete_multiple: bool = False
+    skip_unchanged: bool = False
 
 
 def read_bundle(body: Any, limits: BundleLimits) -> tuple[str, list[Any]]:
@@ -231,9 +240,11 @@ class _Plan:
     write_entries: list[int] = field(default_factory=list)
     results: dict[int, EntryResult] = field(default_factory=dict)
     index_documents: dict[int, dict[str, Any]] = field(default_factory=dict)
+    searches: dict[tuple[str, tuple[tuple[str, str], ...], int], list[str]] = field(default_factory=dict)
 
     async def prepare(self) -> None:
         ordered = sorted(self.requests, key=lambda r: ORDER[r.method])
+        await self._look_up_conditionals(ordered)
         for request in ordered:
             with blame(request.index):
                 await self._target(request)
@@ -278,7 +289,7 @@ class _Plan:
         if request.if_none_exist is None:
             return _Target([f"{resource_type}/{uuid.uuid4()}"])
         params = parse_criteria(request.if_none_exist)
-        found = await self._search(resource_type, params, 2)
+        found = await self._search(resource_type, params, CONDITIONAL_LIMIT)
         if len(found) > 1:
             raise FhirError.of(412, "multiple-matches", "ifNoneExist matches more than one resource", "request.ifNoneExist")
         if found:
@@ -288,9 +299,42 @@ class _Plan:
             raise FhirError.of(400, "invalid", "two entries create with the same ifNoneExist criteria", "request.ifNoneExist")
         return _Target([f"{resource_type}/{uuid.uuid4()}"], guard=guard)
 
+    async def _look_up_conditionals(self, ordered: list[BundleRequest]) -> None:
+        """Every conditional the plan will need (target criteria, ifNoneExist, conditional
+        references) looked up together: a few database queries instead of one per criteria."""
+        lookups: dict[tuple[str, tuple[tuple[str, str], ...]], None] = {}
+
+        def want(resource_type: str, criteria: str) -> None:
+            try:
+                lookups[(resource_type, tuple(parse_criteria(criteria)))] = None
+            except FhirError:
+                pass  # the entry's own lookup reports it, naming the entry
+
+        for request in ordered:
+            criteria = request.if_none_exist if request.method == "POST" else request.criteria
+            if criteria is not None and request.method != "DELETE":
+                want(str(request.resource_type), criteria)
+            if request.method in ("POST", "PUT"):
+                for reference in _references(request.resource):
+                    resource_type, _, query = reference.partition("?")
+                    if _is_conditional(reference) and self.engine.spec.is_resource_type(resource_type):
+                        want(resource_type, query)
+        if len(lookups) < 2:
+            return
+        wanted = list(lookups)
+        answers = await self.engine.searcher.matching_keys([(t, list(p)) for t, p in wanted], self.base_url, CONDITIONAL_LIMIT)
+        for (resource_type, params), answer in zip(wanted, answers):
+            if answer is not None:
+                self.searches[(resource_type, params, CONDITIONAL_LIMIT)] = answer
+
     async def _search(self, resource_type: str, params: list[tuple[str, str]], limit: int) -> list[str]:
-        result = await self.engine.searcher.search(resource_type, [*params, ("_count", str(limit))], True, self.base_url)
-        return [f"{doc['type']}/{doc['id']}" for doc in result.matches]
+        """The keys of the stored resources matching `params` (one database query per distinct
+        search in a plan: a conditional target is often a conditional reference as well)."""
+        key = (resource_type, tuple(params), limit)
+        if key not in self.searches:
+            result = await self.engine.searcher.search(resource_type, [*params, ("_count", str(limit))], True, self.base_url)
+            self.searches[key] = [f"{doc['type']}/{doc['id']}" for doc in result.matches]
+        return list(self.searches[key])
 
     def _map_placeholder(self, request: BundleRequest, target: str) -> None:
         full_url = str(request.full_url)
@@ -324,7 +368,7 @@ class _Plan:
         resource_type, _, query = reference.partition("?")
         self.engine.check_type(resource_type)
         params = parse_criteria(query)
-        found = set(await self._search(resource_type, params, 2))
+        found = set(await self._search(resource_type, params, CONDITIONAL_LIMIT))
         criteria = (await self.engine.searcher.criteria(resource_type, params, self.base_url)).filter()
         for request in self.requests:  # resources this Bundle creates or updates count as well
             if request.method in ("POST", "PUT") and request.resource_type == resource_type:
@@ -394,7 +438,11 @@ class _Plan:
             resource = engine.validate(resource_type, _patched(engine, current, request.resource))
         else:
             self._check_if_none_match(request, current)
-            resource = engine.validate(resource_type, self._rewritten(request))
+            rewritten = self._rewritten(request)
+            if self.limits.skip_unchanged and _unchanged(current, rewritten, resource_id):
+                self.results[request.index] = EntryResult(200, current)
+                return
+            resource = engine.validate(resource_type, rewritten)
             if request.criteria is not None and "id" not in resource:
                 resource["id"] = resource_id
             if resource.get("id") != resource_id:
@@ -447,6 +495,21 @@ class _Plan:
                 params = parse_criteria(request.if_none_exist)
                 if not await self._search(str(request.resource_type), params, 1):
                     await self.engine.store.release_guard(guard)
+
+
+def _unchanged(current: Version | None, resource: dict[str, Any], resource_id: str) -> bool:
+    """Whether `resource` says what the current version says (its versionId and lastUpdated aside)."""
+    if current is None or current.deleted or current.raw is None or resource.get("id", resource_id) != resource_id:
+        return False
+    return _content(orjson.loads(current.raw)) == _content({**resource, "id": resource_id})
+
+
+def _content(resource: dict[str, Any]) -> dict[str, Any]:
+    meta = {k: v for k, v in (resource.get("meta") or {}).items() if k not in ("versionId", "lastUpdated")}
+    content = {k: v for k, v in resource.items() if k != "meta"}
+    if meta:
+        content["meta"] = meta
+    return content
 
 
 def _patched(engine: Engine, current: Version, document: Any) -> dict[str, Any]:

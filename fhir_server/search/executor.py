@@ -202,6 +202,11 @@ def _without_parents(fields: set[str]) -> set[str]:
     return {f for f in fields if not any(f.startswith(other + ".") for other in fields if other != f)}
 
 
+def _driver_values(driver: dict[str, Any]) -> list[str]:
+    condition = next(iter(driver.values()))
+    return [condition] if isinstance(condition, str) else list(condition["$in"])
+
+
 def _driving_query(resource_type: str, driver: dict[str, Any]) -> dict[str, Any]:
     """Phase 1 as the planner can answer it: all fields in one index (ids already carry the type)."""
     return driver if "_id" in driver else {"type": resource_type, **driver}
@@ -254,6 +259,53 @@ class Searcher:
             if candidates is not None:
                 return await self._page_of_candidates(candidates, criteria, {"$and": residual} if residual else {}, request, sort)
         return await self._page_from_database(criteria, {"$and": [query, {"deleted": False}]}, request, sort)
+
+    async def matching_keys(
+        self, lookups: list[tuple[str, list[tuple[str, str]]]], base_url: str, limit: int
+    ) -> list[list[str] | None]:
+        """The "Type/id" keys (first `limit`, by id) each lookup's criteria match, for many
+        conditional criteria at once: one indexed query per resource type and driving field,
+        then each criteria matched here. None for a lookup this cannot answer (no driving clause, or
+        too many candidates, criteria in error): search that one on its own, which reports
+        the error."""
+        compiled: list[Criteria | None] = []
+        for resource_type, params in lookups:
+            try:
+                compiled.append(await self.criteria(resource_type, params, base_url))
+            except FhirError:
+                compiled.append(None)
+        groups: dict[tuple[str, str], list[int]] = {}  # (type, driving field): the planner needs both
+        for position, criteria in enumerate(compiled):
+            driver = criteria.driver() if criteria is not None else None
+            if driver is not None and "_id" not in driver:
+                groups.setdefault((lookups[position][0], next(iter(driver))), []).append(position)
+        answers: list[list[str] | None] = [None] * len(lookups)
+        for (resource_type, name), positions in groups.items():  # one query per group: $or or a $in on type scans
+            chosen = [criteria for p in positions if (criteria := compiled[p]) is not None]
+            values = sorted({v for criteria in chosen for v in _driver_values(criteria.driver() or {})})
+            fields = {f for criteria in chosen for f in _fields(criteria.clauses)}
+            projection = {"_id": 1, "type": 1, "id": 1, "deleted": 1, **{f: 1 for f in _without_parents(fields)}}
+            query = {"type": resource_type, name: values[0] if len(values) == 1 else {"$in": values}}
+            found = [doc async for doc in self._collection.find(query, projection).limit(MAX_CANDIDATES + 1)]
+            if len(found) > MAX_CANDIDATES:
+                continue
+            live = sorted((doc for doc in found if not doc.get("deleted")), key=lambda doc: doc["_id"])
+            for position, criteria in zip(positions, chosen):
+                wanted = criteria.filter()
+                answers[position] = [f"{doc['type']}/{doc['id']}" for doc in live if matches(doc, wanted)][:limit]
+        return answers
+        projection = {"_id": 1, "type": 1, "id": 1, "deleted": 1, **{f: 1 for f in _without_parents(fields)}}
+        found = [doc async for doc in self._collection.find({"$or": branches}, projection).limit(MAX_CANDIDATES + 1)]
+        if len(found) > MAX_CANDIDATES:
+            return answers
+        live = sorted((doc for doc in found if not doc.get("deleted")), key=lambda doc: doc["_id"])
+        for positions in groups.values():
+            for position in positions:
+                criteria = compiled[position]
+                if criteria is not None:
+                    wanted = criteria.filter()
+                    answers[position] = [f"{doc['type']}/{doc['id']}" for doc in live if matches(doc, wanted)][:limit]
+        return answers
 
     async def _candidates(self, resource_type: str, driver: dict[str, Any], fields: set[str]) -> list[dict[str, Any]] | None:
         """Phase 1: the live documents the driving clause finds through its index (None: too many)."""
