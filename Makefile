@@ -8,6 +8,8 @@ HOST ?= 127.0.0.1
 PORT ?= 8080
 MLLP_PORT ?= 2575
 DATA_DIR ?= ./data
+# off: the local quick start (loopback only, with a loud warning); on: tokens from `calipso token` (dev issuer)
+AUTH ?= off
 
 .PHONY: run test bench digest clean
 
@@ -18,7 +20,8 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 run: $(STAMP)
-	$(BIN)/calipso serve --host $(HOST) --port $(PORT) --mllp-port $(MLLP_PORT) --data-dir $(DATA_DIR)
+	$(BIN)/calipso serve --host $(HOST) --port $(PORT) --mllp-port $(MLLP_PORT) --data-dir $(DATA_DIR) \
+		--auth $(AUTH) $(if $(filter on,$(AUTH)),--dev-issuer)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

@@ -187,7 +187,7 @@ def run(args: argparse.Namespace) -> None:
     assert database._process is not None
     port = free_port()
     calipso = ServerProcess(
-        [python(), "-m", "fhir_server.cli", "serve", "--port", str(port), "--log-level", "warning"],
+        [python(), "-m", "fhir_server.cli", "serve", "--auth", "off", "--port", str(port), "--log-level", "warning"],
         f"http://127.0.0.1:{port}/fhir/metadata",
         env={"CALIPSO_MONGODB_URI": uri, "CALIPSO_DATABASE": "bench_bundles"},
     )

@@ -129,7 +129,7 @@ def run(args: argparse.Namespace) -> None:
     assert database._process is not None
     port, mllp_port = free_port(), free_port()
     calipso = ServerProcess(
-        [python(), "-m", "fhir_server.cli", "serve", "--port", str(port), "--mllp-port", str(mllp_port), "--log-level", "warning"],
+        [python(), "-m", "fhir_server.cli", "serve", "--auth", "off", "--port", str(port), "--mllp-port", str(mllp_port), "--log-level", "warning"],
         f"http://127.0.0.1:{port}/fhir/metadata",
         env={"CALIPSO_MONGODB_URI": uri, "CALIPSO_DATABASE": "bench_mllp"},
     )

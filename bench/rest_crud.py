@@ -63,7 +63,7 @@ def run(args: argparse.Namespace) -> None:
     db_pid = database._process.pid
     calipso_port, baseline_port = free_port(), free_port()
     calipso = ServerProcess(
-        [python(), "-m", "fhir_server.cli", "serve", "--port", str(calipso_port), "--log-level", "warning"],
+        [python(), "-m", "fhir_server.cli", "serve", "--auth", "off", "--port", str(calipso_port), "--log-level", "warning"],
         f"http://127.0.0.1:{calipso_port}/fhir/metadata",
         env={"CALIPSO_MONGODB_URI": uri, "CALIPSO_DATABASE": "bench_calipso"},
     )

@@ -132,7 +132,7 @@ def main() -> None:
     db_pid = database._process.pid
     port = free_port()
     server = ServerProcess(
-        [python(), "-m", "fhir_server.cli", "serve", "--port", str(port), "--log-level", "warning"],
+        [python(), "-m", "fhir_server.cli", "serve", "--auth", "off", "--port", str(port), "--log-level", "warning"],
         f"http://127.0.0.1:{port}/fhir/metadata",
         env={"CALIPSO_MONGODB_URI": uri, "CALIPSO_DATABASE": DATABASE},
     )

@@ -24,14 +24,17 @@ def free_port() -> int:
 class Served:
     """One `calipso serve` child process and its base URL."""
 
-    def __init__(self, data_dir: Path, mllp: bool = False):
+    def __init__(self, data_dir: Path, mllp: bool = False, auth: bool = False):
+        """`auth`: tokens required, from the dev issuer whose key is in `data_dir` (see `token`)."""
+        self.data_dir = data_dir
         self.port = free_port()
         self.mllp_port = free_port() if mllp else 0
         env = {k: v for k, v in os.environ.items() if k != "CALIPSO_MONGODB_URI"}
         self.log = data_dir.parent / f"serve-{self.port}.log"
         with open(self.log, "wb") as out:
             self.process = subprocess.Popen(
-                CALIPSO + ["serve", "--port", str(self.port), "--mllp-port", str(self.mllp_port), "--data-dir", str(data_dir)],
+                CALIPSO + ["serve", "--port", str(self.port), "--mllp-port", str(self.mllp_port), "--data-dir", str(data_dir),
+                           *(["--auth", "on", "--dev-issuer"] if auth else ["--auth", "off"])],
                 stdout=out, stderr=subprocess.STDOUT, env=env,
             )
         self.base = f"http://127.0.0.1:{self.port}/fhir"
@@ -47,6 +50,12 @@ class Served:
             except httpx.TransportError:
                 time.sleep(0.2)
         raise RuntimeError(f"calipso did not start:\n{self.log.read_text()}")
+
+    def token(self, *args: str) -> str:
+        """A token from `calipso token` on this server's data dir (args: --sub, --scope, ...)."""
+        done = subprocess.run(CALIPSO + ["token", "--data-dir", str(self.data_dir), *args], capture_output=True, text=True,
+                              timeout=60, check=True)
+        return done.stdout.strip().splitlines()[-1]
 
     def stop(self) -> int:
         self.process.send_signal(signal.SIGTERM)

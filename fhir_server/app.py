@@ -22,6 +22,7 @@ from fhir_server.outcome import Issue
 from fhir_server.rest.access_log import AccessLog
 from fhir_server.rest.responses import outcome_response
 from fhir_server.rest.routes import ROUTES, guarded
+from fhir_server.security import build_gate
 from fhir_server.settings import Settings
 from fhir_server.spec import load_spec
 from fhir_server.storage.store import ResourceStore
@@ -50,6 +51,7 @@ def create_app(settings: Settings) -> FastAPI:
         if settings.serve_guide:
             await install_guide(engine)
         app.state.engine = engine
+        app.state.gate, app.state.dev_issuer = build_gate(settings, store.current_versions)
         app.state.bridge = Bridge(engine, settings.hl7_default_charset)
         listener = None
         if settings.mllp_port is not None:

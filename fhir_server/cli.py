@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import sys
 from contextlib import contextmanager
@@ -17,6 +18,8 @@ from fhir_server.storage.embedded import EmbeddedDatabase, EmbeddedDatabaseError
 
 log = logging.getLogger("calipso")
 
+LOOPBACK = ("127.0.0.1", "::1", "localhost")
+
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="calipso", description="FHIR R4 server for the home-care liaison notebook")
@@ -28,11 +31,24 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--mllp-port", type=int, default=None, help="HL7 v2 MLLP port (default 2575)")
     serve.add_argument("--data-dir", type=Path, default=None, help="where the embedded database keeps its files")
     serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    serve.add_argument("--auth", choices=["on", "off"], default=None,
+                       help="bearer tokens required (default on; off only on a loopback host, for a local try)")
+    serve.add_argument("--dev-issuer", action="store_true", default=None,
+                       help="trust the local token issuer whose key lives in the data dir (see `calipso token`)")
+    token = commands.add_parser("token", help="print a token signed by the local dev issuer (last line of stdout)")
+    token.add_argument("--data-dir", type=Path, default=None)
+    token.add_argument("--sub", required=True, help="the subject (user or client id)")
+    token.add_argument("--scope", required=True, help='SMART scopes, e.g. "user/*.read" or "patient/Communication.cruds"')
+    token.add_argument("--fhir-user", default=None, help="Practitioner/x, PractitionerRole/x, Patient/x or RelatedPerson/x")
+    token.add_argument("--patient", default=None, help="the patient launch context (patient/ scopes)")
+    token.add_argument("--audience", default=None, help="the aud claim (default: CALIPSO_AUTH_AUDIENCE or calipso)")
+    token.add_argument("--lifetime", type=int, default=3600, help="seconds until it expires (default 3600)")
     load = commands.add_parser("load", help="load Bundles, NDJSON or JSON resources (files or folders)")
     load.add_argument("paths", nargs="+", type=Path, metavar="FILE_OR_DIR")
     load.add_argument("--server", default=None, help="FHIR base URL of a running server (default: a local engine)")
     load.add_argument("--data-dir", type=Path, default=None, help="local engine: the embedded database's files")
     load.add_argument("--chunk", type=int, default=200, help="resources per transaction Bundle (default 200)")
+    load.add_argument("--token", default=None, help="bearer token for --server (default: CALIPSO_TOKEN)")
     send = commands.add_parser("send", help="send HL7 v2 files over MLLP, waiting for each ACK")
     send.add_argument("paths", nargs="+", type=Path, metavar="FILE_OR_DIR")
     send.add_argument("--host", default="127.0.0.1")
@@ -89,7 +105,15 @@ def serve(args: argparse.Namespace) -> int:
     from fhir_server.app import create_app
 
     _configure_logging(args.log_level)
-    settings = Settings.from_env(host=args.host, port=args.port, mllp_port=args.mllp_port, data_dir=args.data_dir)
+    settings = Settings.from_env(host=args.host, port=args.port, mllp_port=args.mllp_port, data_dir=args.data_dir,
+                                 auth=None if args.auth is None else args.auth == "on", dev_issuer=args.dev_issuer)
+    refusal = auth_refusal(settings)
+    if refusal:
+        print(f"calipso: {refusal}", file=sys.stderr)
+        return 2
+    if not settings.auth:
+        print("calipso: WARNING: authentication is OFF: anyone who reaches this port reads and writes every "
+              "patient's notebook. Only for a local try on this machine.", file=sys.stderr, flush=True)
     embedded: EmbeddedDatabase | None = None
     if not settings.mongodb_uri:
         embedded = EmbeddedDatabase(settings.data_dir)
@@ -116,6 +140,28 @@ def serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def auth_refusal(settings: Settings) -> str | None:
+    """Why these settings must not serve (None: they may)."""
+    if not settings.auth and settings.host not in LOOPBACK:
+        return f"--auth off is refused on a non-loopback host ({settings.host}): turn authentication on"
+    if settings.auth and not settings.dev_issuer and not (settings.auth_issuer and settings.auth_jwks_url):
+        return ("authentication is on but no issuer is trusted: set CALIPSO_AUTH_ISSUER and CALIPSO_AUTH_JWKS_URL, "
+                "or pass --dev-issuer to try with `calipso token`, or --auth off for a local try")
+    return None
+
+
+def token(args: argparse.Namespace) -> int:
+    """Sign a token with the data dir's dev issuer key (made on first use)."""
+    from fhir_server.security.dev_issuer import DevIssuer
+
+    settings = Settings.from_env(data_dir=args.data_dir)
+    issuer = DevIssuer(settings.data_dir)
+    audience = args.audience or settings.auth_audience
+    print(f"calipso dev issuer: sub={args.sub} aud={audience} expires in {args.lifetime} s", file=sys.stderr)
+    print(issuer.token(args.sub, args.scope, audience, patient=args.patient, fhir_user=args.fhir_user, lifetime=args.lifetime))
+    return 0
+
+
 def load(args: argparse.Namespace) -> int:
     """Post files to a server (or to a local engine on the data dir); 1 when anything failed."""
     import asyncio
@@ -128,7 +174,8 @@ def load(args: argparse.Namespace) -> int:
     progress = loader.Progress(len(files))
     try:
         if args.server:
-            summary = asyncio.run(_load_remote(args.server.rstrip("/"), files, args.chunk, progress))
+            token = args.token or os.environ.get("CALIPSO_TOKEN")
+            summary = asyncio.run(_load_remote(args.server.rstrip("/"), files, args.chunk, progress, token))
         else:
             summary = _load_local(Settings.from_env(data_dir=args.data_dir), files, args.chunk, progress)
     except (OSError, EmbeddedDatabaseError) as error:
@@ -138,10 +185,11 @@ def load(args: argparse.Namespace) -> int:
     return 1 if summary.counts["failed"] else 0
 
 
-async def _load_remote(base_url: str, files: list[Path], chunk: int, progress: loader.Progress) -> loader.Summary:
+async def _load_remote(base_url: str, files: list[Path], chunk: int, progress: loader.Progress, token: str | None) -> loader.Summary:
     import httpx
 
-    async with httpx.AsyncClient(timeout=300) as client:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    async with httpx.AsyncClient(timeout=300, headers=headers) as client:
         try:
             return await loader.load(client, base_url, files, chunk, progress)
         except httpx.TransportError as error:
@@ -159,6 +207,7 @@ def _load_local(settings: Settings, files: list[Path], chunk: int, progress: loa
     embedded = None if settings.mongodb_uri else EmbeddedDatabase(settings.data_dir)
     if embedded is not None:
         settings = replace(settings, mongodb_uri=embedded.start())
+    settings = replace(settings, auth=False)  # in process, no socket: the operator of this data dir loads it
 
     async def run() -> loader.Summary:
         app = create_app(settings)
@@ -241,7 +290,7 @@ def _database(settings: Settings) -> Iterator[Settings]:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    commands = {"serve": serve, "load": load, "validate": validate, "ig": ig, "send": send, "mllp": mllp, "inbox": inbox}
+    commands = {"serve": serve, "token": token, "load": load, "validate": validate, "ig": ig, "send": send, "mllp": mllp, "inbox": inbox}
     return commands[args.command](args)
 
 

@@ -45,6 +45,15 @@ class Settings:
     mllp_allowed_senders: frozenset[str] = frozenset()
     mllp_tls_cert: Path | None = None
     mllp_tls_key: Path | None = None
+    auth: bool = True  # bearer tokens required (SMART on FHIR); off only for a loopback quick start
+    auth_audience: str = "calipso"  # the `aud` tokens must carry (in production: the FHIR base URL)
+    auth_issuer: str | None = None  # a trusted issuer's `iss` ...
+    auth_jwks_url: str | None = None  # ... and where it publishes its keys
+    dev_issuer: bool = False  # trust the local issuer whose key is in data_dir (`calipso token`)
+    auth_leeway_seconds: int = 60  # clock skew allowed on exp / nbf
+    auth_authorize_url: str | None = None  # the authorization server's endpoints, for SMART discovery
+    auth_token_url: str | None = None
+    cors_origins: tuple[str, ...] = ()  # CORS off unless origins are listed
 
     @classmethod
     def from_env(cls, **overrides: Any) -> "Settings":
@@ -64,6 +73,15 @@ class Settings:
             mllp_allowed_senders=frozenset(s.strip() for s in os.environ.get("CALIPSO_MLLP_ALLOWED_SENDERS", "").split(",") if s.strip()),
             mllp_tls_cert=Path(os.environ["CALIPSO_MLLP_TLS_CERT"]) if os.environ.get("CALIPSO_MLLP_TLS_CERT") else None,
             mllp_tls_key=Path(os.environ["CALIPSO_MLLP_TLS_KEY"]) if os.environ.get("CALIPSO_MLLP_TLS_KEY") else None,
+            auth=os.environ.get("CALIPSO_AUTH", "on") != "off",
+            auth_audience=os.environ.get("CALIPSO_AUTH_AUDIENCE") or "calipso",
+            auth_issuer=os.environ.get("CALIPSO_AUTH_ISSUER") or None,
+            auth_jwks_url=os.environ.get("CALIPSO_AUTH_JWKS_URL") or None,
+            dev_issuer=os.environ.get("CALIPSO_DEV_ISSUER", "") == "true",
+            auth_leeway_seconds=_env_int("CALIPSO_AUTH_LEEWAY_SECONDS", 60),
+            auth_authorize_url=os.environ.get("CALIPSO_AUTH_AUTHORIZE_URL") or None,
+            auth_token_url=os.environ.get("CALIPSO_AUTH_TOKEN_URL") or None,
+            cors_origins=tuple(o.strip() for o in os.environ.get("CALIPSO_CORS_ORIGINS", "").split(",") if o.strip()),
         )
         return replace(settings, **{k: v for k, v in overrides.items() if v is not None})
 

@@ -18,10 +18,12 @@ import orjson
 from fhir_server.outcome import FhirError, Issue
 from fhir_server.search.executor import Searcher
 from fhir_server.search.index import build_index
+from fhir_server.search.matcher import matches
 from fhir_server.search.parameters import parameters_for
 from fhir_server.spec import Spec
 from fhir_server.storage.store import Bookkeeping, Current, ResourceStore, StorageBusy, Version, VersionConflict, Write, back_off
 from fhir_server.ig import ImplementationGuide, load_guide
+from fhir_server.security.policy import ACCESS
 from fhir_server.validation import Validator
 
 ID_PATTERN = re.compile(r"[A-Za-z0-9\-.]{1,64}")
@@ -81,6 +83,27 @@ class Engine:
                 400, "value", f"Invalid id '{_clip(resource_id)}': 1 to 64 of A-Z a-z 0-9 - ."
             )
 
+    def check_allowed(self, resource_type: str, letter: str) -> None:
+        """403 unless the request's token grants this interaction (a SMART letter) on the type."""
+        if not ACCESS.get().may(resource_type, letter):
+            raise FhirError.of(403, "forbidden", f"The token's scopes do not allow this interaction on {_clip(resource_type)}")
+
+    async def check_visible(self, resource_type: str, resource_id: str) -> None:
+        """404, as for a resource that does not exist, when it lies outside the compartments
+        the request's token reaches (a 403 would tell that it exists)."""
+        clause = ACCESS.get().clause(resource_type, self.spec.compartments["Patient"])
+        if clause is None:
+            return
+        query = {"$and": [{"_id": f"{resource_type}/{resource_id}"}, clause]}
+        if await self.store.current_versions.find_one(query, {"_id": 1}) is None:
+            raise FhirError.of(404, "not-found", f"{resource_type}/{_clip(resource_id)} is not known")
+
+    def _check_reachable(self, resource_type: str, resource_id: str, ix: dict[str, Any]) -> None:
+        """403 when a write would put the resource outside the compartments the token reaches."""
+        clause = ACCESS.get().clause(resource_type, self.spec.compartments["Patient"])
+        if clause is not None and not matches({"_id": f"{resource_type}/{resource_id}", "type": resource_type, "ix": ix}, clause):
+            raise FhirError.of(403, "forbidden", f"This {resource_type} would lie outside the patients this token reaches")
+
     def validate(self, resource_type: str, body: Any) -> dict[str, Any]:
         """The body as a resource of `resource_type`; 400 when it is not one, 422 when invalid."""
         if not isinstance(body, dict):
@@ -131,6 +154,8 @@ class Engine:
             )
         for attempt in range(MAX_WRITE_ATTEMPTS):
             current = await self.store.current(resource_type, resource_id)
+            if current is not None and not current.deleted:
+                await self.check_visible(resource_type, resource_id)
             check_if_match(current, if_match)
             try:
                 write = self.prepare(resource_type, resource_id, resource, "PUT", current, self.next_time(current))
@@ -150,6 +175,8 @@ class Engine:
         self.check_id(resource_id)
         for attempt in range(MAX_WRITE_ATTEMPTS):
             current = await self.store.current(resource_type, resource_id)
+            if current is not None and not current.deleted:
+                await self.check_visible(resource_type, resource_id)
             check_if_match(current, if_match)
             if current is None or current.deleted:
                 return None
@@ -178,6 +205,7 @@ class Engine:
         version = current.version + 1 if current else 1
         stamped = _stamp(resource, resource_type, resource_id, version, updated)
         ix, so = build_index(stamped, self.parameters.for_type(resource_type))
+        self._check_reachable(resource_type, resource_id, ix)
         return Write(
             type=resource_type,
             id=resource_id,
@@ -232,6 +260,7 @@ class Engine:
     async def read(self, resource_type: str, resource_id: str) -> Version:
         self.check_type(resource_type)
         self.check_id(resource_id)
+        await self.check_visible(resource_type, resource_id)
         version = await self.store.read(resource_type, resource_id)
         if version is None:
             raise FhirError.of(404, "not-found", f"{resource_type}/{resource_id} is not known")
@@ -242,6 +271,7 @@ class Engine:
     async def vread(self, resource_type: str, resource_id: str, version_id: str) -> Version:
         self.check_type(resource_type)
         self.check_id(resource_id)
+        await self.check_visible(resource_type, resource_id)
         number = parse_version(version_id)
         if number is None:
             raise FhirError.of(404, "not-found", f"No version '{_clip(version_id)}' of {resource_type}/{resource_id}")

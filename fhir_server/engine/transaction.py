@@ -34,6 +34,7 @@ from fhir_server.search.matcher import matches
 from fhir_server.storage.store import Bookkeeping, GuardTaken, Version, VersionConflict, Write, back_off
 from fhir_server.validation.structural import MAX_DEPTH, too_deep
 
+LETTERS = {"POST": "c", "PUT": "u", "PATCH": "u", "DELETE": "d"}  # SMART v2 permission of each write
 ORDER = {"DELETE": 0, "POST": 1, "PUT": 2, "PATCH": 2, "GET": 3, "HEAD": 3}
 WRITES = ("DELETE", "POST", "PUT", "PATCH")
 PLACEHOLDERS = ("urn:uuid:", "urn:oid:")
@@ -148,6 +149,7 @@ def _read_target(request: BundleRequest, engine: Engine) -> None:
     if not parts:
         raise FhirError.of(400, "invalid", f"{request.method} needs a resource type in its url", "request.url")
     engine.check_type(parts[0])
+    engine.check_allowed(parts[0], LETTERS[request.method])
     request.resource_type = parts[0]
     if request.method == "POST":
         if len(parts) != 1 or query:
@@ -250,6 +252,9 @@ class _Plan:
                 await self._target(request)
         self._refuse_duplicates()
         self.currents = await self.engine.store.read_many(sorted({k for t in self.targets.values() for k in t.keys}))
+        for target_key, current in self.currents.items():  # a write may only replace what the token reaches
+            if not current.deleted:
+                await self.engine.check_visible(current.type, current.id)
         for request in ordered:
             if request.method in ("POST", "PUT") and not self.targets[request.index].existing:
                 with blame(request.index):

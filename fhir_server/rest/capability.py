@@ -51,6 +51,7 @@ def capability_statement(
     type_interactions: list[str],
     system_interactions: list[str],
     delete_multiple: bool = False,
+    security: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """What this server really does: the interactions its routes implement, for every type."""
     types = sorted(spec.resource_types)
@@ -90,6 +91,7 @@ def capability_statement(
         "rest": [
             {
                 "mode": "server",
+                **({"security": security} if security else {}),
                 "resource": resources,
                 "interaction": [{"code": code} for code in system_interactions],
             }

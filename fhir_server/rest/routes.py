@@ -15,7 +15,7 @@ from typing import Awaitable, Callable
 from urllib.parse import parse_qsl
 
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import JSONResponse, Response
 
 from fhir_server.engine import Outcome, read_history
 from fhir_server.engine.conditional import conditional_create, conditional_delete, conditional_target, conditional_update
@@ -34,6 +34,9 @@ from fhir_server.rest.terminology_operations import expand, lookup, validate_cod
 from fhir_server.rest.validate_operation import validate_instance, validate_type
 from fhir_server.search.values import key
 from fhir_server.rest.responses import fhir_response, outcome_response, version_headers
+from fhir_server.security.discovery import rest_security
+from fhir_server.security.discovery import smart_configuration as smart_discovery
+from fhir_server.security.policy import ACCESS
 from fhir_server.storage.store import Version
 
 log = logging.getLogger("calipso.rest")
@@ -86,8 +89,21 @@ async def metadata(request: Request) -> Response:
         type_interactions=_interactions("type"),
         system_interactions=_interactions("system"),
         delete_multiple=settings_of(request).conditional_delete_multiple,
+        security=rest_security(settings_of(request)),
     )
     return fhir_response(statement, 200, None, rendering)
+
+
+async def smart_configuration(request: Request) -> Response:
+    return JSONResponse(smart_discovery(settings_of(request), base_url(request)))
+
+
+async def jwks(request: Request) -> Response:
+    """The dev issuer's public key (404 when the dev issuer is not trusted)."""
+    issuer = request.app.state.dev_issuer
+    if issuer is None:
+        raise FhirError.of(404, "not-found", "This server runs no dev issuer")
+    return JSONResponse(issuer.jwks())
 
 
 async def create(request: Request) -> Response:
@@ -176,6 +192,7 @@ async def history_instance(request: Request) -> Response:
     engine.check_id(resource_id)
     if await engine.store.current(resource_type, resource_id) is None:
         raise FhirError.of(404, "not-found", f"{resource_type}/{resource_id} is not known")
+    await engine.check_visible(resource_type, resource_id)
     return await _history(request, resource_type, resource_id)
 
 
@@ -306,7 +323,12 @@ def guarded(endpoint: Endpoint) -> Endpoint:
 
     async def handle(request: Request) -> Response:
         try:
-            return await endpoint(request)
+            access = await request.app.state.gate.admit(request, endpoint.__name__)
+            token = ACCESS.set(access)
+            try:
+                return await endpoint(request)
+            finally:
+                ACCESS.reset(token)
         except FhirError as error:
             return outcome_response(error.status, error.issues, error.headers)
         except Exception as error:  # noqa: BLE001 - the last line of defence
@@ -323,6 +345,8 @@ def guarded(endpoint: Endpoint) -> Endpoint:
 
 ROUTES: list[FhirRoute] = [
     FhirRoute("/fhir/metadata", "GET", metadata, "capabilities", "system"),
+    FhirRoute("/fhir/.well-known/smart-configuration", "GET", smart_configuration),
+    FhirRoute("/fhir/.well-known/jwks.json", "GET", jwks),
     FhirRoute("/hl7v2", "POST", ingest),
     # operations first: `$name` would otherwise be read as an id
     FhirRoute("/fhir/ValueSet/$expand", "GET", expand),

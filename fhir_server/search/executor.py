@@ -21,6 +21,7 @@ from fhir_server.search.matcher import matches
 from fhir_server.search.parameters import Parameters
 from fhir_server.search.query import MAX_CHAIN_MATCHES, Criteria, QueryCompiler, ValueSetMembers, bad, no_value_sets
 from fhir_server.search.values import key
+from fhir_server.security.policy import ACCESS, NOTHING
 from fhir_server.spec import Spec
 
 DEFAULT_COUNT = 20
@@ -221,6 +222,16 @@ class Searcher:
         self._parameters = parameters
         self._value_sets = value_sets
 
+    def _restriction(self, resource_type: str) -> dict[str, Any] | None:
+        """The clause the request's access policy adds to a query on this type."""
+        return ACCESS.get().clause(resource_type, self._spec.compartments["Patient"])
+
+    def _visible(self, docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """The documents the request's access policy lets through (`_id`, `type`, `ix.rf` read)."""
+        if ACCESS.get().unrestricted:
+            return docs
+        return [d for d in docs if (clause := self._restriction(d["type"])) is None or matches(d, clause)]
+
     async def _plan(
         self, resource_type: str, params: list[tuple[str, str]], strict: bool, base_url: str, extra: dict[str, Any] | None
     ) -> tuple[SearchRequest, Criteria, dict[str, Any], list[tuple[str, int]]]:
@@ -228,8 +239,7 @@ class Searcher:
         request = read_request(params, resource_type, self._parameters)
         compiler = QueryCompiler(self._parameters, self._inner, base_url, self._value_sets)
         criteria = await compiler.compile(resource_type, params, strict)
-        if extra:
-            criteria.clauses.append(extra)
+        criteria.clauses += [c for c in (extra, self._restriction(resource_type)) if c]
         sort = [*request.sort, ("_id", request.sort[-1][1] if request.sort else 1)]
         return request, criteria, criteria.filter(), sort
 
@@ -271,9 +281,12 @@ class Searcher:
         compiled: list[Criteria | None] = []
         for resource_type, params in lookups:
             try:
-                compiled.append(await self.criteria(resource_type, params, base_url))
+                criteria = await self.criteria(resource_type, params, base_url)
             except FhirError:
                 compiled.append(None)
+                continue
+            criteria.clauses += [c for c in (self._restriction(resource_type),) if c]
+            compiled.append(criteria)
         groups: dict[tuple[str, str], list[int]] = {}  # (type, driving field): the planner needs both
         for position, criteria in enumerate(compiled):
             driver = criteria.driver() if criteria is not None else None
@@ -378,6 +391,10 @@ class Searcher:
         compiler = QueryCompiler(self._parameters, self._inner, base_url, self._value_sets)
         criteria = await compiler.compile(SYSTEM_LEVEL, [(k, v) for k, v in params if k != "_type"], strict)
         criteria.clauses[0] = {"type": {"$in": types}} if types else {"deleted": False}
+        if not ACCESS.get().unrestricted:
+            if not types:
+                raise FhirError.of(403, "forbidden", "With this token a system-level search needs _type")
+            criteria.clauses.append({"$or": [{"type": t, **(self._restriction(t) or {})} for t in types]})
         for clause in criteria.clauses:
             if "_id" in clause:  # ids were prefixed with the pseudo type: match them in every type
                 ids = [i.split("/", 1)[1] for i in clause["_id"]["$in"]]
@@ -391,8 +408,10 @@ class Searcher:
     ) -> SearchResult:
         """`Patient/{id}/$everything`: the patient and every resource in its compartment, by _id."""
         compartment = self._spec.compartments["Patient"]
-        wanted = [t for t in sorted(compartment) if types is None or t in types]
+        wanted = [t for t in sorted(compartment) if (types is None or t in types) and self._restriction(t) != NOTHING]
         owner = f"Patient/{patient_id}"
+        if not self._visible([{"_id": owner, "type": "Patient", "id": patient_id}]):
+            raise FhirError.of(404, "not-found", f"{owner} is not known")
         rows: list[dict[str, Any]] = []
         fields = {"_id": 1, "type": 1, "id": 1, "updated": 1, "deleted": 1}
         if types is None or "Patient" in types:
@@ -433,7 +452,7 @@ class Searcher:
             raise bad(f"Unknown resource type '{resource_type[:40]}' in a chain")
         compiler = QueryCompiler(self._parameters, self._inner, "", self._value_sets)
         criteria = await compiler.compile(resource_type, params, strict=True, depth=1)
-        criteria.clauses.append({"deleted": False})
+        criteria.clauses += [c for c in ({"deleted": False}, self._restriction(resource_type)) if c]
         driver = criteria.driver()
         fields = _fields(criteria.clauses) | set(projection)
         candidates = await self._candidates(resource_type, driver, fields) if driver is not None else None
@@ -484,7 +503,7 @@ class Searcher:
             return []
         query = {"_id": {"$in": sorted(set(references))}}
         found = [d async for d in self._collection.find(query, {**BASE_FIELDS, "ix.rf": 1, "deleted": 1}).limit(MAX_INCLUDED + 1)]
-        found = [d for d in found if not d.get("deleted")]
+        found = [d for d in self._visible(found) if not d.get("deleted")]
         found = [d for d in found if d["_id"] not in seen]
         seen.update(d["_id"] for d in found)
         return found
@@ -496,7 +515,7 @@ class Searcher:
         query = {"type": source, "ix.rf": {"$in": keys}}  # tombstones have no index entries
         cursor = self._collection.find(query, {**BASE_FIELDS, "ix.rf": 1}).limit(MAX_INCLUDED + 1)
         found = [d async for d in cursor]
-        found = [d for d in found if d["_id"] not in seen]
+        found = [d for d in self._visible(found) if d["_id"] not in seen]
         seen.update(d["_id"] for d in found)
         return found
 

@@ -1,0 +1,185 @@
+"""The audit trail: one AuditEvent (IHE BALP style) per FHIR interaction and per HL7 message.
+
+Recording must not slow the request path, and no record may be lost. So `record` only
+appends the event to a journal file (one `write` of one line, with O_APPEND) and to an
+in-memory queue; a background task commits the queue in batches, through the engine, as
+AuditEvent resources. The journal is emptied whenever everything in it is committed. If the
+process dies first, the next start commits what the journal still holds (ids are fixed at
+record time, so nothing is written twice). The journal lives in the OS page cache: a process
+crash keeps it, a power cut between two flushes may not (fsync per request would cost more
+than the request).
+
+AuditEvents are readable only with a system scope (see policy.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import logging
+import os
+import uuid
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Protocol
+
+import orjson
+
+log = logging.getLogger("calipso.audit")
+
+JOURNAL = "audit-journal.ndjson"
+BATCH = 500
+INTERVAL = 0.2  # seconds between two commits while records keep coming
+
+EVENT_TYPE = {"system": "http://terminology.hl7.org/CodeSystem/audit-event-type", "code": "rest", "display": "RESTful Operation"}
+HL7_TYPE = {"system": "http://dicom.nema.org/resources/ontology/DCM", "code": "110107", "display": "Import"}
+INTERACTIONS = "http://hl7.org/fhir/restful-interaction"
+SOURCE_TYPE = {"system": "http://terminology.hl7.org/CodeSystem/security-source-type", "code": "4", "display": "Application Server"}
+OBJECT_ROLE = "http://terminology.hl7.org/CodeSystem/object-role"
+# endpoint -> (restful-interaction code, AuditEvent.action)
+ACTIONS = {
+    "read": ("read", "R"), "vread": ("vread", "R"), "history_instance": ("history-instance", "R"),
+    "history_type": ("history-type", "R"), "history_system": ("history-system", "R"),
+    "search_type": ("search-type", "E"), "search_compartment": ("search-type", "E"), "search_system": ("search-system", "E"),
+    "everything": ("operation", "E"), "create": ("create", "C"), "update": ("update", "U"), "update_conditional": ("update", "U"),
+    "patch_instance": ("patch", "U"), "patch_conditional": ("patch", "U"), "delete": ("delete", "D"),
+    "delete_conditional": ("delete", "D"), "transaction_or_batch": ("transaction", "E"), "validate_type": ("operation", "E"),
+    "validate_instance": ("operation", "E"), "expand": ("operation", "E"), "validate_code": ("operation", "E"),
+    "lookup": ("operation", "E"), "ingest": ("create", "C"),
+}
+
+
+def outcome_code(status: int) -> str:
+    """AuditEvent.outcome: 0 success, 4 minor failure (refused, not found), 8 serious failure."""
+    return "0" if status < 400 else "4" if status < 500 else "8"
+
+
+def audit_event(endpoint: str, status: int, who: str, address: str | None, resource_type: str | None = None,
+                resource_id: str | None = None, query: str | None = None, when: datetime | None = None) -> dict[str, Any]:
+    """One AuditEvent for one interaction. Its text fields hold no patient data; a search's
+    query (which may name a patient) goes in `entity.query`, readable only by system scopes."""
+    interaction, action = ACTIONS.get(endpoint, ("operation", "E"))
+    when = when or datetime.now(timezone.utc)
+    agent: dict[str, Any] = {"requestor": True, "altId": who[:200]}
+    if "/" in who and not who.startswith("system:"):
+        agent["who"] = {"reference": who}
+    else:
+        agent["who"] = {"display": who[:200]}
+    if address:
+        agent["network"] = {"address": address[:100], "type": "2"}
+    entity: list[dict[str, Any]] = []
+    if resource_type and resource_id:
+        entity.append({"what": {"reference": f"{resource_type}/{resource_id}"}})
+    if query:
+        entity.append({"type": {"system": "http://hl7.org/fhir/resource-types", "code": resource_type or "Resource"},
+                       "role": {"system": OBJECT_ROLE, "code": "24", "display": "Query"},
+                       "query": base64.b64encode(query.encode("utf-8")[:4096]).decode("ascii")})
+    event: dict[str, Any] = {
+        "resourceType": "AuditEvent",
+        "id": str(uuid.uuid4()),
+        "type": EVENT_TYPE,
+        "subtype": [{"system": INTERACTIONS, "code": interaction}],
+        "action": action,
+        "recorded": when.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+        "outcome": outcome_code(status),
+        "outcomeDesc": f"HTTP {status}",
+        "agent": [agent],
+        "source": {"observer": {"display": "calipso FHIR server"}, "type": [SOURCE_TYPE]},
+    }
+    if endpoint == "ingest":
+        event["type"] = HL7_TYPE
+    if entity:
+        event["entity"] = entity
+    return event
+
+
+class Committer(Protocol):
+    async def __call__(self, events: list[dict[str, Any]]) -> None: ...
+
+
+class AuditTrail:
+    """Journal + queue + background commits. `commit` writes a batch of events (idempotently)."""
+
+    def __init__(self, commit: Committer, journal_dir: Path | None):
+        self._commit = commit
+        self._path = Path(journal_dir) / JOURNAL if journal_dir else None
+        self._fd: int | None = None
+        self._queue: list[dict[str, Any]] = []
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._stopping = False
+
+    async def start(self) -> None:
+        if self._path is not None:
+            self._path.parent.mkdir(parents=True, exist_ok=True)
+            left = _read_journal(self._path)
+            if left:
+                log.warning("audit journal: committing %d events left by the previous run", len(left))
+                await self._commit(left)
+            self._fd = os.open(self._path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_TRUNC, 0o600)
+        self._task = asyncio.create_task(self._run(), name="audit-trail")
+
+    def record(self, event: dict[str, Any]) -> None:
+        """Keep one event (never raises, never waits: the request path calls it)."""
+        try:
+            if self._fd is not None:
+                os.write(self._fd, orjson.dumps(event) + b"\n")
+        except OSError as error:
+            log.error("audit journal write failed error=%s", type(error).__name__)
+        self._queue.append(event)
+        if len(self._queue) >= BATCH:
+            self._wake.set()
+
+    @property
+    def pending(self) -> int:
+        return len(self._queue)
+
+    async def flush(self) -> None:
+        """Commit everything recorded so far."""
+        while self._queue:
+            batch = self._queue[:BATCH]
+            await self._commit(batch)
+            del self._queue[: len(batch)]
+        if self._fd is not None and not self._queue:
+            os.ftruncate(self._fd, 0)  # all committed: nothing to replay (no await since the commit)
+
+    async def stop(self) -> None:
+        self._stopping = True
+        self._wake.set()
+        if self._task is not None:
+            await self._task
+        try:
+            await self.flush()
+        except Exception as error:  # noqa: BLE001 - the journal keeps them for the next start
+            log.error("audit trail: %d events left in the journal error=%s", len(self._queue), type(error).__name__)
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+    async def _run(self) -> None:
+        while not self._stopping:
+            try:
+                await asyncio.wait_for(self._wake.wait(), INTERVAL)
+            except asyncio.TimeoutError:
+                pass
+            self._wake.clear()
+            try:
+                await self.flush()
+            except Exception as error:  # noqa: BLE001 - kept in the queue and the journal: retried
+                log.error("audit commit failed, will retry pending=%d error=%s", len(self._queue), type(error).__name__)
+                await asyncio.sleep(1.0)
+
+
+def _read_journal(path: Path) -> list[dict[str, Any]]:
+    if not path.exists():
+        return []
+    events = []
+    for line in path.read_bytes().splitlines():
+        try:
+            events.append(orjson.loads(line))
+        except orjson.JSONDecodeError:
+            log.warning("audit journal: a torn line skipped")  # a crash in the middle of a write
+    return events
+
+
+__all__ = ["AuditTrail", "audit_event"]

@@ -1,0 +1,137 @@
+"""The door every FHIR request goes through: who is calling (bearer token), what their scopes
+let them do with this endpoint, and which patients they reach (the care-team policy).
+
+Denials, decided once and documented in docs/security.md:
+- no token or an invalid one: 401 with `WWW-Authenticate: Bearer`;
+- a valid token whose scopes do not cover the interaction on the type: 403;
+- a resource outside the compartments the token reaches: 404 on read, exactly as if it did
+  not exist (a 403 would confirm that it does), and absent from every search result.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from starlette.requests import Request
+
+from fhir_server.outcome import FhirError, Issue
+from fhir_server.security.policy import NOTEBOOK_TYPES, UNRESTRICTED, Access, care_team_patients
+from fhir_server.security.scopes import CREATE, DELETE, READ, SEARCH, UPDATE, Grant
+from fhir_server.security.tokens import InvalidToken, KeysUnavailable, TokenVerifier
+from fhir_server.search.values import key
+
+log = logging.getLogger("calipso.security")
+
+PUBLIC = frozenset({"metadata", "smart_configuration", "jwks"})
+SYSTEM_ONLY = frozenset({"ingest"})  # the HL7 v2 inbox
+WHOLE_HISTORY = frozenset({"history_type", "history_system"})
+LETTERS = {
+    "read": READ, "vread": READ, "history_instance": READ, "history_type": READ, "history_system": READ,
+    "search_type": SEARCH, "search_compartment": SEARCH, "search_system": SEARCH, "everything": SEARCH,
+    "create": CREATE, "update": UPDATE, "update_conditional": UPDATE, "patch_instance": UPDATE,
+    "patch_conditional": UPDATE, "delete": DELETE, "delete_conditional": DELETE,
+    "validate_type": READ, "validate_instance": READ, "expand": READ, "validate_code": READ, "lookup": READ,
+}
+TERMINOLOGY = {"expand": "ValueSet", "validate_code": "ValueSet", "lookup": "CodeSystem"}
+
+
+def unauthorized(text: str) -> FhirError:
+    return FhirError(401, Issue("login", text), headers={"WWW-Authenticate": f'Bearer realm="calipso", error="invalid_token"'})
+
+
+def forbidden(text: str) -> FhirError:
+    return FhirError(403, Issue("forbidden", text))
+
+
+class Gate:
+    """Turns a request's bearer token into an Access, or refuses the request."""
+
+    def __init__(self, verifier: TokenVerifier | None, resources: Any):
+        self._verifier = verifier  # None: auth off
+        self._resources = resources  # the current versions (care teams, related persons)
+
+    async def admit(self, request: Request, endpoint: str) -> Access:
+        if self._verifier is None or endpoint in PUBLIC:
+            return UNRESTRICTED
+        access = await self._access(request)
+        self._check_interaction(request, endpoint, access)
+        return access
+
+    async def _access(self, request: Request) -> Access:
+        header = request.headers.get("authorization", "")
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise unauthorized("This server needs a bearer token (SMART on FHIR)")
+        try:
+            claims = await self._verifier.verify(token.strip())  # type: ignore[union-attr]
+        except InvalidToken as error:
+            raise unauthorized(str(error)) from None
+        except KeysUnavailable:
+            log.error("token keys unavailable: the issuer's JWKS cannot be fetched")
+            raise FhirError(503, Issue("transient", "Tokens cannot be checked right now; retry shortly"), headers={"Retry-After": "5"}) from None
+        grant = Grant.parse(claims.scope)
+        contexts = grant.contexts()
+        if "system" in contexts:
+            return Access(grant, "system", who=f"system:{claims.client_id or claims.subject}")
+        if "user" in contexts and claims.fhir_user:
+            return await self._user_access(grant, claims.fhir_user)
+        if "patient" in contexts:
+            patient = claims.patient or (claims.fhir_user.split("/", 1)[1] if (claims.fhir_user or "").startswith("Patient/") else None)
+            if patient is None:
+                raise forbidden("patient/ scopes need a patient launch context")
+            return Access(grant, "patient", frozenset({patient}), who=f"Patient/{patient}")
+        raise forbidden("The token grants no FHIR scope this server knows (patient/, user/ or system/)")
+
+    async def _user_access(self, grant: Grant, fhir_user: str) -> Access:
+        kind, _, ident = fhir_user.partition("/")
+        if kind == "Patient":
+            return Access(grant, "user", frozenset({ident}), who=fhir_user)
+        if kind == "RelatedPerson":
+            return Access(grant, "user", await self._linked_patient(ident), NOTEBOOK_TYPES, who=fhir_user)
+        if kind in ("Practitioner", "PractitionerRole"):
+            members = await self._identities(kind, ident)
+            return Access(grant, "user", await care_team_patients(self._resources, members), who=fhir_user)
+        return Access(grant, "user", frozenset(), who=fhir_user)
+
+    async def _identities(self, kind: str, ident: str) -> list[str]:
+        """The references under which this user may sit in a care team: the practitioner and
+        its roles (or the role and its practitioner)."""
+        members = [f"{kind}/{ident}"]
+        if kind == "PractitionerRole":
+            role = await self._resources.find_one({"_id": f"PractitionerRole/{ident}", "deleted": False}, {"ix.rf": 1})
+            members += [r.split("\x1f", 1)[1] for r in (role or {}).get("ix", {}).get("rf", []) if r.startswith("practitioner\x1f")]
+        else:
+            query = {"type": "PractitionerRole", "ix.rf": key("practitioner", f"Practitioner/{ident}"), "deleted": False}
+            members += [doc["_id"] async for doc in self._resources.find(query, {"_id": 1}).limit(100)]
+        return members
+
+    async def _linked_patient(self, ident: str) -> frozenset[str]:
+        person = await self._resources.find_one({"_id": f"RelatedPerson/{ident}", "deleted": False}, {"ix.rf": 1})
+        links = [r.split("\x1f", 1)[1] for r in (person or {}).get("ix", {}).get("rf", []) if r.startswith("patient\x1f")]
+        return frozenset(link.split("/", 1)[1] for link in links if link.startswith("Patient/"))
+
+    @staticmethod
+    def _check_interaction(request: Request, endpoint: str, access: Access) -> None:
+        if endpoint in SYSTEM_ONLY:
+            if access.context != "system":
+                raise forbidden("The HL7 v2 inbox takes system/ scopes only")
+            return
+        if endpoint in WHOLE_HISTORY and not access.unrestricted:
+            raise forbidden("History across resources needs a system/ scope; read a resource's own history instead")
+        letter = LETTERS.get(endpoint)
+        if letter is None:
+            return  # transaction / batch: each entry is checked as it is read
+        params = request.path_params
+        if endpoint == "everything":
+            types = ["Patient"]
+        elif endpoint == "search_system":
+            types = [t for value in request.query_params.getlist("_type") for t in value.split(",") if t]
+        else:
+            types = [TERMINOLOGY.get(endpoint) or params.get("type", "")]
+        for resource_type in types:
+            if not access.may(resource_type, letter):
+                raise forbidden(f"The token's scopes do not allow this interaction on {resource_type[:40]}")
+
+
+__all__ = ["Gate", "forbidden", "unauthorized"]
