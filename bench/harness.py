@@ -113,9 +113,11 @@ def require_wrk() -> str:
 
 
 def run_wrk(label: str, url: str, script: str, script_args: Sequence[str], seconds: int, connections: int,
-            server_pid: int, db_pid: int, until: Callable[[], bool] | None = None) -> Figures:
-    """Drive `url` with wrk for `seconds` (or until `until()` holds) and measure server and database CPU."""
+            server_pid: int, db_pid: int, until: Callable[[], bool] | None = None, headers: Sequence[str] = ()) -> Figures:
+    """Drive `url` with wrk for `seconds` (or until `until()` holds) and measure server and database CPU.
+    `headers`: "Name: value" lines sent with every request (a bearer token)."""
     command = [require_wrk(), "-t1", f"-c{connections}", f"-d{seconds}s", "--timeout", "30s",
+               *(item for header in headers for item in ("-H", header)),
                "-s", str(WRK_DIR / script), url, "--", *script_args]
     server_cpu, db_cpu = cpu_seconds(server_pid), cpu_seconds(db_pid)
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

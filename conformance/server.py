@@ -24,7 +24,7 @@ def free_port() -> int:
 class Served:
     """One `calipso serve` child process and its base URL."""
 
-    def __init__(self, data_dir: Path, mllp: bool = False, auth: bool = False):
+    def __init__(self, data_dir: Path, mllp: bool = False, auth: bool = False, log_level: str = "info"):
         """`auth`: tokens required, from the dev issuer whose key is in `data_dir` (see `token`)."""
         self.data_dir = data_dir
         self.port = free_port()
@@ -34,7 +34,7 @@ class Served:
         with open(self.log, "wb") as out:
             self.process = subprocess.Popen(
                 CALIPSO + ["serve", "--port", str(self.port), "--mllp-port", str(self.mllp_port), "--data-dir", str(data_dir),
-                           *(["--auth", "on", "--dev-issuer"] if auth else ["--auth", "off"])],
+                           "--log-level", log_level, *(["--auth", "on", "--dev-issuer"] if auth else ["--auth", "off"])],
                 stdout=out, stderr=subprocess.STDOUT, env=env,
             )
         self.base = f"http://127.0.0.1:{self.port}/fhir"

@@ -10,6 +10,7 @@ from typing import Any, AsyncIterator
 from fastapi import FastAPI
 from pymongo import AsyncMongoClient
 from starlette.exceptions import HTTPException
+from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -20,9 +21,11 @@ from fhir_server.ig.install import install_guide
 from hl7v2_bridge import Bridge, MllpListener, listener_settings
 from fhir_server.outcome import Issue
 from fhir_server.rest.access_log import AccessLog
+from fhir_server.rest.hardening import RateLimiter, SecurityHeaders
 from fhir_server.rest.responses import outcome_response
 from fhir_server.rest.routes import ROUTES, guarded
 from fhir_server.security import build_gate
+from fhir_server.security.audit import AuditTrail, engine_committer, message_event
 from fhir_server.settings import Settings
 from fhir_server.spec import load_spec
 from fhir_server.storage.store import ResourceStore
@@ -51,11 +54,16 @@ def create_app(settings: Settings) -> FastAPI:
         if settings.serve_guide:
             await install_guide(engine)
         app.state.engine = engine
-        app.state.gate, app.state.dev_issuer = build_gate(settings, store.current_versions)
+        app.state.gate, app.state.dev_issuer = build_gate(settings, store.current_versions, lambda: engine.care_circle_changes)
+        app.state.audit = AuditTrail(engine_committer(engine), settings.data_dir / "audit") if settings.audit else None
+        if app.state.audit is not None:
+            await app.state.audit.start()
         app.state.bridge = Bridge(engine, settings.hl7_default_charset)
         listener = None
         if settings.mllp_port is not None:
-            listener = MllpListener(app.state.bridge, listener_settings(settings))
+            trail = app.state.audit
+            audit = (lambda code, sender, key: trail.record(message_event(code, sender, key))) if trail is not None else None
+            listener = MllpListener(app.state.bridge, listener_settings(settings), audit)
             app.state.mllp_port = await listener.start()
         log.info("fhir api ready database=%s", settings.database)
         try:
@@ -63,6 +71,8 @@ def create_app(settings: Settings) -> FastAPI:
         finally:
             if listener is not None:
                 await listener.stop()
+            if app.state.audit is not None:
+                await app.state.audit.stop()
             await client.close()
 
     app = FastAPI(
@@ -78,6 +88,13 @@ def create_app(settings: Settings) -> FastAPI:
     for route in ROUTES:
         app.router.routes.append(Route(route.path, guarded(route.endpoint), methods=[route.method]))
     app.add_exception_handler(HTTPException, _http_error)
+    app.state.rate_limiter = RateLimiter(settings.rate_limit_per_second, settings.rate_limit_burst) if settings.rate_limit_per_second > 0 else None
+    if settings.cors_origins:  # off unless configured: browsers only reach us from the listed apps
+        app.add_middleware(CORSMiddleware, allow_origins=list(settings.cors_origins), allow_credentials=False,
+                           allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
+                           allow_headers=["Authorization", "Content-Type", "If-Match", "If-None-Exist", "If-None-Match", "Prefer"],
+                           expose_headers=["ETag", "Location", "Content-Location", "Last-Modified"])
+    app.add_middleware(SecurityHeaders)
     app.add_middleware(AccessLog)
     return app
 

@@ -19,6 +19,7 @@ from fhir_server.storage.embedded import EmbeddedDatabase, EmbeddedDatabaseError
 log = logging.getLogger("calipso")
 
 LOOPBACK = ("127.0.0.1", "::1", "localhost")
+CHATTY_LOGGERS = ("pymongo", "httpx", "httpcore", "hl7apy", "multipart")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -80,11 +81,15 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _configure_logging(level: str) -> None:
+    """Our loggers at `level`; libraries that log what they send or receive (pymongo logs
+    whole commands and replies at debug: patient data) never below warning."""
     logging.basicConfig(
         level=level.upper(),
         format="%(asctime)s %(levelname)s %(name)s %(message)s",
         stream=sys.stderr,
     )
+    for chatty in CHATTY_LOGGERS:
+        logging.getLogger(chatty).setLevel(max(logging.WARNING, logging.getLogger().level))
 
 
 def _keep_shutdown_signals() -> None:

@@ -54,6 +54,10 @@ class Settings:
     auth_authorize_url: str | None = None  # the authorization server's endpoints, for SMART discovery
     auth_token_url: str | None = None
     cors_origins: tuple[str, ...] = ()  # CORS off unless origins are listed
+    rate_limit_per_second: float = 0.0  # per client (token user, else address); 0: no limit
+    rate_limit_burst: int = 200
+    request_timeout_seconds: float = 30.0  # reads (GET, HEAD) answer 503 rather than run longer
+    audit: bool = True  # an AuditEvent per interaction and per HL7 message (journal in data_dir/audit)
 
     @classmethod
     def from_env(cls, **overrides: Any) -> "Settings":
@@ -81,6 +85,10 @@ class Settings:
             auth_leeway_seconds=_env_int("CALIPSO_AUTH_LEEWAY_SECONDS", 60),
             auth_authorize_url=os.environ.get("CALIPSO_AUTH_AUTHORIZE_URL") or None,
             auth_token_url=os.environ.get("CALIPSO_AUTH_TOKEN_URL") or None,
+            audit=os.environ.get("CALIPSO_AUDIT", "on") != "off",
+            rate_limit_per_second=float(os.environ.get("CALIPSO_RATE_LIMIT_PER_SECOND") or 0),
+            rate_limit_burst=_env_int("CALIPSO_RATE_LIMIT_BURST", 200),
+            request_timeout_seconds=float(os.environ.get("CALIPSO_REQUEST_TIMEOUT_SECONDS") or 30),
             cors_origins=tuple(o.strip() for o in os.environ.get("CALIPSO_CORS_ORIGINS", "").split(",") if o.strip()),
         )
         return replace(settings, **{k: v for k, v in overrides.items() if v is not None})

@@ -12,6 +12,7 @@ import asyncio
 import logging
 import ssl
 from dataclasses import dataclass
+from typing import Callable
 
 from hl7v2_bridge.ack import Problem, acknowledge
 from hl7v2_bridge.bridge import Bridge
@@ -35,9 +36,10 @@ class ListenerSettings:
 class MllpListener:
     """An asyncio server handing every frame to the bridge."""
 
-    def __init__(self, bridge: Bridge, settings: ListenerSettings):
+    def __init__(self, bridge: Bridge, settings: ListenerSettings, on_message: Callable[[str, str, str], None] | None = None):
         self._bridge = bridge
         self._settings = settings
+        self._on_message = on_message  # (ACK code, sender, inbox key) of each message: the audit trail
         self._server: asyncio.AbstractServer | None = None
         self._connections: set[asyncio.Task[None]] = set()
 
@@ -109,6 +111,8 @@ class MllpListener:
                         await writer.drain()
 
                     outcome = await self._bridge.handle(event.content, sender, accept)
+                    if self._on_message is not None:
+                        self._on_message(outcome.code, sender, outcome.key)
                     if outcome.ack is not None:
                         writer.write(frame(outcome.ack))
                         await writer.drain()

@@ -46,7 +46,7 @@ def settings(database_uri: str) -> Settings:
     tests of served conformance resources turn `serve_guide` on.
     """
     return Settings(
-        mongodb_uri=database_uri, database=f"test_{uuid.uuid4().hex[:16]}", max_body_bytes=64 * 1024, serve_guide=False, auth=False,
+        mongodb_uri=database_uri, database=f"test_{uuid.uuid4().hex[:16]}", max_body_bytes=64 * 1024, serve_guide=False, auth=False, audit=False,
         mllp_port=None
     )
 

@@ -218,3 +218,92 @@ async def test_type_and_system_history_need_a_system_scope(secured: tuple[FastAP
     assert (await client.get("/fhir/_history", headers=gp)).status_code == 403
     assert (await client.get("/fhir", params={"_type": "Communication"}, headers=gp)).status_code == 200
     assert (await client.get("/fhir", headers=gp)).status_code == 403  # without _type: refused, not scanned
+
+
+@pytest.fixture
+async def audited(settings: Settings, tmp_path: Path) -> AsyncIterator[tuple[FastAPI, httpx.AsyncClient, DevIssuer]]:
+    settings = replace(settings, auth=True, dev_issuer=True, data_dir=tmp_path, audit=True)
+    async with running(create_app(settings)) as app, fhir_client(app) as client:
+        yield app, client, app.state.dev_issuer
+
+
+async def _audit_events(client: httpx.AsyncClient, system: dict[str, str], **params: str) -> list[dict[str, Any]]:
+    bundle = (await client.get("/fhir/AuditEvent", params={"_count": "1000", **params}, headers=system)).json()
+    return [e["resource"] for e in bundle.get("entry", [])]
+
+
+async def test_every_access_is_audited_and_only_system_reads_the_trail(audited: tuple[FastAPI, httpx.AsyncClient, DevIssuer]) -> None:
+    app, client, issuer = audited
+    aud = app.state.settings.auth_audience
+    system = bearer(issuer.token("feed", "system/*.cruds", aud))
+    gp = bearer(issuer.token("gp", "user/*.cruds", aud, fhir_user="Practitioner/gp"))
+    await _notebook(client, system)
+    await app.state.audit.flush()
+    before = {e["id"] for e in await _audit_events(client, system)}
+    reads = await _reads(client, gp, "jean")  # 7 requests, every one denied
+    writes = await _writes(client, gp, "helene")  # 2 requests, allowed
+    await client.get("/fhir/Patient/helene", headers={"Authorization": "Bearer forged"})
+    await app.state.audit.flush()
+
+    new = [e for e in await _audit_events(client, system) if e["id"] not in before]
+    searches_of_the_trail = [e for e in new if e["agent"][0]["altId"] == "system:feed"]
+    assert len(searches_of_the_trail) == 1  # the search above that counted `before`
+    assert len(new) == 1 + len(reads) + len(writes) + 1
+    by_gp = [e for e in new if e["agent"][0].get("who", {}).get("reference") == "Practitioner/gp"]
+    assert len(by_gp) == len(reads) + len(writes)
+    denied_read = next(e for e in by_gp if e["subtype"][0]["code"] == "read" and e.get("entity", [{}])[0].get("what", {}).get("reference") == "Communication/entry-jean-0")
+    assert denied_read["outcome"] == "4" and denied_read["action"] == "R"
+    created = [e for e in by_gp if e["action"] == "C"]
+    assert [e["outcome"] for e in created] == ["0"]
+    assert any(e["agent"][0]["altId"] == "anonymous" and e["outcome"] == "4" for e in new)  # the forged token
+    validator = app.state.engine.validator
+    for event in new:
+        assert [i for i in validator.validate_all(event, "AuditEvent") if i.severity == "error"] == [], event
+
+    assert (await client.get("/fhir/AuditEvent", headers=gp)).status_code == 403
+    assert (await client.get(f"/fhir/AuditEvent/{denied_read['id']}", headers=gp)).status_code == 403
+    everything = await client.get("/fhir/Patient/helene/$everything", headers=gp)
+    assert all(e["resource"]["resourceType"] != "AuditEvent" for e in everything.json().get("entry", []))
+
+
+async def test_the_journal_keeps_what_a_crash_did_not_commit(audited: tuple[FastAPI, httpx.AsyncClient, DevIssuer], tmp_path: Path) -> None:
+    """Records not yet committed when the process dies are committed at the next start."""
+    from fhir_server.security.audit import JOURNAL, AuditTrail, audit_event, engine_committer
+
+    app, client, issuer = audited
+    engine = app.state.engine
+    failing = AuditTrail(_refusing_commit, tmp_path / "crashed")
+    await failing.start()
+    recorded = [audit_event("read", 200, "Practitioner/gp", "10.0.0.1", "Patient", "helene") for _ in range(3)]
+    for event in recorded:
+        failing.record(event)
+    assert (tmp_path / "crashed" / JOURNAL).read_bytes().count(b"\n") == 3  # on disk before any commit
+    # the process "dies": no stop(), nothing committed
+    revived = AuditTrail(engine_committer(engine), tmp_path / "crashed")
+    await revived.start()
+    await revived.stop()
+    stored = await engine.store.read_many([f"AuditEvent/{e['id']}" for e in recorded])
+    assert len(stored) == 3
+    again = AuditTrail(engine_committer(engine), tmp_path / "crashed")  # nothing left, nothing written twice
+    await again.start()
+    await again.stop()
+    assert (tmp_path / "crashed" / JOURNAL).read_bytes() == b""
+
+
+async def _refusing_commit(events: list[dict[str, Any]]) -> None:
+    raise ConnectionError("database unreachable")
+
+
+async def test_leaving_the_care_team_takes_effect_at_once(secured: tuple[FastAPI, httpx.AsyncClient, DevIssuer]) -> None:
+    app, client, issuer = secured
+    aud = app.state.settings.auth_audience
+    system = bearer(issuer.token("feed", "system/*.cruds", aud))
+    await _notebook(client, system)
+    gp = bearer(issuer.token("gp", "user/*.cruds", aud, fhir_user="Practitioner/gp"))
+    assert (await client.get("/fhir/Communication/entry-helene-0", headers=gp)).status_code == 200
+    team = (await client.get("/fhir/CareTeam/team-helene", headers=system)).json()
+    team["participant"] = [p for p in team["participant"] if p["member"]["reference"] != "Practitioner/gp"]
+    assert (await client.put("/fhir/CareTeam/team-helene", json=team, headers=system)).status_code == 200
+    assert (await client.get("/fhir/Communication/entry-helene-0", headers=gp)).status_code == 404  # same token, no delay
+    search = (await client.get("/fhir/Communication", params={"_total": "accurate"}, headers=gp)).json()
+    assert search["total"] == 0

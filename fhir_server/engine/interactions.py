@@ -23,7 +23,7 @@ from fhir_server.search.parameters import parameters_for
 from fhir_server.spec import Spec
 from fhir_server.storage.store import Bookkeeping, Current, ResourceStore, StorageBusy, Version, VersionConflict, Write, back_off
 from fhir_server.ig import ImplementationGuide, load_guide
-from fhir_server.security.policy import ACCESS
+from fhir_server.security.policy import ACCESS, CIRCLE_TYPES
 from fhir_server.validation import Validator
 
 ID_PATTERN = re.compile(r"[A-Za-z0-9\-.]{1,64}")
@@ -70,6 +70,7 @@ class Engine:
         self.parameters = parameters_for(spec, self.guide.search_parameters())
         self.searcher = Searcher(store.current_versions, spec, self.parameters, self.guide.terminology.members)
         self._clock = clock
+        self.care_circle_changes = 0  # bumped by every commit touching a care team: cached access decisions expire
 
     # -- checks shared by every interaction -------------------------------------------------
 
@@ -241,6 +242,8 @@ class Engine:
     async def _commit(self, *writes: Write, also: tuple[Bookkeeping, ...] = ()) -> None:
         try:
             await self.store.commit(*writes, also=also)
+            if any(w.type in CIRCLE_TYPES for w in writes):
+                self.care_circle_changes += 1
         except StorageBusy:
             raise FhirError(
                 503, Issue("transient", "The database is busy with conflicting writes; retry shortly"),

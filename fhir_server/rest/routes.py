@@ -7,6 +7,7 @@ interactions it implements, so the statement is generated from what really exist
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import traceback
 import uuid
@@ -36,7 +37,9 @@ from fhir_server.search.values import key
 from fhir_server.rest.responses import fhir_response, outcome_response, version_headers
 from fhir_server.security.discovery import rest_security
 from fhir_server.security.discovery import smart_configuration as smart_discovery
-from fhir_server.security.policy import ACCESS
+from fhir_server.security.audit import audit_event
+from fhir_server.security.gate import PUBLIC
+from fhir_server.security.policy import ACCESS, UNRESTRICTED, Access
 from fhir_server.storage.store import Version
 
 log = logging.getLogger("calipso.rest")
@@ -319,17 +322,25 @@ async def patch_conditional(request: Request) -> Response:
 
 
 def guarded(endpoint: Endpoint) -> Endpoint:
-    """Every outcome becomes a FHIR response; internal errors leak neither trace nor data."""
+    """The gate (token, scopes, care-team policy) before the endpoint, the audit trail after it;
+    every outcome becomes a FHIR response; internal errors leak neither trace nor data."""
 
     async def handle(request: Request) -> Response:
+        access, status = UNRESTRICTED, 500
         try:
             access = await request.app.state.gate.admit(request, endpoint.__name__)
+            limiter = request.app.state.rate_limiter
+            if limiter is not None:
+                limiter.check(access.who if access.grant is not None else f"address:{request.client.host if request.client else '?'}")
             token = ACCESS.set(access)
             try:
-                return await endpoint(request)
+                response = await _within_time(request, endpoint)
             finally:
                 ACCESS.reset(token)
+            status = response.status_code
+            return response
         except FhirError as error:
+            status = error.status
             return outcome_response(error.status, error.issues, error.headers)
         except Exception as error:  # noqa: BLE001 - the last line of defence
             incident = uuid.uuid4().hex[:12]
@@ -338,9 +349,34 @@ def guarded(endpoint: Endpoint) -> Endpoint:
             log.error("internal error incident=%s type=%s\n%s", incident, type(error).__name__, frames)
             issue = Issue("exception", f"Internal server error (incident {incident})")
             return fhir_response(operation_outcome([issue]), 500)
+        finally:
+            _audit(request, endpoint.__name__, status, access)
 
     handle.__name__ = endpoint.__name__
     return handle
+
+
+async def _within_time(request: Request, endpoint: Endpoint) -> Response:
+    """Reads get the configured time; writes run to the end of their transaction (cancelling
+    one mid-commit would leave its outcome unknown to the client)."""
+    if request.method not in ("GET", "HEAD"):
+        return await endpoint(request)
+    limit = settings_of(request).request_timeout_seconds
+    try:
+        return await asyncio.wait_for(endpoint(request), limit)
+    except asyncio.TimeoutError:
+        raise FhirError(503, Issue("timeout", f"The request took longer than {limit:g} s; narrow it (fewer results, no _total)"),
+                        headers={"Retry-After": "5"}) from None
+
+
+def _audit(request: Request, name: str, status: int, access: Access) -> None:
+    trail = request.app.state.audit
+    if trail is None or name in PUBLIC:
+        return
+    params = request.path_params
+    resource_type = params.get("type") or ("Patient" if name == "everything" else None)
+    client = request.client.host if request.client else None
+    trail.record(audit_event(name, status, access.who, client, resource_type, params.get("id"), request.url.query or None))
 
 
 ROUTES: list[FhirRoute] = [

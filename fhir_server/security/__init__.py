@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Callable
+
 from fhir_server.security.dev_issuer import ISSUER as DEV_ISSUER
 from fhir_server.security.dev_issuer import DevIssuer
 from fhir_server.security.gate import Gate
@@ -10,7 +12,7 @@ from fhir_server.security.tokens import KeySource, RemoteJwks, StaticKeys, Token
 from fhir_server.settings import Settings
 
 
-def build_gate(settings: Settings, resources: object) -> tuple[Gate, DevIssuer | None]:
+def build_gate(settings: Settings, resources: object, circle_changes: Callable[[], int]) -> tuple[Gate, DevIssuer | None]:
     """The gate these settings ask for, and the dev issuer when it is trusted."""
     if not settings.auth:
         return Gate(None, resources), None
@@ -24,7 +26,7 @@ def build_gate(settings: Settings, resources: object) -> tuple[Gate, DevIssuer |
     if not issuers:
         raise ValueError("authentication is on but no token issuer is configured")
     verifier = TokenVerifier(issuers, settings.auth_audience, settings.auth_leeway_seconds)
-    return Gate(verifier, resources), dev
+    return Gate(verifier, resources, circle_changes), dev
 
 
 __all__ = ["ACCESS", "Access", "DevIssuer", "Gate", "UNRESTRICTED", "build_gate"]

@@ -93,6 +93,16 @@ def audit_event(endpoint: str, status: int, who: str, address: str | None, resou
     return event
 
 
+def message_event(code: str, sender: str, key: str) -> dict[str, Any]:
+    """The AuditEvent of one HL7 v2 message received over MLLP (its ACK code as the outcome)."""
+    status = {"AA": 200, "CA": 200, "AE": 422, "CE": 422}.get(code, 400)
+    event = audit_event("ingest", status, f"hl7:{sender or 'unknown'}", sender or None)
+    event["outcomeDesc"] = f"ACK {code}"
+    if key:
+        event["entity"] = [{"what": {"identifier": {"system": "urn:calipso:hl7v2-inbox", "value": key[:200]}}}]
+    return event
+
+
 class Committer(Protocol):
     async def __call__(self, events: list[dict[str, Any]]) -> None: ...
 
@@ -108,6 +118,7 @@ class AuditTrail:
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
+        self._flushing = asyncio.Lock()  # the background task and an explicit flush must not commit one batch twice
 
     async def start(self) -> None:
         if self._path is not None:
@@ -136,12 +147,13 @@ class AuditTrail:
 
     async def flush(self) -> None:
         """Commit everything recorded so far."""
-        while self._queue:
-            batch = self._queue[:BATCH]
-            await self._commit(batch)
-            del self._queue[: len(batch)]
-        if self._fd is not None and not self._queue:
-            os.ftruncate(self._fd, 0)  # all committed: nothing to replay (no await since the commit)
+        async with self._flushing:
+            while self._queue:
+                batch = self._queue[:BATCH]
+                await self._commit(batch)
+                del self._queue[: len(batch)]
+            if self._fd is not None and not self._queue:
+                os.ftruncate(self._fd, 0)  # all committed: nothing to replay (no await since the commit)
 
     async def stop(self) -> None:
         self._stopping = True
@@ -170,6 +182,20 @@ class AuditTrail:
                 await asyncio.sleep(1.0)
 
 
+def engine_committer(engine: Any) -> Committer:
+    """Commit AuditEvents through the engine's write path (indexed, versioned), skipping the ones
+    already stored (a journal replayed after a crash may hold some)."""
+
+    async def commit(events: list[dict[str, Any]]) -> None:
+        stored = await engine.store.read_many([f"AuditEvent/{e['id']}" for e in events])
+        when = engine.next_time()
+        writes = [engine.prepare("AuditEvent", e["id"], e, "POST", None, when) for e in events if f"AuditEvent/{e['id']}" not in stored]
+        if writes:
+            await engine.commit(*writes)
+
+    return commit
+
+
 def _read_journal(path: Path) -> list[dict[str, Any]]:
     if not path.exists():
         return []
@@ -182,4 +208,4 @@ def _read_journal(path: Path) -> list[dict[str, Any]]:
     return events
 
 
-__all__ = ["AuditTrail", "audit_event"]
+__all__ = ["AuditTrail", "audit_event", "engine_committer", "message_event"]

@@ -11,7 +11,9 @@ Denials, decided once and documented in docs/security.md:
 from __future__ import annotations
 
 import logging
-from typing import Any
+import time
+from collections import OrderedDict
+from typing import Any, Callable
 
 from starlette.requests import Request
 
@@ -23,6 +25,8 @@ from fhir_server.search.values import key
 
 log = logging.getLogger("calipso.security")
 
+ACCESS_TTL = 5.0  # seconds a token's Access is reused without looking at the care circle again
+MAX_CACHED = 10_000
 PUBLIC = frozenset({"metadata", "smart_configuration", "jwks"})
 SYSTEM_ONLY = frozenset({"ingest"})  # the HL7 v2 inbox
 WHOLE_HISTORY = frozenset({"history_type", "history_system"})
@@ -45,11 +49,20 @@ def forbidden(text: str) -> FhirError:
 
 
 class Gate:
-    """Turns a request's bearer token into an Access, or refuses the request."""
+    """Turns a request's bearer token into an Access, or refuses the request.
 
-    def __init__(self, verifier: TokenVerifier | None, resources: Any):
+    A token's Access is kept for a few seconds (an app sends the same token with every
+    request): not past the token's expiry, and dropped as soon as this process commits a
+    change to a care team, a practitioner role or a related person. Another process's change
+    is seen within ACCESS_TTL."""
+
+    def __init__(self, verifier: TokenVerifier | None, resources: Any, circle_changes: Callable[[], int] = lambda: 0,
+                 clock: Callable[[], float] = time.time):
         self._verifier = verifier  # None: auth off
         self._resources = resources  # the current versions (care teams, related persons)
+        self._circle_changes = circle_changes
+        self._clock = clock
+        self._cache: OrderedDict[str, tuple[Access, float, int]] = OrderedDict()
 
     async def admit(self, request: Request, endpoint: str) -> Access:
         if self._verifier is None or endpoint in PUBLIC:
@@ -63,24 +76,38 @@ class Gate:
         scheme, _, token = header.partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
             raise unauthorized("This server needs a bearer token (SMART on FHIR)")
+        token = token.strip()
+        now, changes = self._clock(), self._circle_changes()
+        cached = self._cache.get(token)
+        if cached is not None and now < cached[1] and cached[2] == changes:
+            return cached[0]
+        access, expires = await self._decide(token)
+        self._cache[token] = (access, min(now + ACCESS_TTL, expires), changes)
+        while len(self._cache) > MAX_CACHED:
+            self._cache.popitem(last=False)
+        return access
+
+    async def _decide(self, token: str) -> tuple[Access, float]:
+        """The Access of a token checked now, and until when the token is valid."""
         try:
-            claims = await self._verifier.verify(token.strip())  # type: ignore[union-attr]
+            claims = await self._verifier.verify(token)  # type: ignore[union-attr]
         except InvalidToken as error:
             raise unauthorized(str(error)) from None
         except KeysUnavailable:
             log.error("token keys unavailable: the issuer's JWKS cannot be fetched")
             raise FhirError(503, Issue("transient", "Tokens cannot be checked right now; retry shortly"), headers={"Retry-After": "5"}) from None
+        expires = claims.expires if claims.expires is not None else self._clock()
         grant = Grant.parse(claims.scope)
         contexts = grant.contexts()
         if "system" in contexts:
-            return Access(grant, "system", who=f"system:{claims.client_id or claims.subject}")
+            return Access(grant, "system", who=f"system:{claims.client_id or claims.subject}"), expires
         if "user" in contexts and claims.fhir_user:
-            return await self._user_access(grant, claims.fhir_user)
+            return await self._user_access(grant, claims.fhir_user), expires
         if "patient" in contexts:
             patient = claims.patient or (claims.fhir_user.split("/", 1)[1] if (claims.fhir_user or "").startswith("Patient/") else None)
             if patient is None:
                 raise forbidden("patient/ scopes need a patient launch context")
-            return Access(grant, "patient", frozenset({patient}), who=f"Patient/{patient}")
+            return Access(grant, "patient", frozenset({patient}), who=f"Patient/{patient}"), expires
         raise forbidden("The token grants no FHIR scope this server knows (patient/, user/ or system/)")
 
     async def _user_access(self, grant: Grant, fhir_user: str) -> Access:

@@ -19,17 +19,31 @@ included nor matched. `ACCESS` carries the request's Access to those queries.
 from __future__ import annotations
 
 import contextvars
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
 import orjson
 
-from fhir_server.search.values import date_range, key
 from fhir_server.security.scopes import Grant
 
 NOTEBOOK_TYPES = frozenset({"Patient", "Communication", "CarePlan", "CareTeam"})
+SYSTEM_TYPES = frozenset({"AuditEvent"})
+CIRCLE_TYPES = frozenset({"CareTeam", "PractitionerRole", "RelatedPerson"})  # writes to these change who reaches whom  # the audit trail: system/ scopes only
 NOTHING: dict[str, Any] = {"_id": {"$in": []}}
+
+
+class Keys(list):  # type: ignore[type-arg]
+    """A sorted list of index keys (sent to the database as an array) whose membership test,
+    used when candidates are matched in memory, is a set lookup: a practitioner may reach
+    hundreds of patients, and every candidate row is checked against all their keys."""
+
+    def __init__(self, keys: Any):
+        super().__init__(sorted(keys))
+        self._members = frozenset(self)
+
+    def __contains__(self, item: object) -> bool:
+        return item in self._members
 
 
 @dataclass(frozen=True)
@@ -41,6 +55,7 @@ class Access:
     patients: frozenset[str] | None = None
     types: frozenset[str] | None = None  # None: any type the scopes grant
     who: str = "anonymous"  # for the audit trail: "Practitioner/x", "system:client", ...
+    _clauses: dict[str, Keys] = field(default_factory=dict, compare=False, repr=False)
 
     @property
     def unrestricted(self) -> bool:
@@ -52,20 +67,35 @@ class Access:
             return True
         if self.types is not None and resource_type not in self.types:
             return False
+        if resource_type in SYSTEM_TYPES and self.context != "system":
+            return False
         return self.grant.allows(self.context, resource_type, letter)
 
     def clause(self, resource_type: str, compartments: dict[str, list[str]]) -> dict[str, Any] | None:
         """The filter a query on `resource_type` must add (None: nothing to add)."""
         if self.types is not None and resource_type not in self.types:
             return NOTHING
+        if resource_type in SYSTEM_TYPES and self.grant is not None and self.context != "system":
+            return NOTHING
         if self.patients is None:
             return None
         if resource_type == "Patient":
-            return {"_id": {"$in": sorted(f"Patient/{p}" for p in self.patients)}}
+            return {"_id": {"$in": self._keys("Patient", ())}}
         codes = compartments.get(resource_type)
         if codes is None:
             return None  # not patient data: readable under the scopes
-        return {"ix.rf": {"$in": sorted(key(code, f"Patient/{p}") for code in codes for p in self.patients)}}
+        return {"ix.rf": {"$in": self._keys(resource_type, tuple(codes))}}
+
+    def _keys(self, resource_type: str, codes: tuple[str, ...]) -> Keys:
+        """The compartment keys of the reachable patients for one type (built once per Access)."""
+        cache = self._clauses
+        if resource_type not in cache:
+            from fhir_server.search.values import key  # here: the search engine imports this module
+
+            patients = self.patients or frozenset()
+            cache[resource_type] = Keys(f"Patient/{p}" for p in patients) if not codes else Keys(
+                key(code, f"Patient/{p}") for code in codes for p in patients)
+        return cache[resource_type]
 
 
 UNRESTRICTED = Access()
@@ -78,6 +108,8 @@ def current_clause(resource_type: str, compartments: dict[str, list[str]]) -> di
 
 async def care_team_patients(collection: Any, members: list[str], now: datetime | None = None) -> frozenset[str]:
     """The patients of the active CareTeams where one of `members` ("Type/id") takes part now."""
+    from fhir_server.search.values import key  # here: the search engine imports this module
+
     now = now or datetime.now(timezone.utc)
     keys = [key("participant", member) for member in members]
     found: set[str] = set()
@@ -106,10 +138,12 @@ def _within(period: Any, now: datetime) -> bool:
 
 
 def _instant(text: Any, upper: bool) -> datetime | None:
+    from fhir_server.search.values import date_range
+
     if not isinstance(text, str):
         return None
     bounds = date_range(text)
     return None if bounds is None else bounds[1 if upper else 0]
 
 
-__all__ = ["ACCESS", "Access", "NOTEBOOK_TYPES", "UNRESTRICTED", "care_team_patients", "current_clause"]
+__all__ = ["ACCESS", "Access", "CIRCLE_TYPES", "NOTEBOOK_TYPES", "UNRESTRICTED", "care_team_patients", "current_clause"]

@@ -41,6 +41,7 @@ class Claims:
     patient: str | None = None  # SMART launch context
     fhir_user: str | None = None  # "Practitioner/x", "PractitionerRole/x", "Patient/x", "RelatedPerson/x"
     client_id: str | None = None
+    expires: float | None = None  # `exp`, seconds since the epoch
 
     @classmethod
     def of(cls, payload: dict[str, Any]) -> "Claims":
@@ -57,6 +58,7 @@ class Claims:
             patient=patient if isinstance(patient, str) and patient else None,
             fhir_user=fhir_user if isinstance(fhir_user, str) and fhir_user else None,
             client_id=str(payload["client_id"]) if "client_id" in payload else None,
+            expires=float(payload["exp"]) if isinstance(payload.get("exp"), (int, float)) else None,
         )
 
 
