@@ -120,8 +120,8 @@ def _expected_writes(patient: str, reach: set[str], may_write: bool) -> dict[str
     return {"transaction": 403, "conditional-create": 403}
 
 
-async def test_deny_allow_matrix(secured: tuple[FastAPI, httpx.AsyncClient, DevIssuer]) -> None:
-    app, client, issuer = secured
+async def test_deny_allow_matrix(audited: tuple[FastAPI, httpx.AsyncClient, DevIssuer]) -> None:
+    app, client, issuer = audited
     aud = app.state.settings.auth_audience
     await _notebook(client, bearer(issuer.token("feed", "system/*.cruds", aud)))
     # name: (token, patients it reaches, scopes allow creating entries, caregiver)
@@ -147,6 +147,18 @@ async def test_deny_allow_matrix(secured: tuple[FastAPI, httpx.AsyncClient, DevI
                 if got[interaction] != answer:
                     leaks.append((name, patient, interaction, got[interaction], answer))
     assert leaks == []
+
+    # every access of the matrix left its AuditEvent, with its outcome; practitioners cannot read them
+    await app.state.audit.flush()
+    system = bearer(issuer.token("auditor", "system/*.rs", aud))
+    events = await _audit_events(client, system, altid="Practitioner/gp")
+    assert len(events) == 2 * (7 + 2)  # two patients x (7 reads + 2 writes)
+    assert [e["outcome"] for e in events].count("0") == 7 + 2 + 3  # all of helene's; for jean the searches (empty of him)
+    for who in ("Practitioner/nurse-dubois", "Practitioner/nurse-moreau", "Patient/helene", "RelatedPerson/daughter"):
+        assert len(await _audit_events(client, system, altid=who)) == 2 * (7 + 2), who
+    gp = bearer(cases["gp"][0])
+    assert (await client.get("/fhir/AuditEvent", headers=gp)).status_code == 403
+    assert (await client.get(f"/fhir/AuditEvent/{events[0]['id']}", headers=gp)).status_code == 403
 
 
 async def test_system_token_sees_both_patients(secured: tuple[FastAPI, httpx.AsyncClient, DevIssuer]) -> None:

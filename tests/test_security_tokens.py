@@ -180,3 +180,36 @@ def test_malformed_or_restricted_scopes_grant_nothing() -> None:
     assert not grant.allows("patient", "Communication", "r")  # letters out of cruds order, and a restricted scope
     assert grant.allows("user", "Observation", "d")  # user/*.* is v1 for everything
     assert set(grant.ignored) == {"patient/Communication.rsc", "user/*.dance", "admin/*.*", "patient/Communication.rs?category=alert"}
+
+
+def test_serve_refuses_unsafe_authentication_settings(tmp_path) -> None:
+    """`--auth off` only on loopback; `--auth on` only with a trusted issuer. Refused before
+    anything starts (no database), with a message saying what to do."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CALIPSO_")}
+    command = [sys.executable, "-m", "fhir_server.cli", "serve", "--data-dir", str(tmp_path), "--port", "0"]
+    open_host = subprocess.run([*command, "--auth", "off", "--host", "0.0.0.0"], capture_output=True, text=True, env=env, timeout=60)
+    assert open_host.returncode == 2 and "non-loopback" in open_host.stderr
+    no_issuer = subprocess.run(command, capture_output=True, text=True, env=env, timeout=60)
+    assert no_issuer.returncode == 2 and "CALIPSO_AUTH_JWKS_URL" in no_issuer.stderr and "--dev-issuer" in no_issuer.stderr
+
+
+def test_calipso_token_prints_a_token_the_dev_issuer_signed(tmp_path) -> None:
+    import asyncio
+    import subprocess
+    import sys
+
+    from fhir_server.security.dev_issuer import ISSUER, DevIssuer
+    from fhir_server.security.tokens import StaticKeys
+
+    done = subprocess.run([sys.executable, "-m", "fhir_server.cli", "token", "--data-dir", str(tmp_path), "--sub", "gp",
+                           "--scope", "user/*.rs", "--fhir-user", "Practitioner/gp", "--patient", "helene"],
+                          capture_output=True, text=True, timeout=60, check=True)
+    token = done.stdout.strip().splitlines()[-1]
+    check = TokenVerifier({ISSUER: StaticKeys(DevIssuer(tmp_path).jwks())}, "calipso")
+    claims = asyncio.run(check.verify(token))
+    assert (claims.subject, claims.fhir_user, claims.patient, claims.scope) == ("gp", "Practitioner/gp", "helene", "user/*.rs")
+    assert oct((tmp_path / "dev-issuer-key.pem").stat().st_mode & 0o777) == "0o600"

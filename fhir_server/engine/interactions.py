@@ -95,8 +95,8 @@ class Engine:
         clause = ACCESS.get().clause(resource_type, self.spec.compartments["Patient"])
         if clause is None:
             return
-        query = {"$and": [{"_id": f"{resource_type}/{resource_id}"}, clause]}
-        if await self.store.current_versions.find_one(query, {"_id": 1}) is None:
+        references = await self.store.references(resource_type, resource_id)
+        if references is None or not _inside(clause, resource_type, resource_id, references):
             raise FhirError.of(404, "not-found", f"{resource_type}/{_clip(resource_id)} is not known")
 
     def _check_reachable(self, resource_type: str, resource_id: str, ix: dict[str, Any]) -> None:
@@ -263,8 +263,13 @@ class Engine:
     async def read(self, resource_type: str, resource_id: str) -> Version:
         self.check_type(resource_type)
         self.check_id(resource_id)
-        await self.check_visible(resource_type, resource_id)
-        version = await self.store.read(resource_type, resource_id)
+        clause = ACCESS.get().clause(resource_type, self.spec.compartments["Patient"])
+        if clause is None:
+            version = await self.store.read(resource_type, resource_id)
+        else:  # one query: the version and what tells whether the token reaches it
+            version, references = await self.store.read_with_references(resource_type, resource_id)
+            if version is not None and (version.deleted or not _inside(clause, resource_type, resource_id, references)):
+                version = None  # 404, as if it did not exist
         if version is None:
             raise FhirError.of(404, "not-found", f"{resource_type}/{resource_id} is not known")
         if version.deleted:
@@ -305,6 +310,11 @@ def check_if_match(current: Current | Version | None, if_match: int | None) -> N
         raise FhirError.of(412, "conflict", f"If-Match names version {if_match}, but the resource does not exist")
     if current.version != if_match:
         raise FhirError.of(412, "conflict", f"If-Match names version {if_match}, the current version is {current.version}")
+
+
+def _inside(clause: dict[str, Any], resource_type: str, resource_id: str, references: list[str]) -> bool:
+    """Whether a stored resource with these reference entries satisfies an access clause."""
+    return matches({"_id": f"{resource_type}/{resource_id}", "type": resource_type, "ix": {"rf": references}}, clause)
 
 
 def _stamp(resource: dict[str, Any], resource_type: str, resource_id: str, version: int, updated: datetime) -> dict[str, Any]:

@@ -328,7 +328,9 @@ def guarded(endpoint: Endpoint) -> Endpoint:
     async def handle(request: Request) -> Response:
         access, status = UNRESTRICTED, 500
         try:
-            access = await request.app.state.gate.admit(request, endpoint.__name__)
+            gate = request.app.state.gate
+            access = await gate.identify(request, endpoint.__name__)
+            gate.authorize(request, endpoint.__name__, access)  # after identify: a refusal is audited with its author
             limiter = request.app.state.rate_limiter
             if limiter is not None:
                 limiter.check(access.who if access.grant is not None else f"address:{request.client.host if request.client else '?'}")

@@ -203,6 +203,22 @@ def _without_parents(fields: set[str]) -> set[str]:
     return {f for f in fields if not any(f.startswith(other + ".") for other in fields if other != f)}
 
 
+def _implied(restriction: dict[str, Any], clauses: list[dict[str, Any]]) -> bool:
+    """Whether another clause already keeps every row inside the restriction: e.g. `subject=`
+    a patient the token reaches (then the search keeps its one-query plan)."""
+    (name, condition), = restriction.items()
+    allowed = condition["$in"] if isinstance(condition, dict) else [condition]
+    for clause in clauses:
+        if list(clause) != [name]:
+            continue
+        wanted = clause[name]
+        values = wanted if isinstance(wanted, str) else wanted.get("$in") if isinstance(wanted, dict) and list(wanted) == ["$in"] else None
+        values = [values] if isinstance(values, str) else values
+        if values and all(v in allowed for v in values):
+            return True
+    return False
+
+
 def _driver_values(driver: dict[str, Any]) -> list[str]:
     condition = next(iter(driver.values()))
     return [condition] if isinstance(condition, str) else list(condition["$in"])
@@ -239,7 +255,10 @@ class Searcher:
         request = read_request(params, resource_type, self._parameters)
         compiler = QueryCompiler(self._parameters, self._inner, base_url, self._value_sets)
         criteria = await compiler.compile(resource_type, params, strict)
-        criteria.clauses += [c for c in (extra, self._restriction(resource_type)) if c]
+        restriction = self._restriction(resource_type)
+        if restriction is not None and _implied(restriction, criteria.clauses):
+            restriction = None
+        criteria.clauses += [c for c in (extra, restriction) if c]
         sort = [*request.sort, ("_id", request.sort[-1][1] if request.sort else 1)]
         return request, criteria, criteria.filter(), sort
 

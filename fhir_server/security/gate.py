@@ -10,6 +10,7 @@ Denials, decided once and documented in docs/security.md:
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections import OrderedDict
@@ -63,13 +64,19 @@ class Gate:
         self._circle_changes = circle_changes
         self._clock = clock
         self._cache: OrderedDict[str, tuple[Access, float, int]] = OrderedDict()
+        self._deciding: dict[str, asyncio.Future[tuple[Access, float]]] = {}  # one decision per token at a time
 
-    async def admit(self, request: Request, endpoint: str) -> Access:
+    async def identify(self, request: Request, endpoint: str) -> Access:
+        """Who calls, and what they reach (401 without a valid token)."""
         if self._verifier is None or endpoint in PUBLIC:
             return UNRESTRICTED
-        access = await self._access(request)
-        self._check_interaction(request, endpoint, access)
-        return access
+        return await self._access(request)
+
+    @staticmethod
+    def authorize(request: Request, endpoint: str, access: Access) -> None:
+        """403 unless the token's scopes allow this endpoint on its type."""
+        if access.grant is not None and endpoint not in PUBLIC:
+            Gate._check_interaction(request, endpoint, access)
 
     async def _access(self, request: Request) -> Access:
         header = request.headers.get("authorization", "")
@@ -81,7 +88,22 @@ class Gate:
         cached = self._cache.get(token)
         if cached is not None and now < cached[1] and cached[2] == changes:
             return cached[0]
-        access, expires = await self._decide(token)
+        pending = self._deciding.get(token)
+        if pending is not None:  # the app's other requests with this token wait for the same decision
+            access, _ = await asyncio.shield(pending)
+            return access
+        pending = asyncio.get_running_loop().create_future()
+        self._deciding[token] = pending
+        try:
+            access, expires = await self._decide(token)
+        except BaseException as error:
+            pending.set_exception(error)
+            pending.exception()  # retrieved: no "never retrieved" warning when nobody else waited
+            raise
+        else:
+            pending.set_result((access, expires))
+        finally:
+            del self._deciding[token]
         self._cache[token] = (access, min(now + ACCESS_TTL, expires), changes)
         while len(self._cache) > MAX_CACHED:
             self._cache.popitem(last=False)

@@ -180,6 +180,22 @@ class ResourceStore:
         return Version(resource_type, resource_id, doc["version"], doc["updated"], doc.get("deleted", False),
                        bytes(raw) if raw is not None else None)
 
+    async def read_with_references(self, resource_type: str, resource_id: str) -> tuple[Version | None, list[str]]:
+        """The current version and its reference index entries (`ix.rf`), in one query: what an
+        access check needs to tell whether the resource lies in a patient's compartment."""
+        doc = await self._resources.find_one({"_id": f"{resource_type}/{resource_id}"}, CURRENT_FIELDS | {"raw": 1, "ix.rf": 1})
+        if doc is None:
+            return None, []
+        raw = doc.get("raw")
+        version = Version(resource_type, resource_id, doc["version"], doc["updated"], doc.get("deleted", False),
+                          bytes(raw) if raw is not None else None)
+        return version, list((doc.get("ix") or {}).get("rf", []))
+
+    async def references(self, resource_type: str, resource_id: str) -> list[str] | None:
+        """The reference index entries of the current version (None: no such resource)."""
+        doc = await self._resources.find_one({"_id": f"{resource_type}/{resource_id}"}, {"_id": 1, "ix.rf": 1})
+        return None if doc is None else list((doc.get("ix") or {}).get("rf", []))
+
     async def read_many(self, keys: list[str]) -> dict[str, Version]:
         """Current versions by "Type/id" (one query; absent keys are left out)."""
         if not keys:
