@@ -17,7 +17,6 @@ from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any, Awaitable, Callable
 
-import orjson
 from hl7apy import SUPPORTED_LIBRARIES
 
 from fhir_server.engine import Engine
@@ -94,7 +93,9 @@ class Bridge:
             log.info("message refused control_id=%s code=%s", message.value("MSH-10")[:40], refusal.code)
             return self._answer(message, enhanced, Outcome("CR" if enhanced else "AR", ack, key), accept_level=True)
         event = message.value("MSH-9.2")
-        stored = await self._inbox.receive(key, raw, sender, event)
+        receiving = asyncio.ensure_future(self._inbox.receive(key, raw, sender, event))
+        mapped = self._map(message)  # CPU work while the database stores the message
+        stored = await receiving
         if stored is not None and stored.sha256 != digest(raw):
             problem = Problem("205", f"Message control id {message.value('MSH-10')[:40]} was already used for a different message")
             ack = acknowledge(message, "CE" if enhanced else "AE", [problem])
@@ -107,7 +108,7 @@ class Bridge:
             log.info("resend answered from the inbox control_id=%s status=%s", message.value("MSH-10")[:40], stored.status)
             return self._answer(message, enhanced, Outcome(ack_code(stored.ack), stored.ack, key))
         async with self._patient_locks[_patient_key(message)]:
-            return self._answer(message, enhanced, await self._apply(message, key))
+            return self._answer(message, enhanced, await self._apply(message, key, mapped))
 
     @staticmethod
     def _answer(message: Message, enhanced: bool, outcome: Outcome, accept_level: bool = False) -> Outcome:
@@ -118,18 +119,25 @@ class Bridge:
         kind = "ok" if outcome.code in ("AA", "CA") else "error"
         return outcome if kind in wanted else Outcome(outcome.code, None, outcome.key)
 
-    async def _apply(self, message: Message, key: str) -> Outcome:
+    def _map(self, message: Message) -> dict[str, Any] | MappingError:
+        """The message's transaction Bundle, or why it cannot be mapped."""
         mapping = self._mappings.for_event(message.value("MSH-9.2"))
         assert mapping is not None  # _refusal checked it against the same mappings
         try:
-            bundle = to_bundle(message, mapping, self._mappings.tables)
+            return to_bundle(message, mapping, self._mappings.tables)
         except MappingError as error:
-            return await self._reject(message, key, "AE", Problem(error.code, error.text, error.location))
+            return error
+
+    async def _apply(self, message: Message, key: str, bundle: dict[str, Any] | MappingError) -> Outcome:
+        if isinstance(bundle, MappingError):
+            return await self._reject(message, key, "AE", Problem(bundle.code, bundle.text, bundle.location))
         ack = acknowledge(message, "AA")
         try:
             entries = await self._without_absent_targets(bundle["entry"])
-            await self._merge_stored(entries)
+            merges = self._merges(entries)
             requests = [read_request(i, entry, self._engine, INTERNAL_BASE) for i, entry in enumerate(entries)]
+            for position, merge in merges.items():
+                requests[position].merge = merge
             await run_transaction(self._engine, requests, INTERNAL_BASE, BundleLimits(skip_unchanged=True), (self._inbox.applied(key, ack, len(requests)),))
         except FhirError as error:
             text = "; ".join(i.diagnostics for i in error.issues)[:500]
@@ -143,15 +151,18 @@ class Bridge:
         log.info("message applied control_id=%s event=%s entries=%d", message.value("MSH-10")[:40], message.value("MSH-9.2"), len(requests))
         return Outcome("AA", ack, key)
 
-    async def _merge_stored(self, entries: list[dict[str, Any]]) -> None:
-        """For a `merge` list (the care team's participants), keep the stored members this
-        message does not name again: a discharge adds the home nurse without dropping the
-        trusted person an admission brought.
+    @staticmethod
+    def _merges(entries: list[dict[str, Any]]) -> dict[int, Callable[[dict[str, Any], dict[str, Any]], dict[str, Any]]]:
+        """For a `merge` list (the care team's participants), the stored members this message
+        does not name again are kept: a discharge adds the home nurse without dropping the
+        trusted person an admission brought. Applied by the transaction to the stored version
+        it reads anyway (no extra query).
 
-        Members are told apart by identifier, with no search: each new member's conditional
-        reference (`Practitioner?identifier=sys|val`) is also written as `member.identifier`,
-        so the stored team carries it for the next message."""
-        for entry in entries:
+        Members are told apart by identifier: each new member's conditional reference
+        (`Practitioner?identifier=sys|val`) is also written as `member.identifier`, so the
+        stored team carries it for the next message."""
+        merges = {}
+        for position, entry in enumerate(entries):
             name = entry.pop(MERGE, None)
             if name is None:
                 continue
@@ -161,15 +172,8 @@ class Bridge:
                 if identity is not None:
                     item["member"]["identifier"] = {"system": identity[1], "value": identity[2]}
                     named.add(identity)
-            resource_type, _, criteria = entry["request"]["url"].partition("?")
-            try:
-                found = await conditional_target(self._engine, resource_type, criteria, INTERNAL_BASE)
-            except FhirError:
-                continue  # nothing stored yet (or ambiguous: the transaction will say so)
-            stored = orjson.loads((await self._engine.read(resource_type, found)).raw or b"{}")
-            kept = [item for item in stored.get(name, []) if _identity(item.get("member", {})) not in named]
-            if kept:
-                entry["resource"][name] = kept + entry["resource"].get(name, [])
+            merges[position] = _keeping_stored(name, frozenset(named))
+        return merges
 
     async def _without_absent_targets(self, entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """Drop optional entries whose conditional target does not exist (merging an unknown
@@ -234,6 +238,16 @@ def _identity(member: dict[str, Any]) -> tuple[str, str, str] | None:
         system, value = criteria.split("|", 1)
         return head, system, value
     return None
+
+
+def _keeping_stored(name: str, named: frozenset[tuple[str, str, str]]) -> Callable[[dict[str, Any], dict[str, Any]], dict[str, Any]]:
+    """Merge for a list of members: the stored ones not named again, then the new ones."""
+
+    def merge(stored: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
+        kept = [item for item in stored.get(name, []) if _identity(item.get("member", {})) not in named]
+        return {**new, name: kept + new.get(name, [])} if kept else new
+
+    return merge
 
 
 def _patient_key(message: Message) -> str:

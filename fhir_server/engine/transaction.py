@@ -21,7 +21,7 @@ import copy
 import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import orjson
 
@@ -59,6 +59,9 @@ class BundleRequest:
     if_none_exist: str | None = None
     if_none_match: str | None = None
     if_modified_since: str | None = None
+    # for a PUT: the resource to write, from the stored one and the entry's (the HL7 bridge
+    # keeps the care-team members a message does not name again); None: the entry's as it is
+    merge: Callable[[dict[str, Any], dict[str, Any]], dict[str, Any]] | None = None
 
     @property
     def writes(self) -> bool:
@@ -444,6 +447,8 @@ class _Plan:
         else:
             self._check_if_none_match(request, current)
             rewritten = self._rewritten(request)
+            if request.merge is not None and current is not None and current.raw is not None:
+                rewritten = request.merge(orjson.loads(current.raw), rewritten)
             if self.limits.skip_unchanged and _unchanged(current, rewritten, resource_id):
                 self.results[request.index] = EntryResult(200, current)
                 return
