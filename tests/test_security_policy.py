@@ -319,3 +319,35 @@ async def test_leaving_the_care_team_takes_effect_at_once(secured: tuple[FastAPI
     assert (await client.get("/fhir/Communication/entry-helene-0", headers=gp)).status_code == 404  # same token, no delay
     search = (await client.get("/fhir/Communication", params={"_total": "accurate"}, headers=gp)).json()
     assert search["total"] == 0
+
+
+async def test_chains_and_has_see_only_what_the_token_reaches(secured: tuple[FastAPI, httpx.AsyncClient, DevIssuer]) -> None:
+    app, client, issuer = secured
+    aud = app.state.settings.auth_audience
+    await _notebook(client, bearer(issuer.token("feed", "system/*.cruds", aud)))
+    gp = bearer(issuer.token("gp", "user/*.cruds", aud, fhir_user="Practitioner/gp"))
+    chained = await client.get("/fhir/Communication", params={"subject:Patient.name": "Lefebvre", "_total": "accurate"}, headers=gp)
+    assert chained.json()["total"] == 0  # Jean's entries exist, the GP does not reach them
+    reverse = await client.get("/fhir/Patient", params={"_has:Communication:subject:status": "completed", "_total": "accurate"}, headers=gp)
+    assert _ids(reverse.json()) == {"Patient/helene"} and reverse.json()["total"] == 1
+    paged = await client.get("/fhir/Communication", params={"_count": "2", "_total": "accurate"}, headers=gp)
+    walked = _ids(paged.json())
+    while (after := next((l["url"] for l in paged.json().get("link", []) if l["relation"] == "next"), None)):
+        paged = await client.get(after.split("calipso.test", 1)[-1], headers=gp)
+        walked |= _ids(paged.json())
+    assert walked == {f"Communication/entry-helene-{n}" for n in range(3)}
+
+
+async def test_hl7_messages_over_mllp_are_audited(settings: Settings, tmp_path: Path) -> None:
+    from hl7v2_bridge.client import MllpClient
+    from tests.bridge_fixtures import sample
+
+    audited_bridge = replace(settings, auth=True, dev_issuer=True, data_dir=tmp_path, audit=True, mllp_port=0)
+    async with running(create_app(audited_bridge)) as app, fhir_client(app) as client:
+        async with MllpClient("127.0.0.1", app.state.mllp_port) as mllp:
+            await mllp.send(sample("A03-discharge-home.hl7"))
+        await app.state.audit.flush()
+        system = bearer(app.state.dev_issuer.token("auditor", "system/*.rs", app.state.settings.auth_audience))
+        events = await _audit_events(client, system, type="http://dicom.nema.org/resources/ontology/DCM|110107")
+        assert len(events) == 1 and events[0]["outcome"] == "0" and events[0]["outcomeDesc"] == "ACK AA"
+        assert events[0]["entity"][0]["what"]["identifier"]["value"].endswith("|CHT20261120143000017")
