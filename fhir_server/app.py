@@ -25,7 +25,7 @@ from fhir_server.rest.hardening import RateLimiter, SecurityHeaders
 from fhir_server.rest.responses import outcome_response
 from fhir_server.rest.routes import ROUTES, guarded
 from fhir_server.security import build_gate
-from fhir_server.security.audit import AuditTrail, engine_committer, message_event
+from fhir_server.security.audit import AuditTrail, engine_committer, message_recorder
 from fhir_server.settings import Settings
 from fhir_server.spec import load_spec
 from fhir_server.storage.store import ResourceStore
@@ -61,9 +61,7 @@ def create_app(settings: Settings) -> FastAPI:
         app.state.bridge = Bridge(engine, settings.hl7_default_charset)
         listener = None
         if settings.mllp_port is not None:
-            trail = app.state.audit
-            audit = (lambda code, sender, key: trail.record(message_event(code, sender, key))) if trail is not None else None
-            listener = MllpListener(app.state.bridge, listener_settings(settings), audit)
+            listener = MllpListener(app.state.bridge, listener_settings(settings), message_recorder(app.state.audit))
             app.state.mllp_port = await listener.start()
         log.info("fhir api ready database=%s", settings.database)
         try:

@@ -8,6 +8,7 @@ import signal
 
 from fhir_server.app import connect
 from fhir_server.engine import Engine
+from fhir_server.security.audit import AuditTrail, engine_committer, message_recorder
 from fhir_server.settings import Settings
 from fhir_server.spec import load_spec
 from fhir_server.storage.store import ResourceStore
@@ -21,7 +22,10 @@ async def run_listener(settings: Settings) -> int:
     store = ResourceStore(client, settings.database)
     await store.ensure_indexes()
     engine = Engine(store, load_spec(), enforce_profiles=settings.enforce_profiles)
-    listener = MllpListener(Bridge(engine, settings.hl7_default_charset), listener_settings(settings))
+    trail = AuditTrail(engine_committer(engine), settings.data_dir / "audit", role="mllp") if settings.audit else None
+    if trail is not None:
+        await trail.start()
+    listener = MllpListener(Bridge(engine, settings.hl7_default_charset), listener_settings(settings), message_recorder(trail))
     port = await listener.start()
     print(f"calipso MLLP listener on {settings.host}:{port}", flush=True)
     stop = asyncio.Event()
@@ -30,6 +34,8 @@ async def run_listener(settings: Settings) -> int:
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
     await listener.stop()
+    if trail is not None:
+        await trail.stop()
     await client.close()
     return 0
 

@@ -289,7 +289,7 @@ async def test_the_journal_keeps_what_a_crash_did_not_commit(audited: tuple[Fast
     recorded = [audit_event("read", 200, "Practitioner/gp", "10.0.0.1", "Patient", "helene") for _ in range(3)]
     for event in recorded:
         failing.record(event)
-    assert (tmp_path / "crashed" / JOURNAL).read_bytes().count(b"\n") == 3  # on disk before any commit
+    assert (tmp_path / "crashed" / JOURNAL.format(role="api")).read_bytes().count(b"\n") == 3  # on disk before any commit
     # the process "dies": no stop(), nothing committed
     revived = AuditTrail(engine_committer(engine), tmp_path / "crashed")
     await revived.start()
@@ -299,7 +299,7 @@ async def test_the_journal_keeps_what_a_crash_did_not_commit(audited: tuple[Fast
     again = AuditTrail(engine_committer(engine), tmp_path / "crashed")  # nothing left, nothing written twice
     await again.start()
     await again.stop()
-    assert (tmp_path / "crashed" / JOURNAL).read_bytes() == b""
+    assert (tmp_path / "crashed" / JOURNAL.format(role="api")).read_bytes() == b""
 
 
 async def _refusing_commit(events: list[dict[str, Any]]) -> None:

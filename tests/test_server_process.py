@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -76,3 +77,37 @@ async def test_database_outage_gives_500_without_trace_or_data(tmp_path: Path, c
             assert "internal error incident=" in caplog.text
     finally:
         database.stop()
+
+
+def test_the_standalone_mllp_listener_applies_and_audits(tmp_path: Path) -> None:
+    """`calipso mllp`: the listener alone, on its own embedded database; the message is applied
+    and audited, and a clean stop leaves nothing in its audit journal."""
+    import asyncio
+    import signal
+    import subprocess
+
+    from conformance.server import free_port
+    from hl7v2_bridge.client import MllpClient, ack_code
+    from tests.bridge_fixtures import sample
+
+    data_dir, port = tmp_path / "data", free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CALIPSO_")}
+    process = subprocess.Popen([*CALIPSO, "mllp", "--mllp-port", str(port), "--data-dir", str(data_dir)],
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    try:
+        assert process.stdout is not None
+        for line in process.stdout:
+            if "MLLP listener on" in line:
+                break
+        else:
+            raise AssertionError("the listener did not start")
+
+        async def send() -> bytes:
+            async with MllpClient("127.0.0.1", port) as client:
+                return await client.send(sample("A03-discharge-home.hl7"))
+
+        assert ack_code(asyncio.run(send())) == "AA"
+    finally:
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(60) == 0
+    assert (data_dir / "audit" / "audit-journal-mllp.ndjson").read_bytes() == b""  # committed at stop

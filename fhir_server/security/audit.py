@@ -21,13 +21,13 @@ import os
 import uuid
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Callable, Protocol
 
 import orjson
 
 log = logging.getLogger("calipso.audit")
 
-JOURNAL = "audit-journal.ndjson"
+JOURNAL = "audit-journal-{role}.ndjson"  # one per process role: `serve` and `mllp` may share a data dir
 BATCH = 500
 INTERVAL = 0.2  # seconds between two commits while records keep coming
 
@@ -103,6 +103,13 @@ def message_event(code: str, sender: str, key: str) -> dict[str, Any]:
     return event
 
 
+def message_recorder(trail: "AuditTrail | None") -> Callable[[str, str, str], None] | None:
+    """What the MLLP listener calls with each message's (ACK code, sender, inbox key)."""
+    if trail is None:
+        return None
+    return lambda code, sender, key: trail.record(message_event(code, sender, key))
+
+
 class Committer(Protocol):
     async def __call__(self, events: list[dict[str, Any]]) -> None: ...
 
@@ -110,9 +117,9 @@ class Committer(Protocol):
 class AuditTrail:
     """Journal + queue + background commits. `commit` writes a batch of events (idempotently)."""
 
-    def __init__(self, commit: Committer, journal_dir: Path | None):
+    def __init__(self, commit: Committer, journal_dir: Path | None, role: str = "api"):
         self._commit = commit
-        self._path = Path(journal_dir) / JOURNAL if journal_dir else None
+        self._path = Path(journal_dir) / JOURNAL.format(role=role) if journal_dir else None
         self._fd: int | None = None
         self._queue: list[dict[str, Any]] = []
         self._wake = asyncio.Event()
@@ -208,4 +215,4 @@ def _read_journal(path: Path) -> list[dict[str, Any]]:
     return events
 
 
-__all__ = ["AuditTrail", "audit_event", "engine_committer", "message_event"]
+__all__ = ["AuditTrail", "audit_event", "engine_committer", "message_event", "message_recorder"]
