@@ -377,12 +377,20 @@ class _Plan:
         self.engine.check_type(resource_type)
         params = parse_criteria(query)
         found = set(await self._search(resource_type, params, CONDITIONAL_LIMIT))
-        criteria = (await self.engine.searcher.criteria(resource_type, params, self.base_url)).filter()
+        criteria: dict[str, Any] | None = None
         for request in self.requests:  # resources this Bundle creates or updates count as well
-            if request.method in ("POST", "PUT") and request.resource_type == resource_type:
-                target = self.targets[request.index]
-                if not target.existing and matches(self._index_document(request, target.keys[0]), criteria):
-                    found.add(target.keys[0])
+            if request.method not in ("POST", "PUT") or request.resource_type != resource_type:
+                continue
+            target = self.targets[request.index]
+            if target.existing:
+                continue
+            if _same_criteria(request, params):  # the entry writes the very resource these criteria name
+                found.add(target.keys[0])
+                continue
+            if criteria is None:
+                criteria = (await self.engine.searcher.criteria(resource_type, params, self.base_url)).filter()
+            if matches(self._index_document(request, target.keys[0]), criteria):
+                found.add(target.keys[0])
         if len(found) != 1:
             what = "no resource" if not found else "more than one resource"
             raise FhirError.of(412, "not-found" if not found else "multiple-matches",
@@ -505,6 +513,17 @@ class _Plan:
                 params = parse_criteria(request.if_none_exist)
                 if not await self._search(str(request.resource_type), params, 1):
                     await self.engine.store.release_guard(guard)
+
+
+def _same_criteria(request: BundleRequest, params: list[tuple[str, str]]) -> bool:
+    """Whether an entry's conditional url (PUT) or ifNoneExist (POST) holds these criteria."""
+    own = request.criteria if request.method == "PUT" else request.if_none_exist
+    if not own:
+        return False
+    try:
+        return sorted(parse_criteria(own)) == sorted(params)
+    except FhirError:
+        return False
 
 
 def _unchanged(current: Version | None, resource: dict[str, Any], resource_id: str) -> bool:

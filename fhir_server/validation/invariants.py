@@ -76,6 +76,11 @@ def _open_period(value: Any) -> bool | None:
     return True if isinstance(value, dict) and ("start" not in value or "end" not in value) else None
 
 
+def _no_contained(value: Any) -> bool | None:
+    """dom-2 to dom-5 speak only of contained resources: without any, they hold."""
+    return True if isinstance(value, dict) and not value.get("contained") else None
+
+
 def _has_narrative(value: Any) -> bool | None:
     text = value.get("text") if isinstance(value, dict) else None
     return True if isinstance(text, dict) and isinstance(text.get("div"), str) else None
@@ -85,6 +90,10 @@ def _has_narrative(value: Any) -> bool | None:
 # an expression). They only ever answer "holds" or "don't know": a failure is always
 # fhirpathpy's verdict. tests/test_invariants.py checks each against fhirpathpy.
 SHORTCUTS = {
+    "dom-2": _no_contained,
+    "dom-3": _no_contained,
+    "dom-4": _no_contained,
+    "dom-5": _no_contained,
     "ref-1": _no_local_reference,
     "ext-1": _one_of_extension_or_value,
     "per-1": _open_period,
