@@ -188,3 +188,18 @@ async def test_enhanced_mode_accepts_then_acknowledges(bridged: tuple[FastAPI, h
         assert ack_code(refused) == "CR"  # refused before the inbox takes it: commit reject, nothing after
         assert ack_code(await mllp.send(sample(STORY[3]))) == "AA"  # original mode still answers once
     assert len(await search(client, "Communication")) == 1
+
+
+async def test_a_message_that_changes_nothing_is_still_marked_applied(bridged: tuple[FastAPI, httpx.AsyncClient, int]) -> None:
+    """The same discharge sent again under a new control id writes nothing (every write is
+    conditional or unchanged), and the inbox still records it as applied with its ACK."""
+    app, client, port = bridged
+    discharge = sample(STORY[1])
+    again = discharge.replace(b"CHT20261120143000017", b"CHT20261120143000017-AGAIN")
+    first = (await _send(port, discharge))[0]
+    before = await counts(client)
+    second = (await _send(port, again))[0]
+    assert ack_code(first) == "AA" and ack_code(second) == "AA", _err(second)
+    assert await counts(client) == before  # no new version anywhere
+    stored = await app.state.bridge.inbox.get("CRISTALNET|CHTROYES^1.2.250.1.71.4.2.2.100000999^ISO|CHT20261120143000017-AGAIN")
+    assert stored is not None and stored["status"] == APPLIED and bytes(stored["ack"]) == second

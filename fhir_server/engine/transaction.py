@@ -246,6 +246,8 @@ class _Plan:
     results: dict[int, EntryResult] = field(default_factory=dict)
     index_documents: dict[int, dict[str, Any]] = field(default_factory=dict)
     searches: dict[tuple[str, tuple[tuple[str, str], ...], int], list[str]] = field(default_factory=dict)
+    prefetched: dict[str, Version] = field(default_factory=dict)  # current versions the lookups brought
+    fresh: set[str] = field(default_factory=set)  # keys this plan made up (new ids): nothing stored there
 
     async def prepare(self) -> None:
         ordered = sorted(self.requests, key=lambda r: ORDER[r.method])
@@ -254,7 +256,11 @@ class _Plan:
             with blame(request.index):
                 await self._target(request)
         self._refuse_duplicates()
-        self.currents = await self.engine.store.read_many(sorted({k for t in self.targets.values() for k in t.keys}))
+        keys = sorted({k for t in self.targets.values() for k in t.keys})
+        unread = [k for k in keys if k not in self.prefetched and k not in self.fresh]
+        self.currents = {k: self.prefetched[k] for k in keys if k in self.prefetched}
+        if unread:
+            self.currents.update(await self.engine.store.read_many(unread))
         for target_key, current in self.currents.items():  # a write may only replace what the token reaches
             if not current.deleted:
                 await self.engine.check_visible(current.type, current.id)
@@ -284,7 +290,7 @@ class _Plan:
                 raise FhirError.of(404, "not-found", "the criteria match no resource to patch", "request.url")
             if not found and request.method == "PUT":
                 body_id = request.resource.get("id") if isinstance(request.resource, dict) else None
-                found = [f"{resource_type}/{body_id or uuid.uuid4()}"]
+                found = [f"{resource_type}/{body_id}" if body_id else self._fresh_key(resource_type)]
                 if body_id:
                     engine.check_id(body_id)
             target = _Target(found)
@@ -295,7 +301,7 @@ class _Plan:
     async def _create_target(self, request: BundleRequest) -> _Target:
         resource_type = str(request.resource_type)
         if request.if_none_exist is None:
-            return _Target([f"{resource_type}/{uuid.uuid4()}"])
+            return _Target([self._fresh_key(resource_type)])
         params = parse_criteria(request.if_none_exist)
         found = await self._search(resource_type, params, CONDITIONAL_LIMIT)
         if len(found) > 1:
@@ -305,7 +311,12 @@ class _Plan:
         guard = guard_key(resource_type, params)
         if any(t.guard == guard for t in self.targets.values()):
             raise FhirError.of(400, "invalid", "two entries create with the same ifNoneExist criteria", "request.ifNoneExist")
-        return _Target([f"{resource_type}/{uuid.uuid4()}"], guard=guard)
+        return _Target([self._fresh_key(resource_type)], guard=guard)
+
+    def _fresh_key(self, resource_type: str) -> str:
+        key = f"{resource_type}/{uuid.uuid4()}"
+        self.fresh.add(key)
+        return key
 
     async def _look_up_conditionals(self, ordered: list[BundleRequest]) -> None:
         """Every conditional the plan will need (target criteria, ifNoneExist, conditional
@@ -330,7 +341,9 @@ class _Plan:
         if len(lookups) < 2:
             return
         wanted = list(lookups)
-        answers = await self.engine.searcher.matching_keys([(t, list(p)) for t, p in wanted], self.base_url, CONDITIONAL_LIMIT)
+        matched: dict[str, dict[str, Any]] = {}
+        answers = await self.engine.searcher.matching_keys([(t, list(p)) for t, p in wanted], self.base_url, CONDITIONAL_LIMIT, matched)
+        self.prefetched = {key: Version.from_document(doc) for key, doc in matched.items()}
         for (resource_type, params), answer in zip(wanted, answers):
             if answer is not None:
                 self.searches[(resource_type, params, CONDITIONAL_LIMIT)] = answer

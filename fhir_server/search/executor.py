@@ -290,13 +290,15 @@ class Searcher:
         return await self._page_from_database(criteria, {"$and": [query, {"deleted": False}]}, request, sort)
 
     async def matching_keys(
-        self, lookups: list[tuple[str, list[tuple[str, str]]]], base_url: str, limit: int
+        self, lookups: list[tuple[str, list[tuple[str, str]]]], base_url: str, limit: int,
+        matched: dict[str, dict[str, Any]] | None = None,
     ) -> list[list[str] | None]:
         """The "Type/id" keys (first `limit`, by id) each lookup's criteria match, for many
         conditional criteria at once: one indexed query per resource type and driving field,
         then each criteria matched here. None for a lookup this cannot answer (no driving clause, or
         too many candidates, criteria in error): search that one on its own, which reports
-        the error."""
+        the error. `matched`, when given, receives the stored documents that matched (with
+        `raw`, `version`, `updated`): a transaction need not read them again."""
         compiled: list[Criteria | None] = []
         for resource_type, params in lookups:
             try:
@@ -317,6 +319,8 @@ class Searcher:
             values = sorted({v for criteria in chosen for v in _driver_values(criteria.driver() or {})})
             fields = {f for criteria in chosen for f in _fields(criteria.clauses)}
             projection = {"_id": 1, "type": 1, "id": 1, "deleted": 1, **{f: 1 for f in _without_parents(fields)}}
+            if matched is not None:
+                projection.update(raw=1, version=1, updated=1)
             query = {"type": resource_type, name: values[0] if len(values) == 1 else {"$in": values}}
             found = [doc async for doc in self._collection.find(query, projection).limit(MAX_CANDIDATES + 1)]
             if len(found) > MAX_CANDIDATES:
@@ -324,7 +328,10 @@ class Searcher:
             live = sorted((doc for doc in found if not doc.get("deleted")), key=lambda doc: doc["_id"])
             for position, criteria in zip(positions, chosen):
                 wanted = criteria.filter()
-                answers[position] = [f"{doc['type']}/{doc['id']}" for doc in live if matches(doc, wanted)][:limit]
+                hits = [doc for doc in live if matches(doc, wanted)][:limit]
+                answers[position] = [doc["_id"] for doc in hits]
+                if matched is not None:
+                    matched.update((doc["_id"], doc) for doc in hits)
         return answers
         projection = {"_id": 1, "type": 1, "id": 1, "deleted": 1, **{f: 1 for f in _without_parents(fields)}}
         found = [doc async for doc in self._collection.find({"$or": branches}, projection).limit(MAX_CANDIDATES + 1)]

@@ -220,8 +220,8 @@ class ResourceStore:
         different documents) retries the *same* writes, so it can never pass for a version
         conflict and give a false 412.
         """
-        if not writes:
-            return
+        if not writes and not also:
+            return  # (bookkeeping alone still commits: a message whose writes all changed nothing is applied too)
         operations, checks = self._operations(writes)
         for item in also:
             operations.append(UpdateOne(item.filter, item.update, namespace=self._namespace(item.collection)))
@@ -240,7 +240,7 @@ class ResourceStore:
                     raise
                 maybe_committed = maybe_committed or error.has_error_label("UnknownTransactionCommitResult")
                 await back_off(attempt)
-        raise StorageBusy(f"{writes[0].type}/{writes[0].id}")
+        raise StorageBusy(f"{writes[0].type}/{writes[0].id}" if writes else also[0].collection)
 
     def _operations(self, writes: tuple[Write, ...]) -> tuple[list[Any], list[tuple[str, str]]]:
         """The bulk operations, and for each one what a failure of it means: (kind, key)."""
