@@ -12,7 +12,7 @@ from fhir_server.ig import load_guide
 from fhir_server.spec import load_spec
 from fhir_server.validation import Validator
 from hl7v2_bridge.client import MllpClient, ack_code
-from hl7v2_bridge.inbox import APPLIED, REJECTED
+from hl7v2_bridge.inbox import APPLIED, REJECTED, digest
 from tests.bridge_fixtures import STORY, counts, sample, search
 
 C = load_guide().canonical
@@ -110,6 +110,9 @@ async def test_a_resend_writes_nothing_and_gets_the_same_ack(bridged: tuple[Fast
     assert await counts(client) == before
     stored = await app.state.bridge.inbox.get("CRISTALNET|CHTROYES^1.2.250.1.71.4.2.2.100000999^ISO|CHT20261120143000017")
     assert stored["status"] == APPLIED and bytes(stored["ack"]) == first
+    # kept by the transaction that applied it: the raw bytes, their hash, when and from whom
+    assert bytes(stored["raw"]) == sample(STORY[1]) and stored["sha256"] == digest(sample(STORY[1]))
+    assert stored["event"] == "A03" and stored["sender"].startswith("127.0.0.1") and stored["received"] <= stored["settled"]
 
 
 async def test_same_control_id_other_bytes_is_refused_and_kept(bridged: tuple[FastAPI, httpx.AsyncClient, int]) -> None:
