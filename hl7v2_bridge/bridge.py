@@ -7,9 +7,6 @@
   transaction, and only then is AA sent. A resend of a settled message gets the stored ACK
   and writes nothing; the same key with other bytes gets AE 205.
 - Messages for one patient are applied one at a time, in arrival order (per process).
-- Original mode tries first to keep and apply a new message in one transaction; when that is
-  not the case (known key, content refused, failure) the message is kept first, then sorted
-  out as above. Enhanced mode always keeps it first (CA means "kept").
 """
 
 from __future__ import annotations
@@ -26,11 +23,11 @@ from fhir_server.engine import Engine
 from fhir_server.engine.conditional import conditional_target
 from fhir_server.engine.transaction import BundleLimits, read_request, run_transaction
 from fhir_server.outcome import FhirError
-from fhir_server.storage.store import Bookkeeping, ConditionFailed
+from fhir_server.storage.store import ConditionFailed
 from hl7v2_bridge.ack import Problem, acknowledge
 from hl7v2_bridge.ack import ack_code
 from hl7v2_bridge.er7 import Er7Error, Message, decode
-from hl7v2_bridge.inbox import APPLIED, FAILED, FINAL, REJECTED, Inbox, arrival, digest
+from hl7v2_bridge.inbox import APPLIED, FAILED, FINAL, REJECTED, Inbox, digest
 from hl7v2_bridge.mapping import MERGE, OPTIONAL, Mappings, MappingError, load_mappings, to_bundle
 
 log = logging.getLogger("calipso.bridge")
@@ -96,16 +93,8 @@ class Bridge:
             log.info("message refused control_id=%s code=%s", message.value("MSH-10")[:40], refusal.code)
             return self._answer(message, enhanced, Outcome("CR" if enhanced else "AR", ack, key), accept_level=True)
         event = message.value("MSH-9.2")
-        if not enhanced:
-            mapped = self._map(message)
-            first = await self._apply_on_arrival(message, key, mapped, arrival(raw, sender, event))
-            if first is not None:
-                return first
-            receiving = asyncio.ensure_future(self._inbox.receive(key, raw, sender, event))
-            mapped = self._map(message)  # afresh: applying consumed the first Bundle's markers
-        else:
-            receiving = asyncio.ensure_future(self._inbox.receive(key, raw, sender, event))
-            mapped = self._map(message)  # CPU work while the database stores the message
+        receiving = asyncio.ensure_future(self._inbox.receive(key, raw, sender, event))
+        mapped = self._map(message)  # CPU work while the database stores the message
         stored = await receiving
         if stored is not None and stored.sha256 != digest(raw):
             problem = Problem("205", f"Message control id {message.value('MSH-10')[:40]} was already used for a different message")
@@ -139,41 +128,17 @@ class Bridge:
         except MappingError as error:
             return error
 
-    async def _apply_on_arrival(
-        self, message: Message, key: str, bundle: dict[str, Any] | MappingError, first: dict[str, Any]
-    ) -> Outcome | None:
-        """Original mode, the usual case: a new message that applies. The inbox keeps it in the
-        very transaction that applies it (one database round trip less than keeping it first).
-        None when it is not that case (the key is known, or the message does not apply): the
-        caller then takes the path that keeps the message first and sorts it out."""
-        if isinstance(bundle, MappingError):
-            return None
-        ack = acknowledge(message, "AA")
-        async with self._patient_locks[_patient_key(message)]:
-            try:
-                size = await self._run(bundle, lambda size: self._inbox.applied(key, ack, size, first=first))
-            except Exception:  # noqa: BLE001 - known key, invalid content, internal error: the other path decides
-                return None
-        log.info("message applied control_id=%s event=%s entries=%d", message.value("MSH-10")[:40], message.value("MSH-9.2"), size)
-        return Outcome("AA", ack, key)
-
-    async def _run(self, bundle: dict[str, Any], status: Callable[[int], Bookkeeping]) -> int:
-        """Apply the Bundle's entries in one transaction with the inbox status (given the number
-        of entries applied); that number. Consumes the Bundle's `merge`/`optional` markers."""
-        entries = await self._without_absent_targets(bundle["entry"])
-        merges = self._merges(entries)
-        requests = [read_request(i, entry, self._engine, INTERNAL_BASE) for i, entry in enumerate(entries)]
-        for position, merge in merges.items():
-            requests[position].merge = merge
-        await run_transaction(self._engine, requests, INTERNAL_BASE, BundleLimits(skip_unchanged=True), (status(len(requests)),))
-        return len(requests)
-
     async def _apply(self, message: Message, key: str, bundle: dict[str, Any] | MappingError) -> Outcome:
         if isinstance(bundle, MappingError):
             return await self._reject(message, key, "AE", Problem(bundle.code, bundle.text, bundle.location))
         ack = acknowledge(message, "AA")
         try:
-            size = await self._run(bundle, lambda size: self._inbox.applied(key, ack, size))
+            entries = await self._without_absent_targets(bundle["entry"])
+            merges = self._merges(entries)
+            requests = [read_request(i, entry, self._engine, INTERNAL_BASE) for i, entry in enumerate(entries)]
+            for position, merge in merges.items():
+                requests[position].merge = merge
+            await run_transaction(self._engine, requests, INTERNAL_BASE, BundleLimits(skip_unchanged=True), (self._inbox.applied(key, ack, len(requests)),))
         except FhirError as error:
             text = "; ".join(i.diagnostics for i in error.issues)[:500]
             code = "207" if error.status >= 500 or error.status == 409 else "102"
@@ -183,7 +148,7 @@ class Bridge:
             if found and found.get("status") == APPLIED and found.get("ack"):
                 return Outcome("AA", bytes(found["ack"]), key)
             raise
-        log.info("message applied control_id=%s event=%s entries=%d", message.value("MSH-10")[:40], message.value("MSH-9.2"), size)
+        log.info("message applied control_id=%s event=%s entries=%d", message.value("MSH-10")[:40], message.value("MSH-9.2"), len(requests))
         return Outcome("AA", ack, key)
 
     @staticmethod

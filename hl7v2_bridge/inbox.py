@@ -3,9 +3,7 @@
 The key is (MSH-3, MSH-4, MSH-10): a unique `_id`, so two bridge processes cannot both take
 the same message. Unreadable messages (no usable MSH) are kept under their hash. Status goes
 received -> applied | rejected | failed; `applied` is set in the database transaction that
-writes the notebook, so a message is applied exactly once. In original mode a new message that
-applies is kept by that same transaction (upsert, straight to `applied`): one database round
-trip less; any other case keeps it `received` first, as in enhanced mode.
+writes the notebook, so a message is applied exactly once.
 """
 
 from __future__ import annotations
@@ -38,11 +36,6 @@ def digest(raw: bytes) -> str:
     return hashlib.sha256(raw).hexdigest()
 
 
-def arrival(raw: bytes, sender: str, event: str) -> dict[str, Any]:
-    """What the inbox keeps of a message as it arrives."""
-    return {"sha256": digest(raw), "raw": Binary(raw), "received": datetime.now(timezone.utc), "sender": sender, "event": event}
-
-
 class Inbox:
     """Inbox operations over the store's database."""
 
@@ -51,7 +44,15 @@ class Inbox:
 
     async def receive(self, key: str, raw: bytes, sender: str, event: str) -> Stored | None:
         """Keep a new message; None when it is new, else what the inbox already holds for the key."""
-        document = {"_id": key, **arrival(raw, sender, event), "status": RECEIVED}
+        document = {
+            "_id": key,
+            "sha256": digest(raw),
+            "raw": Binary(raw),
+            "received": datetime.now(timezone.utc),
+            "sender": sender,
+            "event": event,
+            "status": RECEIVED,
+        }
         try:
             await self._collection.insert_one(document)
             return None
@@ -79,19 +80,14 @@ class Inbox:
         await self._collection.update_one({"_id": key, "status": {"$ne": APPLIED}}, {"$set": update})
 
     @staticmethod
-    def applied(key: str, ack: bytes, bundle_size: int, first: dict[str, Any] | None = None) -> Bookkeeping:
-        """The status change that commits with the notebook writes (only from received/failed).
-
-        `first` (the message's `arrival`): the message is not in the inbox yet; the same
-        operation keeps it, applied, in the same database transaction (a key already taken,
-        in any state but received/failed, makes the commit fail with ConditionFailed)."""
-        update: dict[str, Any] = {
-            "$set": {"status": APPLIED, "ack": Binary(ack), "settled": datetime.now(timezone.utc), "entries": bundle_size},
-            "$unset": {"error": ""},
-        }
-        if first is not None:
-            update["$setOnInsert"] = first
-        return Bookkeeping(INBOX, {"_id": key, "status": {"$in": [RECEIVED, FAILED]}}, update, upsert=first is not None)
+    def applied(key: str, ack: bytes, bundle_size: int) -> Bookkeeping:
+        """The status change that commits with the notebook writes (only from received/failed)."""
+        return Bookkeeping(
+            INBOX,
+            {"_id": key, "status": {"$in": [RECEIVED, FAILED]}},
+            {"$set": {"status": APPLIED, "ack": Binary(ack), "settled": datetime.now(timezone.utc), "entries": bundle_size},
+             "$unset": {"error": ""}},
+        )
 
     async def reopen(self, key: str) -> None:
         """Make a failed or rejected message applicable again (replay after a mapping fix)."""
@@ -111,4 +107,4 @@ class Inbox:
         return [(doc["_id"], bytes(doc["raw"])) async for doc in cursor]
 
 
-__all__ = ["APPLIED", "FAILED", "FINAL", "Inbox", "RECEIVED", "REJECTED", "Stored", "arrival", "digest"]
+__all__ = ["APPLIED", "FAILED", "FINAL", "Inbox", "RECEIVED", "REJECTED", "Stored", "digest"]

@@ -85,7 +85,6 @@ class Bookkeeping:
     collection: str
     filter: dict[str, Any]
     update: dict[str, Any]
-    upsert: bool = False  # no document under the filter's _id yet: insert it (a taken _id is a ConditionFailed)
 
 
 @dataclass(frozen=True, slots=True)
@@ -225,7 +224,7 @@ class ResourceStore:
             return  # (bookkeeping alone still commits: a message whose writes all changed nothing is applied too)
         operations, checks = self._operations(writes)
         for item in also:
-            operations.append(UpdateOne(item.filter, item.update, upsert=item.upsert, namespace=self._namespace(item.collection)))
+            operations.append(UpdateOne(item.filter, item.update, namespace=self._namespace(item.collection)))
             checks.append(("also", item.collection))
         maybe_committed = False
         for attempt in range(TRANSIENT_ATTEMPTS):
@@ -275,18 +274,14 @@ class ResourceStore:
                     duplicates = [e for e in error.write_errors or [] if e.get("code") == DUPLICATE_KEY]
                     if duplicates:
                         kind, key = checks[duplicates[0].get("idx", 0)]
-                        if kind == "also":  # an upsert whose document exists in another state
-                            raise ConditionFailed(key) from error
                         raise GuardTaken(key) if kind == "guard" else VersionConflict(key) from error
                     raise
                 if verbose:
                     for index, (kind, key) in enumerate(checks):
                         if kind == "replace" and result.update_results[index].matched_count != 1:
                             raise VersionConflict(key)
-                        if kind == "also":
-                            outcome = result.update_results[index]
-                            if outcome.matched_count != 1 and outcome.upserted_id is None:
-                                raise ConditionFailed(key)
+                        if kind == "also" and result.update_results[index].matched_count != 1:
+                            raise ConditionFailed(key)
 
     def _namespace(self, collection: str) -> str:
         return f"{self.db.name}.{collection}"
