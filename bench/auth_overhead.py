@@ -54,8 +54,7 @@ def run(args: argparse.Namespace) -> None:
     work = Path(tempfile.mkdtemp(prefix="calipso-bench-auth-"))
     database = EmbeddedDatabase(work / "db")
     uri = database.start()
-    assert database._process is not None
-    db_pid = database._process.pid
+    db_pid = database.pid
     servers = {mode: start(mode, uri, work / "data") for mode in MODES}
     token = DevIssuer(work / "data").token("prac-0", "user/*.rs", "calipso", fhir_user="Practitioner/prac-0", lifetime=86400)
     client: MongoClient = MongoClient(uri)

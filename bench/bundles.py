@@ -184,7 +184,6 @@ def run(args: argparse.Namespace) -> None:
     work = Path(tempfile.mkdtemp(prefix="calipso-bench-"))
     database = EmbeddedDatabase(work / "data")
     uri = database.start()
-    assert database._process is not None
     port = free_port()
     calipso = ServerProcess(
         [python(), "-m", "fhir_server.cli", "serve", "--auth", "off", "--port", str(port), "--log-level", "warning"],
@@ -202,9 +201,9 @@ def run(args: argparse.Namespace) -> None:
             for name in order:
                 print(f"round {round_number + 1}: {name} ...", file=sys.stderr, flush=True)
                 if name == "calipso":
-                    figures = asyncio.run(run_calipso(base, bodies, args, (calipso.pid, database._process.pid)))
+                    figures = asyncio.run(run_calipso(base, bodies, args, (calipso.pid, database.pid)))
                 else:
-                    figures = asyncio.run(run_baseline(uri, prepared, args, (os.getpid(), database._process.pid)))
+                    figures = asyncio.run(run_baseline(uri, prepared, args, (os.getpid(), database.pid)))
                 results[name] = results[name].merge(figures) if name in results else figures
     finally:
         calipso.stop()

@@ -126,7 +126,6 @@ def run(args: argparse.Namespace) -> None:
     work = Path(tempfile.mkdtemp(prefix="calipso-bench-"))
     database = EmbeddedDatabase(work / "data")
     uri = database.start()
-    assert database._process is not None
     port, mllp_port = free_port(), free_port()
     calipso = ServerProcess(
         [python(), "-m", "fhir_server.cli", "serve", "--auth", "off", "--port", str(port), "--mllp-port", str(mllp_port), "--log-level", "warning"],
@@ -143,9 +142,9 @@ def run(args: argparse.Namespace) -> None:
             messages = [discharge(n, series) for n in range(args.messages)]
             baseline_messages = [discharge(n, f"R{series}") for n in range(args.messages)]
             prepared = [(raw, stored_documents(to_bundle(decode(raw), mapping, mappings.tables))) for raw in baseline_messages]
-            pids = (calipso.pid, database._process.pid)
+            pids = (calipso.pid, database.pid)
             print(f"{connections} connection(s): baseline ...", file=sys.stderr, flush=True)
-            baseline = asyncio.run(run_baseline(uri, prepared, connections, (os.getpid(), database._process.pid)))
+            baseline = asyncio.run(run_baseline(uri, prepared, connections, (os.getpid(), database.pid)))
             print(f"{connections} connection(s): calipso ...", file=sys.stderr, flush=True)
             ours = asyncio.run(run_calipso(mllp_port, messages, connections, pids))
             results.append((baseline, ours))

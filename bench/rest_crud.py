@@ -59,8 +59,7 @@ def run(args: argparse.Namespace) -> None:
     work = Path(tempfile.mkdtemp(prefix="calipso-bench-"))
     database = EmbeddedDatabase(work / "data")
     uri = database.start()
-    assert database._process is not None
-    db_pid = database._process.pid
+    db_pid = database.pid
     calipso_port, baseline_port = free_port(), free_port()
     calipso = ServerProcess(
         [python(), "-m", "fhir_server.cli", "serve", "--auth", "off", "--port", str(calipso_port), "--log-level", "warning"],

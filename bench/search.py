@@ -128,8 +128,7 @@ def main() -> None:
     require_wrk()
     database = EmbeddedDatabase(Path(tempfile.mkdtemp(prefix="calipso-search-")) / "data")
     uri = database.start()
-    assert database._process is not None
-    db_pid = database._process.pid
+    db_pid = database.pid
     port = free_port()
     server = ServerProcess(
         [python(), "-m", "fhir_server.cli", "serve", "--auth", "off", "--port", str(port), "--log-level", "warning"],

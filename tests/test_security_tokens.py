@@ -53,15 +53,14 @@ def keys() -> dict[str, tuple[Any, dict[str, Any]]]:
     return {"a": rsa_key("a"), "b": rsa_key("b"), "e": ec_key("e")}
 
 
-def verifier(clock: Clock, leeway: float = 60) -> tuple[TokenVerifier, RemoteJwks]:
-    jwks = RemoteJwks(JWKS_URL, httpx.AsyncClient(), min_refresh=10, clock=clock)
-    return TokenVerifier({ISSUER: jwks}, AUDIENCE, leeway), jwks
+def verifier(clock: Clock, leeway: float = 60) -> TokenVerifier:
+    return TokenVerifier({ISSUER: RemoteJwks(JWKS_URL, httpx.AsyncClient(), min_refresh=10, clock=clock)}, AUDIENCE, leeway)
 
 
 @respx.mock
 async def test_valid_rs256_and_es256_tokens_give_their_claims(keys: dict[str, Any]) -> None:
     respx.get(JWKS_URL).respond(json={"keys": [keys["a"][1], keys["e"][1]]})
-    check, _ = verifier(Clock())
+    check = verifier(Clock())
     claims = await check.verify(sign(keys["a"][0], "a", patient="helene"))
     assert claims.subject == "u1" and claims.fhir_user == "Practitioner/gp" and claims.patient == "helene"
     assert (await check.verify(sign(keys["e"][0], "e", "ES256"))).scope == "user/*.read"
@@ -77,7 +76,7 @@ async def test_valid_rs256_and_es256_tokens_give_their_claims(keys: dict[str, An
 ])
 async def test_claims_are_checked(keys: dict[str, Any], claims: dict[str, Any], reason: str) -> None:
     respx.get(JWKS_URL).respond(json={"keys": [keys["a"][1]]})
-    check, _ = verifier(Clock())
+    check = verifier(Clock())
     token = sign(keys["a"][0], "a", **{k: v for k, v in claims.items() if v is not None})
     if claims.get("sub", "") is None:
         token = jwt.encode({k: v for k, v in jwt.decode(token, options={"verify_signature": False}).items() if k != "sub"},
@@ -89,14 +88,14 @@ async def test_claims_are_checked(keys: dict[str, Any], claims: dict[str, Any], 
 @respx.mock
 async def test_clock_skew_within_the_leeway_is_accepted(keys: dict[str, Any]) -> None:
     respx.get(JWKS_URL).respond(json={"keys": [keys["a"][1]]})
-    check, _ = verifier(Clock(), leeway=60)
+    check = verifier(Clock(), leeway=60)
     await check.verify(sign(keys["a"][0], "a", exp=int(time.time()) - 30, nbf=int(time.time()) + 30))
 
 
 @respx.mock
 async def test_a_forged_signature_or_algorithm_is_refused(keys: dict[str, Any]) -> None:
     respx.get(JWKS_URL).respond(json={"keys": [keys["a"][1]]})
-    check, _ = verifier(Clock())
+    check = verifier(Clock())
     with pytest.raises(InvalidToken, match="signature"):
         await check.verify(sign(keys["b"][0], "a"))  # another key claiming kid "a"
     hs256 = jwt.encode({"iss": ISSUER, "sub": "x", "aud": AUDIENCE, "exp": int(time.time()) + 60}, "k" * 32, algorithm="HS256")
@@ -112,7 +111,7 @@ async def test_key_rotation(keys: dict[str, Any]) -> None:
     clock = Clock()
     route = respx.get(JWKS_URL)
     route.respond(json={"keys": [keys["a"][1]]}, headers={"Cache-Control": "max-age=600"})
-    check, _ = verifier(clock)
+    check = verifier(clock)
     await check.verify(sign(keys["a"][0], "a"))
     assert route.call_count == 1
     # the issuer starts signing with b: one refetch finds it...
@@ -140,7 +139,7 @@ async def test_an_outage_keeps_the_cached_keys(keys: dict[str, Any]) -> None:
     clock = Clock()
     route = respx.get(JWKS_URL)
     route.respond(json={"keys": [keys["a"][1]]}, headers={"Cache-Control": "max-age=60"})
-    check, _ = verifier(clock)
+    check = verifier(clock)
     await check.verify(sign(keys["a"][0], "a"))
     route.side_effect = httpx.ConnectError("issuer down")
     clock.now += 120  # expired: a refresh is attempted and fails
@@ -154,12 +153,12 @@ async def test_an_outage_keeps_the_cached_keys(keys: dict[str, Any]) -> None:
 @respx.mock
 async def test_no_keys_at_all_is_unavailable_not_invalid(keys: dict[str, Any]) -> None:
     respx.get(JWKS_URL).mock(side_effect=httpx.ConnectError("issuer down"))
-    check, _ = verifier(Clock())
+    check = verifier(Clock())
     with pytest.raises(KeysUnavailable):
         await check.verify(sign(keys["a"][0], "a"))
     respx.get(JWKS_URL).respond(200, content=b"<html>not json</html>")
     clock = Clock()
-    check, _ = verifier(clock)
+    check = verifier(clock)
     with pytest.raises(KeysUnavailable):
         await check.verify(sign(keys["a"][0], "a"))
 

@@ -261,7 +261,7 @@ class _Plan:
         self.currents = {k: self.prefetched[k] for k in keys if k in self.prefetched}
         if unread:
             self.currents.update(await self.engine.store.read_many(unread))
-        for target_key, current in self.currents.items():  # a write may only replace what the token reaches
+        for current in self.currents.values():  # a write may only replace what the token reaches
             if not current.deleted:
                 await self.engine.check_visible(current.type, current.id)
         for request in ordered:

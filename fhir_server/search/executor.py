@@ -333,18 +333,6 @@ class Searcher:
                 if matched is not None:
                     matched.update((doc["_id"], doc) for doc in hits)
         return answers
-        projection = {"_id": 1, "type": 1, "id": 1, "deleted": 1, **{f: 1 for f in _without_parents(fields)}}
-        found = [doc async for doc in self._collection.find({"$or": branches}, projection).limit(MAX_CANDIDATES + 1)]
-        if len(found) > MAX_CANDIDATES:
-            return answers
-        live = sorted((doc for doc in found if not doc.get("deleted")), key=lambda doc: doc["_id"])
-        for positions in groups.values():
-            for position in positions:
-                criteria = compiled[position]
-                if criteria is not None:
-                    wanted = criteria.filter()
-                    answers[position] = [f"{doc['type']}/{doc['id']}" for doc in live if matches(doc, wanted)][:limit]
-        return answers
 
     async def _candidates(self, resource_type: str, driver: dict[str, Any], fields: set[str]) -> list[dict[str, Any]] | None:
         """Phase 1: the live documents the driving clause finds through its index (None: too many)."""

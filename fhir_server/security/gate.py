@@ -41,8 +41,10 @@ LETTERS = {
 TERMINOLOGY = {"expand": "ValueSet", "validate_code": "ValueSet", "lookup": "CodeSystem"}
 
 
-def unauthorized(text: str) -> FhirError:
-    return FhirError(401, Issue("login", text), headers={"WWW-Authenticate": f'Bearer realm="calipso", error="invalid_token"'})
+def unauthorized(text: str, presented: bool = True) -> FhirError:
+    """401; `error="invalid_token"` only when a token was presented (RFC 6750 section 3)."""
+    challenge = 'Bearer realm="calipso", error="invalid_token"' if presented else 'Bearer realm="calipso"'
+    return FhirError(401, Issue("login", text), headers={"WWW-Authenticate": challenge})
 
 
 def forbidden(text: str) -> FhirError:
@@ -72,17 +74,12 @@ class Gate:
             return UNRESTRICTED
         return await self._access(request)
 
-    @staticmethod
-    def authorize(request: Request, endpoint: str, access: Access) -> None:
-        """403 unless the token's scopes allow this endpoint on its type."""
-        if access.grant is not None and endpoint not in PUBLIC:
-            Gate._check_interaction(request, endpoint, access)
 
     async def _access(self, request: Request) -> Access:
         header = request.headers.get("authorization", "")
         scheme, _, token = header.partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
-            raise unauthorized("This server needs a bearer token (SMART on FHIR)")
+            raise unauthorized("This server needs a bearer token (SMART on FHIR)", presented=False)
         token = token.strip()
         now, changes = self._clock(), self._circle_changes()
         cached = self._cache.get(token)
@@ -161,7 +158,11 @@ class Gate:
         return frozenset(link.split("/", 1)[1] for link in links if link.startswith("Patient/"))
 
     @staticmethod
-    def _check_interaction(request: Request, endpoint: str, access: Access) -> None:
+    @staticmethod
+    def authorize(request: Request, endpoint: str, access: Access) -> None:
+        """403 unless the token's scopes allow this endpoint on its type."""
+        if access.grant is None or endpoint in PUBLIC:
+            return
         if endpoint in SYSTEM_ONLY:
             if access.context != "system":
                 raise forbidden("The HL7 v2 inbox takes system/ scopes only")

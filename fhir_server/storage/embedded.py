@@ -69,6 +69,13 @@ class EmbeddedDatabase:
             raise EmbeddedDatabaseError("the embedded database is not running")
         return f"mongodb://{self.host}:{self.port}/?directConnection=true"
 
+    @property
+    def pid(self) -> int:
+        """The running server's process id (benchmarks count its CPU time)."""
+        if self._process is None:
+            raise EmbeddedDatabaseError("the embedded database is not running")
+        return self._process.pid
+
     def start(self, timeout: float = START_TIMEOUT_S) -> str:
         """Start the server, wait until it listens, and return its connection URI."""
         self.storage_path.mkdir(parents=True, exist_ok=True)

@@ -173,17 +173,16 @@ class ResourceStore:
 
     async def read(self, resource_type: str, resource_id: str) -> Version | None:
         """The current version (type and id come from the caller: fewer fields to decode)."""
-        doc = await self._resources.find_one({"_id": f"{resource_type}/{resource_id}"}, CURRENT_FIELDS | {"raw": 1})
-        if doc is None:
-            return None
-        raw = doc.get("raw")
-        return Version(resource_type, resource_id, doc["version"], doc["updated"], doc.get("deleted", False),
-                       bytes(raw) if raw is not None else None)
+        version, _ = await self._read(resource_type, resource_id, CURRENT_FIELDS | {"raw": 1})
+        return version
 
     async def read_with_references(self, resource_type: str, resource_id: str) -> tuple[Version | None, list[str]]:
         """The current version and its reference index entries (`ix.rf`), in one query: what an
         access check needs to tell whether the resource lies in a patient's compartment."""
-        doc = await self._resources.find_one({"_id": f"{resource_type}/{resource_id}"}, CURRENT_FIELDS | {"raw": 1, "ix.rf": 1})
+        return await self._read(resource_type, resource_id, CURRENT_FIELDS | {"raw": 1, "ix.rf": 1})
+
+    async def _read(self, resource_type: str, resource_id: str, fields: dict[str, int]) -> tuple[Version | None, list[str]]:
+        doc = await self._resources.find_one({"_id": f"{resource_type}/{resource_id}"}, fields)
         if doc is None:
             return None, []
         raw = doc.get("raw")
