@@ -21,7 +21,8 @@ from fhir_server.search.index import build_index
 from fhir_server.search.matcher import matches
 from fhir_server.search.parameters import parameters_for
 from fhir_server.spec import Spec
-from fhir_server.storage.store import Bookkeeping, Current, ResourceStore, StorageBusy, Version, VersionConflict, Write, back_off
+from fhir_server.search.windows import sort_indexes
+from fhir_server.storage.store import INDEXES, RESOURCES, Bookkeeping, Current, ResourceStore, StorageBusy, Version, VersionConflict, Write, back_off
 from fhir_server.ig import ImplementationGuide, load_guide
 from fhir_server.security.policy import ACCESS, CIRCLE_TYPES
 from fhir_server.validation import Validator
@@ -68,7 +69,8 @@ class Engine:
         self.guide = guide or load_guide()
         self.validator = Validator(spec, self.guide, enforce_profiles)
         self.parameters = parameters_for(spec, self.guide.search_parameters())
-        self.searcher = Searcher(store.current_versions, spec, self.parameters, self.guide.terminology.members)
+        self.searcher = Searcher(store.current_versions, spec, self.parameters, self.guide.terminology.members,
+                                 sort_indexes(INDEXES[RESOURCES]))
         self._clock = clock
         self.care_circle_changes = 0  # bumped by every commit touching a care team: cached access decisions expire
 

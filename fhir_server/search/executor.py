@@ -21,6 +21,8 @@ from fhir_server.search.matcher import matches
 from fhir_server.search.parameters import Parameters
 from fhir_server.search.query import MAX_CHAIN_MATCHES, Criteria, QueryCompiler, ValueSetMembers, bad, no_value_sets
 from fhir_server.search.values import key
+from fhir_server.search.windows import MAX_KEYS as MAX_WINDOW_KEYS
+from fhir_server.search.windows import WindowEstimates
 from fhir_server.security.policy import ACCESS, NOTHING
 from fhir_server.spec import Spec
 
@@ -224,6 +226,20 @@ def _driver_values(driver: dict[str, Any]) -> list[str]:
     return [condition] if isinstance(condition, str) else list(condition["$in"])
 
 
+def _residual(resource_type: str, criteria: Criteria, driver: dict[str, Any]) -> list[dict[str, Any]]:
+    """The clauses left once the driving clause has found the candidates."""
+    return [c for c in criteria.clauses if c is not driver and c != {"type": resource_type}]
+
+
+@dataclass(frozen=True, slots=True)
+class _NewestFirst:
+    """A search a window of a sort index can serve: its shape, the window's anchor, the driving values."""
+
+    shape: tuple[Any, ...]
+    anchor: datetime
+    values: list[str]
+
+
 def _driving_query(resource_type: str, driver: dict[str, Any]) -> dict[str, Any]:
     """Phase 1 as the planner can answer it: all fields in one index (ids already carry the type)."""
     return driver if "_id" in driver else {"type": resource_type, **driver}
@@ -232,11 +248,16 @@ def _driving_query(resource_type: str, driver: dict[str, Any]) -> dict[str, Any]
 class Searcher:
     """Searches the current versions in the store."""
 
-    def __init__(self, collection: Any, spec: Spec, parameters: Parameters, value_sets: ValueSetMembers = no_value_sets):
+    def __init__(
+        self, collection: Any, spec: Spec, parameters: Parameters, value_sets: ValueSetMembers = no_value_sets,
+        sort_indexes: dict[str, str] | None = None,
+    ):
         self._collection = collection
         self._spec = spec
         self._parameters = parameters
         self._value_sets = value_sets
+        self._sort_indexes = sort_indexes or {}  # {driving field: the sort field its index orders by}
+        self.windows = WindowEstimates()
 
     def _restriction(self, resource_type: str) -> dict[str, Any] | None:
         """The clause the request's access policy adds to a query on this type."""
@@ -276,8 +297,21 @@ class Searcher:
     ) -> SearchResult:
         request, criteria, query, sort = await self._plan(resource_type, params, strict, base_url, extra)
         driver = criteria.driver()
+        newest = self._newest_first(resource_type, criteria, request, sort) if driver is not None else None
+        result = await self._page_from_window(resource_type, criteria, request, sort, newest) if newest else None
+        if result is None:
+            result = await self._page(resource_type, criteria, query, request, sort)
+        if newest is not None:
+            values = [_field(row, sort[0][0]) for row in result.matches]
+            self.windows.learn(newest.shape, newest.anchor, values, result.next_cursor is not None)
+        return result
+
+    async def _page(
+        self, resource_type: str, criteria: Criteria, query: dict[str, Any], request: SearchRequest, sort: list[tuple[str, int]]
+    ) -> SearchResult:
+        driver = criteria.driver()
         if driver is not None:
-            residual = [c for c in criteria.clauses if c is not driver and c != {"type": resource_type}]
+            residual = _residual(resource_type, criteria, driver)
             single = not residual and "_id" not in driver  # tombstones have ids, never index entries
             if single and not request.cursor and request.total == "none" and request.summary != "count":
                 # the whole search is one indexed clause: the first page is one plain query
@@ -288,6 +322,60 @@ class Searcher:
             if candidates is not None:
                 return await self._page_of_candidates(candidates, criteria, {"$and": residual} if residual else {}, request, sort)
         return await self._page_from_database(criteria, {"$and": [query, {"deleted": False}]}, request, sort)
+
+    def _newest_first(
+        self, resource_type: str, criteria: Criteria, request: SearchRequest, sort: list[tuple[str, int]]
+    ) -> _NewestFirst | None:
+        """The search, when a window of a sort index can serve its page (see search/windows.py)."""
+        driver = criteria.driver() or {}
+        (name, _), = driver.items()
+        if not request.sort or request.sort[0] != (self._sort_indexes.get(name), -1):
+            return None
+        if request.total != "none" or request.summary == "count" or request.count == 0:
+            return None
+        values = _driver_values(driver)
+        if len(values) > MAX_WINDOW_KEYS:
+            return None
+        anchor = datetime.now(timezone.utc)
+        if request.cursor:
+            position, before = decode_cursor(request.cursor, sort)
+            if before or not isinstance(position[0], datetime):
+                return None
+            anchor = position[0]
+        # pages of the same shape reach about as far back: same type, parameters, sort, first page or not
+        shape = (resource_type, tuple(sorted({n for n, _ in criteria.used})), tuple(sort), not request.cursor)
+        return _NewestFirst(shape, anchor, values)
+
+    async def _page_from_window(
+        self, resource_type: str, criteria: Criteria, request: SearchRequest, sort: list[tuple[str, int]],
+        newest: _NewestFirst,
+    ) -> SearchResult | None:
+        """The page read from a window of the sort index; None when the window holds too few rows."""
+        window = self.windows.window(newest.shape, newest.anchor, request.count + 1, bool(request.cursor))
+        if window is None:
+            return None
+        driver = criteria.driver() or {}
+        (name, _), = driver.items()
+        residual = _residual(resource_type, criteria, driver)
+        wanted = {"$and": residual} if residual else {}
+        found: dict[str, dict[str, Any]] = {}
+        for value in newest.values:  # one range read per value: the index pins one value of `name`
+            query = {"type": resource_type, name: value, sort[0][0]: window.condition()}
+            async for doc in self._collection.find(query):  # whole: SecantusDB projects slower than it sends
+                found[doc["_id"]] = doc
+        position = decode_cursor(request.cursor, sort)[0] if request.cursor else None
+        rows = [([_field(doc, f) for f, _ in sort], doc) for doc in found.values() if not wanted or matches(doc, wanted)]
+        if position is not None:
+            rows = [row for row in rows if _compare(row[0], position, sort) > 0]
+        if len(rows) <= request.count:
+            self.windows.missed += 1
+            return None
+        self.windows.served += 1
+        rows.sort(key=cmp_to_key(lambda a, b: _compare(a[0], b[0], sort)))
+        page = [doc for _, doc in rows[: request.count]]
+        previous_cursor = encode_cursor(page[0], sort, before=True) if request.cursor else None
+        included = await self._includes(page, request)
+        return SearchResult(page, included, encode_cursor(page[-1], sort), None, criteria, request, previous_cursor)
 
     async def matching_keys(
         self, lookups: list[tuple[str, list[tuple[str, str]]]], base_url: str, limit: int,

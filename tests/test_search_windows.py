@@ -1,0 +1,164 @@
+"""Newest-first pages read through a window of the sort index (fhir_server/search/windows.py).
+
+Windows are sized from the pages served before, so each test first serves enough pages for the
+estimates to exist, then checks that windows were really used (or really missed) and that every
+page is exactly the one the whole search gives: same rows, same order, same links.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import datetime, timedelta, timezone
+
+import httpx
+import pytest
+
+from fhir_server.search.windows import MIN_OBSERVATIONS, WindowEstimates, sort_indexes
+from fhir_server.storage.store import INDEXES, RESOURCES
+from tests.search_fixtures import entry, put
+
+NOW = datetime.now(timezone.utc).replace(microsecond=0)
+
+
+def _instant(moment: datetime) -> str:
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+async def _notebook(client: httpx.AsyncClient, patient: str, count: int) -> list[dict]:
+    """`count` entries: three per instant (ties), two in the future, five with no `sent`."""
+    bodies = []
+    for n in range(count):
+        sent = NOW - timedelta(hours=5 * (n // 3)) if n >= 2 else NOW + timedelta(days=3 + n)
+        body = entry(f"{patient}-{n:03d}", patient, "alert" if n % 4 == 0 else "transmission", _instant(sent),
+                     f"visite {n}", "Practitioner/nurse")
+        if n % 29 == 7:
+            del body["sent"]
+        bodies.append(body)
+    for chunk in range(0, count, 20):
+        await asyncio.gather(*(put(client, body) for body in bodies[chunk:chunk + 20]))
+    return bodies
+
+
+def _newest_first(bodies: list[dict], kind: str | None = None) -> list[str]:
+    """What `_sort=-sent` must give: newest first, ties by id descending, no `sent` last."""
+    chosen = [b for b in bodies if kind is None or b["category"][0]["coding"][0]["code"] == kind]
+    dated = sorted((b for b in chosen if "sent" in b), key=lambda b: (b["sent"], b["id"]), reverse=True)
+    undated = sorted((b["id"] for b in chosen if "sent" not in b), reverse=True)
+    return [b["id"] for b in dated] + undated
+
+
+async def _walk(client: httpx.AsyncClient, params: dict) -> tuple[list[str], int]:
+    """Every match id, following `next`; and how many pages that took."""
+    seen: list[str] = []
+    pages = 0
+    response = await client.get("/fhir/Communication", params=params)
+    while True:
+        assert response.status_code == 200, response.text
+        pages += 1
+        bundle = response.json()
+        seen += [e["resource"]["id"] for e in bundle.get("entry", []) if e["search"]["mode"] == "match"]
+        following = [link["url"] for link in bundle["link"] if link["relation"] == "next"]
+        if not following:
+            return seen, pages
+        response = await client.get(following[0])
+
+
+async def _first_page(client: httpx.AsyncClient, params: dict) -> list[str]:
+    response = await client.get("/fhir/Communication", params=params)
+    assert response.status_code == 200, response.text
+    return [e["resource"]["id"] for e in response.json().get("entry", []) if e["search"]["mode"] == "match"]
+
+
+async def test_pages_read_through_windows_are_the_exact_pages(client: httpx.AsyncClient, app) -> None:
+    windows = app.state.engine.searcher.windows
+    dense = await _notebook(client, "dense", 150)
+    expected = _newest_first(dense)
+    params = {"subject": "Patient/dense", "_sort": "-sent", "_count": "10"}
+    for _ in range(MIN_OBSERVATIONS):  # pages served the usual way teach the estimates
+        assert await _first_page(client, params) == expected[:10]
+    assert windows.served == 0
+
+    assert await _first_page(client, params) == expected[:10]
+    assert windows.served == 1 and windows.missed == 0
+    walked, pages = await _walk(client, params)  # next pages teach the estimates of pages below a cursor
+    assert walked == expected
+    served = windows.served
+    walked, pages = await _walk(client, params)  # then read windows below the cursor
+    assert walked == expected
+    # all but the pages that reach the entries with no `sent` (no window holds those) and the last
+    assert windows.served - served >= pages - 3, (windows.served - served, windows.missed, pages)
+
+    await client.delete(f"/fhir/Communication/{expected[0]}")  # deleted entries leave windows
+    newer = entry("dense-new", "dense", "alert", _instant(NOW + timedelta(days=30)), "nouvelle", "Practitioner/nurse")
+    await put(client, newer)
+    served = windows.served
+    assert await _first_page(client, params) == ["dense-new", *expected[1:10]]
+    assert windows.served == served + 1
+
+
+async def test_a_window_holding_too_few_rows_gives_way_to_the_whole_search(client: httpx.AsyncClient, app) -> None:
+    windows = app.state.engine.searcher.windows
+    dense = await _notebook(client, "dense", 120)
+    sparse = [entry(f"sparse-{n}", "sparse", "transmission", _instant(NOW - timedelta(days=400 + n)), "ancienne", "Practitioner/nurse")
+              for n in range(25)]
+    for body in sparse:
+        await put(client, body)
+    params = {"_sort": "-sent", "_count": "10"}
+    for _ in range(MIN_OBSERVATIONS):
+        await _first_page(client, {**params, "subject": "Patient/dense"})
+    # a patient whose entries are all older than the window: the window is empty, the page is not
+    assert await _first_page(client, {**params, "subject": "Patient/sparse"}) == _newest_first(sparse)[:10]
+    assert windows.missed == 1 and windows.served == 0
+    assert await _first_page(client, {**params, "subject": "Patient/dense"}) == _newest_first(dense)[:10]
+    assert windows.served == 1
+
+
+async def test_windows_apply_the_other_criteria_and_includes(client: httpx.AsyncClient, app) -> None:
+    windows = app.state.engine.searcher.windows
+    await put(client, {"resourceType": "Practitioner", "id": "nurse", "name": [{"family": "Dubois"}]})
+    dense = await _notebook(client, "dense", 150)
+    params = {"subject": "dense", "category": "alert", "_sort": "-sent", "_count": "5", "_include": "Communication:sender"}
+    expected = _newest_first(dense, "alert")
+    for _ in range(MIN_OBSERVATIONS + 2):
+        response = await client.get("/fhir/Communication", params=params)
+        entries = response.json()["entry"]
+        assert [e["resource"]["id"] for e in entries if e["search"]["mode"] == "match"] == expected[:5]
+        assert [e["resource"]["id"] for e in entries if e["search"]["mode"] == "include"] == ["nurse"]
+    assert windows.served == 2  # `subject=dense` names two targets (Group, Patient): one range each
+    walked, _ = await _walk(client, {k: v for k, v in params.items() if k != "_include"})
+    assert walked == expected
+
+
+@pytest.mark.parametrize("params", [
+    {"subject": "Patient/dense", "_sort": "sent"},  # oldest first: missing values come first
+    {"subject": "Patient/dense", "_sort": "-sent", "_total": "accurate"},
+    {"subject": "Patient/dense", "_sort": "-_lastUpdated"},
+    {"sender": "Practitioner/nurse", "_sort": "-sent", "_summary": "count"},
+])
+async def test_searches_no_window_can_serve_never_try_one(client: httpx.AsyncClient, app, params: dict) -> None:
+    windows = app.state.engine.searcher.windows
+    await _notebook(client, "dense", 40)
+    for _ in range(MIN_OBSERVATIONS + 2):
+        assert (await client.get("/fhir/Communication", params={**params, "_count": "5"})).status_code == 200
+    assert windows.served == windows.missed == 0
+
+
+def test_estimates_need_enough_full_pages() -> None:
+    estimates = WindowEstimates()
+    anchor = datetime(2026, 11, 22, tzinfo=timezone.utc)
+    shape = ("Communication", ("subject",), (("so.sent", -1), ("_id", -1)), True)
+    for _ in range(MIN_OBSERVATIONS - 1):
+        estimates.learn(shape, anchor, [anchor - timedelta(hours=h) for h in range(1, 11)], full=True)
+    assert estimates.window(shape, anchor, 11, after_anchor=False) is None  # too few pages seen
+    estimates.learn(shape, anchor, [anchor - timedelta(hours=h) for h in range(1, 11)], full=True)
+    window = estimates.window(shape, anchor, 11, after_anchor=False)
+    assert window is not None and window.upper is None and window.lower == anchor - timedelta(hours=11)
+    below = estimates.window(shape, anchor, 11, after_anchor=True)
+    assert below is not None and below.condition() == {"$gt": anchor - timedelta(hours=11), "$lt": anchor + timedelta(milliseconds=1)}
+    for _ in range(MIN_OBSERVATIONS + 1):  # most pages now hold less than a page's worth: no windows
+        estimates.learn(shape, anchor, [anchor], full=False)
+    assert estimates.window(shape, anchor, 11, after_anchor=False) is None
+
+
+def test_the_sort_index_is_found_in_the_index_declarations() -> None:
+    assert sort_indexes(INDEXES[RESOURCES]) == {"ix.rf": "so.sent"}
