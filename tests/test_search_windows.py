@@ -113,6 +113,21 @@ async def test_a_window_holding_too_few_rows_gives_way_to_the_whole_search(clien
     assert windows.served == 1
 
 
+async def test_a_second_window_twice_as_wide_is_read_below_the_first(client: httpx.AsyncClient, app) -> None:
+    windows = app.state.engine.searcher.windows
+    dense = await _notebook(client, "dense", 60)  # the ten newest reach 15 hours back
+    lagging = [entry(f"lagging-{n:02d}", "lagging", "transmission", _instant(NOW - timedelta(hours=20 + n)), "plus tard", "Practitioner/nurse")
+               for n in range(30)]
+    for body in lagging:
+        await put(client, body)
+    params = {"_sort": "-sent", "_count": "10"}
+    for _ in range(MIN_OBSERVATIONS):
+        assert await _first_page(client, {**params, "subject": "Patient/dense"}) == _newest_first(dense)[:10]
+    # the first window (the last 16.5 hours) holds none of these, the next one (16.5 to 49.5) all
+    assert await _first_page(client, {**params, "subject": "Patient/lagging"}) == _newest_first(lagging)[:10]
+    assert (windows.served, windows.widened, windows.missed) == (1, 1, 0)
+
+
 async def test_windows_apply_the_other_criteria_and_includes(client: httpx.AsyncClient, app) -> None:
     windows = app.state.engine.searcher.windows
     await put(client, {"resourceType": "Practitioner", "id": "nurse", "name": [{"family": "Dubois"}]})
@@ -155,6 +170,7 @@ def test_estimates_need_enough_full_pages() -> None:
     assert window is not None and window.upper is None and window.lower == anchor - timedelta(hours=11)
     below = estimates.window(shape, anchor, 11, after_anchor=True)
     assert below is not None and below.condition() == {"$gt": anchor - timedelta(hours=11), "$lt": anchor + timedelta(milliseconds=1)}
+    assert below.below().condition() == {"$gt": anchor - timedelta(hours=33), "$lt": anchor - timedelta(hours=11) + timedelta(milliseconds=1)}
     for _ in range(MIN_OBSERVATIONS + 1):  # most pages now hold less than a page's worth: no windows
         estimates.learn(shape, anchor, [anchor], full=False)
     assert estimates.window(shape, anchor, 11, after_anchor=False) is None

@@ -22,6 +22,7 @@ from fhir_server.search.parameters import Parameters
 from fhir_server.search.query import MAX_CHAIN_MATCHES, Criteria, QueryCompiler, ValueSetMembers, bad, no_value_sets
 from fhir_server.search.values import key
 from fhir_server.search.windows import MAX_KEYS as MAX_WINDOW_KEYS
+from fhir_server.search.windows import WINDOWS_PER_PAGE
 from fhir_server.search.windows import WindowEstimates
 from fhir_server.security.policy import ACCESS, NOTHING
 from fhir_server.spec import Spec
@@ -350,7 +351,7 @@ class Searcher:
         self, resource_type: str, criteria: Criteria, request: SearchRequest, sort: list[tuple[str, int]],
         newest: _NewestFirst,
     ) -> SearchResult | None:
-        """The page read from a window of the sort index; None when the window holds too few rows."""
+        """The page read from windows of the sort index; None when they hold too few rows."""
         window = self.windows.window(newest.shape, newest.anchor, request.count + 1, bool(request.cursor))
         if window is None:
             return None
@@ -358,19 +359,25 @@ class Searcher:
         (name, _), = driver.items()
         residual = _residual(resource_type, criteria, driver)
         wanted = {"$and": residual} if residual else {}
-        found: dict[str, dict[str, Any]] = {}
-        for value in newest.values:  # one range read per value: the index pins one value of `name`
-            query = {"type": resource_type, name: value, sort[0][0]: window.condition()}
-            async for doc in self._collection.find(query):  # whole: SecantusDB projects slower than it sends
-                found[doc["_id"]] = doc
         position = decode_cursor(request.cursor, sort)[0] if request.cursor else None
-        rows = [([_field(doc, f) for f, _ in sort], doc) for doc in found.values() if not wanted or matches(doc, wanted)]
-        if position is not None:
-            rows = [row for row in rows if _compare(row[0], position, sort) > 0]
-        if len(rows) <= request.count:
+        rows: list[tuple[list[Any], dict[str, Any]]] = []
+        for attempt in range(WINDOWS_PER_PAGE):
+            found: dict[str, dict[str, Any]] = {}
+            for value in newest.values:  # one range read per value: the index pins one value of `name`
+                query = {"type": resource_type, name: value, sort[0][0]: window.condition()}
+                async for doc in self._collection.find(query):  # whole: SecantusDB projects slower than it sends
+                    found[doc["_id"]] = doc
+            keyed = (([_field(doc, f) for f, _ in sort], doc) for doc in found.values() if not wanted or matches(doc, wanted))
+            rows += [row for row in keyed if position is None or _compare(row[0], position, sort) > 0]
+            if len(rows) > request.count:
+                break
+            window = window.below()
+        else:
             self.windows.missed += 1
             return None
         self.windows.served += 1
+        if attempt:
+            self.windows.widened += 1
         rows.sort(key=cmp_to_key(lambda a, b: _compare(a[0], b[0], sort)))
         page = [doc for _, doc in rows[: request.count]]
         previous_cursor = encode_cursor(page[0], sort, before=True) if request.cursor else None

@@ -9,8 +9,9 @@ for the next ones). The window is as wide as the pages served before for the sam
 search needed: the 90th percentile of their reach per row, times the rows wanted.
 
 A window that holds more rows than the page is exact: every row outside it sorts after every
-row inside it. One that does not is dropped, and the search runs as it would have without it.
-The estimates change how much is read, never what is returned.
+row inside it. When it holds fewer, the next window down, twice as wide, is read as well; when
+both together still hold too few, the search runs as it would have without them. The estimates
+change how much is read, never what is returned.
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ MIN_OBSERVATIONS = 8  # before this many, no window: nothing to size it from
 QUANTILE = 0.9  # of the reach per row: a window wide enough for nine pages in ten
 MIN_FULL_SHARE = 0.5  # below this share of full pages, most windows would miss: do not try
 MAX_KEYS = 4  # one range read per driving value (`subject=id` names Patient/id and Group/id)
+WINDOWS_PER_PAGE = 2  # then the whole search: rows with no value of the sort field are in no window
+ONE_MS = timedelta(milliseconds=1)  # dates are stored to the millisecond: `< t + 1 ms` is `<= t`
 
 
 def sort_indexes(indexes: list[tuple[list[tuple[str, int]], dict[str, Any]]]) -> dict[str, str]:
@@ -43,10 +46,15 @@ class Window:
 
     lower: datetime
     upper: datetime | None
+    width: timedelta
 
     def condition(self) -> dict[str, Any]:
         # exclusive bounds only: SecantusDB drops the rows equal to an inclusive end bound
         return {"$gt": self.lower} if self.upper is None else {"$gt": self.lower, "$lt": self.upper}
+
+    def below(self) -> Window:
+        """The next window down, twice as wide, starting at this one's lower bound (included)."""
+        return Window(self.lower - 2 * self.width, self.lower + ONE_MS, 2 * self.width)
 
 
 class WindowEstimates:
@@ -54,8 +62,9 @@ class WindowEstimates:
 
     def __init__(self) -> None:
         self._reach: dict[Hashable, deque[float | None]] = {}
-        self.served = 0  # pages answered from a window
-        self.missed = 0  # windows that held less than a page (the search then ran whole)
+        self.served = 0  # pages answered from windows
+        self.widened = 0  # of which needed the second window
+        self.missed = 0  # pages the windows held too few rows for (the search then ran whole)
 
     def window(self, shape: Hashable, anchor: datetime, rows: int, after_anchor: bool) -> Window | None:
         """The window likely to hold `rows` rows below `anchor`, or None when none is likely to."""
@@ -66,8 +75,8 @@ class WindowEstimates:
         if len(full) < len(seen) * MIN_FULL_SHARE:
             return None
         per_row = full[min(len(full) - 1, int(len(full) * QUANTILE))]
-        lower = anchor - timedelta(seconds=per_row * rows)
-        return Window(lower, None) if not after_anchor else Window(lower, anchor + timedelta(milliseconds=1))
+        width = timedelta(seconds=per_row * rows)
+        return Window(anchor - width, anchor + ONE_MS if after_anchor else None, width)
 
     def learn(self, shape: Hashable, anchor: datetime, page: list[Any], full: bool) -> None:
         """A page served for this shape: `page` holds its rows' values of the sort field.
@@ -79,4 +88,4 @@ class WindowEstimates:
         self._reach.setdefault(shape, deque(maxlen=OBSERVATIONS)).append(reach)
 
 
-__all__ = ["MAX_KEYS", "Window", "WindowEstimates", "sort_indexes"]
+__all__ = ["MAX_KEYS", "WINDOWS_PER_PAGE", "Window", "WindowEstimates", "sort_indexes"]
