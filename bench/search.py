@@ -101,6 +101,17 @@ def page_walk(base: str, patient: int, server_pid: int) -> tuple[int, float, flo
     return pages, sum(timings) / len(timings), _pct(timings, 0.99), rss
 
 
+def settle(db_pid: int, limit_s: float = 120.0) -> float:
+    """Wait until the database is idle after a load (its checkpoints written): seconds waited."""
+    started = time.perf_counter()
+    while time.perf_counter() - started < limit_s:
+        before = cpu_seconds(db_pid)
+        time.sleep(1.0)
+        if cpu_seconds(db_pid) - before < 0.05:
+            break
+    return time.perf_counter() - started
+
+
 def measure(label: str, base: str, args: argparse.Namespace, server_pid: int, db_pid: int, uri: str) -> list[Figures]:
     queries = [
         ("subject", "/fhir/Communication?subject=Patient/pat-%d&_sort=-sent&_count=20", args.patients),
@@ -108,7 +119,7 @@ def measure(label: str, base: str, args: argparse.Namespace, server_pid: int, db
         ("name", "/fhir/Patient?name=famille%d", args.patients),
     ]
     rows = []
-    print(f"measuring at {label} ...", file=sys.stderr, flush=True)
+    print(f"measuring at {label} (database idle after {settle(db_pid):.0f} s) ...", file=sys.stderr, flush=True)
     for name, template, limit in queries:
         # steady state: a warm-up run, not recorded, lets the database settle after the load and
         # the server learn its search windows (docs/architecture.md, Search)
