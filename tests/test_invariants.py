@@ -4,19 +4,36 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from fhir_server.spec import load_spec
-from fhir_server.validation.invariants import SHORTCUTS, CoreInvariants, Invariant, _vacuous_without
+from fhirpathpy.engine.nodes import ResourceNode
+
+from fhir_server.validation.invariants import SHORTCUTS, CoreInvariants, Invariant, _compiled, _vacuous_without
 
 spec = load_spec()
 
 
-def _core(type_name: str, key: str) -> tuple[Invariant, Invariant]:
-    """The invariant with its shortcut, and the same evaluated by fhirpathpy alone."""
+class _Judge:
+    """An invariant evaluated by fhirpathpy alone: no guard, no shortcut."""
+
+    def __init__(self, expression: str):
+        self._expression = expression
+
+    def verdict(self, value: Any, type_name: str, resource: dict[str, Any]) -> bool | None:
+        try:
+            result = _compiled(self._expression)(ResourceNode.create_node(value, type_name), {"resource": resource, "rootResource": resource})
+        except Exception:  # noqa: BLE001 - as Invariant.verdict: what fhirpathpy cannot evaluate
+            return None
+        return result != [False]
+
+
+def _core(type_name: str, key: str) -> tuple[Invariant, _Judge]:
+    """The invariant with its guard and shortcut, and the same evaluated by fhirpathpy alone."""
     entry = next(e for e in spec.invariants[type_name] if e[0] == key)
-    return Invariant(*entry), Invariant(*entry, core=False)
+    return Invariant(*entry), _Judge(entry[3])
 
 
 references = st.fixed_dictionaries(
@@ -107,7 +124,47 @@ def test_participant_resolve_is_by_type() -> None:
 def test_vacuous_guard_only_for_single_path_emptiness() -> None:
     assert _vacuous_without("contained.contained.empty()") == "contained"
     assert _vacuous_without("contained.meta.versionId.empty() and contained.meta.lastUpdated.empty()") == "contained"
-    assert _vacuous_without("contained.empty() or text.exists()") is None
     assert _vacuous_without("a.empty() and b.empty()") is None
     assert _vacuous_without("a.where(x = 'y and z').empty()") == "a"
     assert _vacuous_without("text.`div`.exists()") is None
+
+
+def test_vacuous_guard_for_a_disjunct_or_a_premise() -> None:
+    assert _vacuous_without("contained.empty() or text.exists()") == "contained"
+    assert _vacuous_without("received.empty() or sent.empty() or received >= sent") == "received"
+    assert _vacuous_without("onBehalfOf.exists() implies (member.resolve().iif(empty(), true, ofType(Practitioner).exists()))") == "onBehalfOf"
+    assert _vacuous_without("a.empty() or b implies c") is None  # (a.empty() or b) implies c: not true without a
+    assert _vacuous_without("a.empty() xor b.exists()") is None
+    assert _vacuous_without("a.exists() and b.exists() implies c") is None
+    assert _vacuous_without("x and a.empty() or y") is None
+    assert _vacuous_without("a.exists() implies b implies c") is None
+
+
+GUARDED = {  # type as the walker names it, the invariant, values with and without the guarding member
+    "ctm-1": ("CareTeam.participant", spec.structures["CareTeam"]["participant"]["invariants"][0],
+              [{"member": {"reference": "Practitioner/1"}}, {"member": {"reference": "Patient/1"}, "onBehalfOf": {"reference": "Organization/1"}},
+               {"member": {"reference": "Practitioner/1"}, "onBehalfOf": {"reference": "Organization/1"}}]),
+    "cpt-2": ("ContactPoint", spec.invariants["ContactPoint"][0], [{"value": "0325000001"}, {"system": "phone", "value": "1"}, {"system": "phone"}]),
+    "obs-7": ("Observation", next(e for e in spec.invariants["Observation"] if e[0] == "obs-7"),
+              [{"resourceType": "Observation", "status": "final", "code": {"coding": [{"system": "s", "code": "c"}]}, "valueQuantity": {"value": 1},
+                "component": [{"code": {"coding": [{"system": "s", "code": "c"}]}}]},
+               {"resourceType": "Observation", "status": "final", "code": {"text": "x"}}]),
+    "received": ("Communication", ["received", "error", "received after sent", "received.empty() or sent.empty() or received >= sent"],
+                 [{"resourceType": "Communication", "status": "completed", "sent": "2026-11-20"},
+                  {"resourceType": "Communication", "status": "completed", "sent": "2026-11-20", "received": "2026-11-19"}]),
+}
+
+
+@pytest.mark.parametrize("name", sorted(GUARDED))
+def test_guarded_invariants_agree_with_fhirpathpy(name: str) -> None:
+    """With and without the guarding member, and with a choice-type member (`valueQuantity`
+    is a `value` to FHIRPath), the guard never changes fhirpathpy's verdict."""
+    type_name, entry, values = GUARDED[name]
+    fast, judge = Invariant(*entry), _Judge(entry[3])
+    assert fast.guard is not None
+    verdicts = set()
+    for value in values:
+        resource = value if "resourceType" in value else ROOT
+        verdicts.add(judge.verdict(value, type_name, resource))
+        assert fast.verdict(value, type_name, resource) == judge.verdict(value, type_name, resource), (name, value)
+    assert verdicts == {True, False}, (name, verdicts)  # the samples hold and break it

@@ -62,7 +62,7 @@ async def test_database_outage_gives_500_without_trace_or_data(tmp_path: Path, c
     database = EmbeddedDatabase(tmp_path / "outage")
     uri = database.start()
     try:
-        settings = Settings(mongodb_uri=uri.replace("?", "?serverSelectionTimeoutMS=1500&"), database="outage", auth=False, audit=False)
+        settings = Settings(mongodb_uri=uri.replace("?", "?serverSelectionTimeoutMS=1500&"), database="outage", auth=False, audit=False, mllp_port=None)
         async with running(create_app(settings)) as app, fhir_client(app) as client:
             created = (await client.post("/fhir/Patient", json=notebook_patient())).json()
             database.stop()

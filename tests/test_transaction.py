@@ -245,7 +245,7 @@ async def test_batch_entries_succeed_or_fail_alone(client: httpx.AsyncClient) ->
 
 
 async def test_bundle_shape_and_limits(database_uri: str) -> None:
-    settings = Settings(mongodb_uri=database_uri, database=f"test_{uuid.uuid4().hex[:16]}", max_bundle_entries=3, max_bundle_bytes=4096, auth=False, audit=False)
+    settings = Settings(mongodb_uri=database_uri, database=f"test_{uuid.uuid4().hex[:16]}", max_bundle_entries=3, max_bundle_bytes=4096, auth=False, audit=False, mllp_port=None)
     async with running(create_app(settings)) as app, fhir_client(app) as client:
         too_many = bundle("batch", *[entry("GET", "Patient")] * 4)
         response = await client.post("/fhir", json=too_many)

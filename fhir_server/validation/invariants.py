@@ -81,14 +81,20 @@ def _no_contained(value: Any) -> bool | None:
     return True if isinstance(value, dict) and not value.get("contained") else None
 
 
-def _has_narrative(value: Any) -> bool | None:
-    text = value.get("text") if isinstance(value, dict) else None
+def _narrative(value: Any) -> bool | None:
+    """dom-6, `text.div.exists()`: settled by the presence of `text` and its `div`."""
+    if not isinstance(value, dict):
+        return None
+    text = value.get("text")
+    if text is None:
+        return False
     return True if isinstance(text, dict) and isinstance(text.get("div"), str) else None
 
 
-# Cheap proofs that a core invariant holds, tried before fhirpathpy (which costs 50-500 µs
-# an expression). They only ever answer "holds" or "don't know": a failure is always
-# fhirpathpy's verdict. tests/test_invariants.py checks each against fhirpathpy.
+# Cheap verdicts on core invariants, tried before fhirpathpy (which costs 50-500 µs an
+# expression). They answer "holds" (True) or "don't know" (None); only dom-6 also answers
+# "fails", where a missing `text` settles it. tests/test_invariants.py checks each against
+# fhirpathpy.
 SHORTCUTS = {
     "dom-2": _no_contained,
     "dom-3": _no_contained,
@@ -97,7 +103,7 @@ SHORTCUTS = {
     "ref-1": _no_local_reference,
     "ext-1": _one_of_extension_or_value,
     "per-1": _open_period,
-    "dom-6": _has_narrative,
+    "dom-6": _narrative,
     "txt-1": lambda value: True,  # htmlChecks() is taken as true (see the module docstring)
     "txt-2": lambda value: True,
 }
@@ -130,11 +136,11 @@ class Invariant:
 
         The type lets FHIRPath see choice elements (`value` for `valueString`).
         """
-        if self.guard is not None and isinstance(value, dict) and self.guard not in value:
+        if self.guard is not None and isinstance(value, dict) and _absent(self.guard, value):
             return True
         shortcut = SHORTCUTS.get(self.key) if self.core else None
-        if shortcut is not None and shortcut(value):
-            return True
+        if shortcut is not None and (known := shortcut(value)) is not None:
+            return known
         node = ResourceNode.create_node(value, type_name)
         try:
             result = _compiled(self.expression)(node, {"resource": resource, "rootResource": resource})
@@ -172,17 +178,32 @@ def _compiled(expression: str) -> Callable[..., list[Any]]:
     return compile_fhirpath(expression, R4_MODEL, OPTIONS)
 
 
+def _absent(member: str, value: dict[str, Any]) -> bool:
+    """Whether FHIRPath sees no `member` in `value` (`valueString` is a `value`: choice types)."""
+    return member not in value and not any(k.startswith(member) and k[len(member):len(member) + 1].isupper() for k in value)
+
+
 @lru_cache(maxsize=None)
 def _vacuous_without(expression: str) -> str | None:
     """The member whose absence makes the expression true, if its shape proves one.
 
-    `a.x.empty() and a.y.z.empty()`: every conjunct is one path from member `a` ending in
-    `empty()`, so without `a` each is `{}.empty()`, true. Used to skip evaluating `dom-2`…`dom-5`
-    on resources without `contained`, which is nearly all of them.
+    - `a.x.empty() and a.y.z.empty()`: every conjunct is one path from member `a` ending in
+      `empty()`, so without `a` each is `{}.empty()`, true (dom-2…dom-5 without `contained`);
+    - `a.x.empty() or …`: one disjunct is, and `true or anything` is true (com-1 without
+      `received`);
+    - `a.x.exists() implies …`: without `a` the premise is false, and `false implies anything`
+      is true (ctm-1 without `onBehalfOf`).
     """
-    members = {_single_path_member(part) for part in _top_level_split(expression, " and ")}
-    if len(members) == 1:
+    members = {_single_path_member(part, ".empty()") for part in _top_level_split(expression, " and ")}
+    if len(members) == 1 and None not in members:
         return members.pop()
+    premise = _top_level_split(expression, " implies ")  # the loosest operator: `a or b implies c`
+    if len(premise) == 2:
+        return _single_path_member(premise[0], ".exists()")
+    if len(premise) == 1 and len(_top_level_split(expression, " xor ")) == 1:
+        for part in _top_level_split(expression, " or "):
+            if (member := _single_path_member(part, ".empty()")) is not None:
+                return member
     return None
 
 
@@ -206,9 +227,9 @@ def _top_level_split(expression: str, separator: str) -> list[str]:
     return [p.strip() for p in parts]
 
 
-def _single_path_member(part: str) -> str | None:
-    """`a.b(...).empty()` with no top-level operator -> `a`; anything else -> None."""
-    if not part.endswith(".empty()") or len(_top_level_split(part, " ")) != 1:
+def _single_path_member(part: str, ending: str) -> str | None:
+    """`a.b(...)<ending>` with no top-level operator -> `a`; anything else -> None."""
+    if not part.endswith(ending) or len(_top_level_split(part, " ")) != 1:
         return None
     head = part.split(".", 1)[0]
     return head if head.isidentifier() else None
