@@ -417,7 +417,7 @@ class Searcher:
             if matched is not None:
                 projection.update(raw=1, version=1, updated=1)
             query = {"type": resource_type, name: values[0] if len(values) == 1 else {"$in": values}}
-            found = await self._collection.find(query, projection).limit(MAX_CANDIDATES + 1).to_list()
+            found = [doc async for doc in self._collection.find(query, projection).limit(MAX_CANDIDATES + 1)]
             if len(found) > MAX_CANDIDATES:
                 continue
             live = sorted((doc for doc in found if not doc.get("deleted")), key=lambda doc: doc["_id"])
@@ -433,7 +433,7 @@ class Searcher:
         """Phase 1: the live documents the driving clause finds through its index (None: too many)."""
         projection = {"_id": 1, "type": 1, "id": 1, "deleted": 1, **{f: 1 for f in _without_parents(fields)}}
         cursor = self._collection.find(_driving_query(resource_type, driver), projection).limit(MAX_CANDIDATES + 1)
-        found = await cursor.to_list()
+        found = [doc async for doc in cursor]
         if len(found) > MAX_CANDIDATES:
             return None
         return [doc for doc in found if not doc.get("deleted")]
@@ -456,7 +456,7 @@ class Searcher:
                 cut += 1
             start, end = (max(0, cut - request.count), cut) if before else (cut, len(rows))
         page = rows[start : min(end, start + request.count)]
-        stored = {doc["_id"]: doc for doc in await self._collection.find({"_id": {"$in": [r["_id"] for r in page]}}, {"raw": 1}).to_list()}
+        stored = {doc["_id"]: doc async for doc in self._collection.find({"_id": {"$in": [r["_id"] for r in page]}}, {"raw": 1})}
         matches_ = [{**row, "raw": stored[row["_id"]]["raw"]} for row in page if row["_id"] in stored]
         next_cursor = encode_cursor(page[-1], sort) if page and start + len(page) < len(rows) else None
         previous_cursor = encode_cursor(page[0], sort, before=True) if page and start > 0 else None
@@ -481,7 +481,7 @@ class Searcher:
         if request.include:
             projection["ix.rf"] = 1
         cursor = self._collection.find(page_query, projection).sort(order).limit(request.count + 1)
-        rows = await cursor.to_list()
+        rows = [doc async for doc in cursor]
         more = len(rows) > request.count  # more in the direction read
         rows = rows[: request.count]
         if before:
@@ -524,11 +524,11 @@ class Searcher:
         rows: list[dict[str, Any]] = []
         fields = {"_id": 1, "type": 1, "id": 1, "updated": 1, "deleted": 1}
         if types is None or "Patient" in types:
-            rows += await self._collection.find({"_id": owner}, fields).to_list()
+            rows += [d async for d in self._collection.find({"_id": owner}, fields)]
         for resource_type in wanted:  # one indexed query per type: the planner needs `type` first
             keys = [key(code, owner) for code in compartment[resource_type]]
             found = self._collection.find({"type": resource_type, "ix.rf": {"$in": keys}}, fields).limit(MAX_CANDIDATES + 1)
-            rows += await found.to_list()
+            rows += [d async for d in found]
             if len(rows) > MAX_CANDIDATES:
                 raise FhirError.of(400, "too-costly", f"$everything found more than {MAX_CANDIDATES} resources: use _type or _since")
         rows = sorted({r["_id"]: r for r in rows if not r.get("deleted") and (since is None or r["updated"] >= since)}.values(),
@@ -542,7 +542,7 @@ class Searcher:
         page = rows[start : start + count + 1]
         more = len(page) > count
         page = page[:count]
-        stored = {d["_id"]: d for d in await self._collection.find({"_id": {"$in": [r["_id"] for r in page]}}, {"raw": 1}).to_list()}
+        stored = {d["_id"]: d async for d in self._collection.find({"_id": {"$in": [r["_id"] for r in page]}}, {"raw": 1})}
         matched = [{**row, "raw": stored[row["_id"]]["raw"]} for row in page if row["_id"] in stored]
         request = SearchRequest(count=count)
         return SearchResult(matched, [], encode_cursor(page[-1], sort) if more and page else None, len(rows), Criteria(), request)
@@ -568,7 +568,7 @@ class Searcher:
         if candidates is not None:
             docs = [doc for doc in candidates if matches(doc, criteria.filter())][: MAX_CHAIN_MATCHES + 1]
         else:
-            docs = await self._collection.find(criteria.filter(), projection).limit(MAX_CHAIN_MATCHES + 1).to_list()
+            docs = [d async for d in self._collection.find(criteria.filter(), projection).limit(MAX_CHAIN_MATCHES + 1)]
         if len(docs) > MAX_CHAIN_MATCHES:
             raise FhirError.of(400, "too-costly", f"A chained search matched more than {MAX_CHAIN_MATCHES} {resource_type}: narrow it")
         return docs
@@ -611,7 +611,7 @@ class Searcher:
         if not references:
             return []
         query = {"_id": {"$in": sorted(set(references))}}
-        found = await self._collection.find(query, {**BASE_FIELDS, "ix.rf": 1, "deleted": 1}).limit(MAX_INCLUDED + 1).to_list()
+        found = [d async for d in self._collection.find(query, {**BASE_FIELDS, "ix.rf": 1, "deleted": 1}).limit(MAX_INCLUDED + 1)]
         found = [d for d in self._visible(found) if not d.get("deleted")]
         found = [d for d in found if d["_id"] not in seen]
         seen.update(d["_id"] for d in found)
@@ -623,7 +623,7 @@ class Searcher:
         keys = [key(code, doc["_id"]) for doc in docs]
         query = {"type": source, "ix.rf": {"$in": keys}}  # tombstones have no index entries
         cursor = self._collection.find(query, {**BASE_FIELDS, "ix.rf": 1}).limit(MAX_INCLUDED + 1)
-        found = await cursor.to_list()
+        found = [d async for d in cursor]
         found = [d for d in self._visible(found) if d["_id"] not in seen]
         seen.update(d["_id"] for d in found)
         return found

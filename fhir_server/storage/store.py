@@ -200,7 +200,7 @@ class ResourceStore:
         if not keys:
             return {}
         cursor = self._resources.find({"_id": {"$in": keys}}, READ_FIELDS | {"_id": 1})
-        return {doc["_id"]: Version.from_document(doc) for doc in await cursor.to_list()}
+        return {doc["_id"]: Version.from_document(doc) async for doc in cursor}
 
     async def read_version(self, resource_type: str, resource_id: str, version: int) -> Version | None:
         doc = await self._history.find_one(
@@ -308,7 +308,7 @@ class ResourceStore:
             }
         cursor = self._history.find(query, READ_FIELDS | {"_id": 1, "method": 1})
         cursor = cursor.sort([("updated", DESCENDING), ("_id", DESCENDING)]).limit(limit)
-        return [Version.from_document(doc) for doc in await cursor.to_list()]
+        return [Version.from_document(doc) async for doc in cursor]
 
     async def count_history(self, query: dict[str, Any]) -> int:
         return await self._history.count_documents(query)
@@ -317,7 +317,7 @@ class ResourceStore:
         """Versions whose event has not been handed on yet, oldest first."""
         cursor = self._history.find({"pending": True}, READ_FIELDS | {"_id": 1, "method": 1})
         cursor = cursor.sort([("updated", ASCENDING)]).hint("pending_events").limit(limit)
-        return [Version.from_document(doc) for doc in await cursor.to_list()]
+        return [Version.from_document(doc) async for doc in cursor]
 
     async def mark_dispatched(self, versions: list[Version]) -> None:
         """The dispatcher has handed these events on: take them out of the pending index."""
