@@ -365,7 +365,7 @@ class Searcher:
             found: dict[str, dict[str, Any]] = {}
             for value in newest.values:  # one range read per value: the index pins one value of `name`
                 query = {"type": resource_type, name: value, sort[0][0]: window.condition()}
-                for doc in await self._collection.find(query).to_list():  # whole: SecantusDB projects slower than it sends
+                async for doc in self._collection.find(query):  # whole: SecantusDB projects slower than it sends
                     found[doc["_id"]] = doc
             keyed = (([_field(doc, f) for f, _ in sort], doc) for doc in found.values() if not wanted or matches(doc, wanted))
             rows += [row for row in keyed if position is None or _compare(row[0], position, sort) > 0]
