@@ -39,6 +39,15 @@ async def _notebook(client: httpx.AsyncClient, patient: str, count: int) -> list
     return bodies
 
 
+async def _entries(client: httpx.AsyncClient, patient: str, instants: list[datetime]) -> list[dict]:
+    """One entry per instant, written one by one."""
+    bodies = [entry(f"{patient}-{n:02d}", patient, "transmission", _instant(moment), "visite", "Practitioner/nurse")
+              for n, moment in enumerate(instants)]
+    for body in bodies:
+        await put(client, body)
+    return bodies
+
+
 def _newest_first(bodies: list[dict], kind: str | None = None) -> list[str]:
     """What `_sort=-sent` must give: newest first, ties by id descending, no `sent` last."""
     chosen = [b for b in bodies if kind is None or b["category"][0]["coding"][0]["code"] == kind]
@@ -99,10 +108,7 @@ async def test_pages_read_through_windows_are_the_exact_pages(client: httpx.Asyn
 async def test_a_window_holding_too_few_rows_gives_way_to_the_whole_search(client: httpx.AsyncClient, app) -> None:
     windows = app.state.engine.searcher.windows
     dense = await _notebook(client, "dense", 120)
-    sparse = [entry(f"sparse-{n}", "sparse", "transmission", _instant(NOW - timedelta(days=400 + n)), "ancienne", "Practitioner/nurse")
-              for n in range(25)]
-    for body in sparse:
-        await put(client, body)
+    sparse = await _entries(client, "sparse", [NOW - timedelta(days=400 + n) for n in range(25)])
     params = {"_sort": "-sent", "_count": "10"}
     for _ in range(MIN_OBSERVATIONS):
         await _first_page(client, {**params, "subject": "Patient/dense"})
@@ -116,10 +122,7 @@ async def test_a_window_holding_too_few_rows_gives_way_to_the_whole_search(clien
 async def test_a_second_window_twice_as_wide_is_read_below_the_first(client: httpx.AsyncClient, app) -> None:
     windows = app.state.engine.searcher.windows
     dense = await _notebook(client, "dense", 60)  # the ten newest reach 15 hours back
-    lagging = [entry(f"lagging-{n:02d}", "lagging", "transmission", _instant(NOW - timedelta(hours=20 + n)), "plus tard", "Practitioner/nurse")
-               for n in range(30)]
-    for body in lagging:
-        await put(client, body)
+    lagging = await _entries(client, "lagging", [NOW - timedelta(hours=20 + n) for n in range(30)])
     params = {"_sort": "-sent", "_count": "10"}
     for _ in range(MIN_OBSERVATIONS):
         assert await _first_page(client, {**params, "subject": "Patient/dense"}) == _newest_first(dense)[:10]

@@ -234,10 +234,13 @@ def _residual(resource_type: str, criteria: Criteria, driver: dict[str, Any]) ->
 
 @dataclass(frozen=True, slots=True)
 class _NewestFirst:
-    """A search a window of a sort index can serve: its shape, the window's anchor, the driving values."""
+    """A search a window of a sort index can serve: its shape, the window's anchor (now, or the
+    cursor's position, then also given whole), the driving field and its values."""
 
     shape: tuple[Any, ...]
     anchor: datetime
+    position: list[Any] | None
+    field: str
     values: list[str]
 
 
@@ -298,8 +301,8 @@ class Searcher:
     ) -> SearchResult:
         request, criteria, query, sort = await self._plan(resource_type, params, strict, base_url, extra)
         driver = criteria.driver()
-        newest = self._newest_first(resource_type, criteria, request, sort) if driver is not None else None
-        result = await self._page_from_window(resource_type, criteria, request, sort, newest) if newest else None
+        newest = self._newest_first(resource_type, criteria, driver, request, sort) if driver is not None else None
+        result = await self._page_from_window(resource_type, criteria, driver or {}, request, sort, newest) if newest else None
         if result is None:
             result = await self._page(resource_type, criteria, query, request, sort)
         if newest is not None:
@@ -325,10 +328,9 @@ class Searcher:
         return await self._page_from_database(criteria, {"$and": [query, {"deleted": False}]}, request, sort)
 
     def _newest_first(
-        self, resource_type: str, criteria: Criteria, request: SearchRequest, sort: list[tuple[str, int]]
+        self, resource_type: str, criteria: Criteria, driver: dict[str, Any], request: SearchRequest, sort: list[tuple[str, int]]
     ) -> _NewestFirst | None:
         """The search, when a window of a sort index can serve its page (see search/windows.py)."""
-        driver = criteria.driver() or {}
         (name, _), = driver.items()
         if not request.sort or request.sort[0] != (self._sort_indexes.get(name), -1):
             return None
@@ -337,34 +339,32 @@ class Searcher:
         values = _driver_values(driver)
         if len(values) > MAX_WINDOW_KEYS:
             return None
-        anchor = datetime.now(timezone.utc)
+        position = None
         if request.cursor:
             position, before = decode_cursor(request.cursor, sort)
             if before or not isinstance(position[0], datetime):
                 return None
-            anchor = position[0]
         # pages of the same shape reach about as far back: same type, parameters, sort, first page or not
-        shape = (resource_type, tuple(sorted({n for n, _ in criteria.used})), tuple(sort), not request.cursor)
-        return _NewestFirst(shape, anchor, values)
+        shape = (resource_type, tuple(sorted({n for n, _ in criteria.used})), tuple(sort), position is None)
+        anchor = position[0] if position is not None else datetime.now(timezone.utc)
+        return _NewestFirst(shape, anchor, position, name, values)
 
     async def _page_from_window(
-        self, resource_type: str, criteria: Criteria, request: SearchRequest, sort: list[tuple[str, int]],
-        newest: _NewestFirst,
+        self, resource_type: str, criteria: Criteria, driver: dict[str, Any], request: SearchRequest,
+        sort: list[tuple[str, int]], newest: _NewestFirst,
     ) -> SearchResult | None:
         """The page read from windows of the sort index; None when they hold too few rows."""
-        window = self.windows.window(newest.shape, newest.anchor, request.count + 1, bool(request.cursor))
+        position = newest.position
+        window = self.windows.window(newest.shape, newest.anchor, request.count + 1, position is not None)
         if window is None:
             return None
-        driver = criteria.driver() or {}
-        (name, _), = driver.items()
         residual = _residual(resource_type, criteria, driver)
         wanted = {"$and": residual} if residual else {}
-        position = decode_cursor(request.cursor, sort)[0] if request.cursor else None
         rows: list[tuple[list[Any], dict[str, Any]]] = []
         for attempt in range(WINDOWS_PER_PAGE):
             found: dict[str, dict[str, Any]] = {}
             for value in newest.values:  # one range read per value: the index pins one value of `name`
-                query = {"type": resource_type, name: value, sort[0][0]: window.condition()}
+                query = {"type": resource_type, newest.field: value, sort[0][0]: window.condition()}
                 async for doc in self._collection.find(query):  # whole: SecantusDB projects slower than it sends
                     found[doc["_id"]] = doc
             keyed = (([_field(doc, f) for f, _ in sort], doc) for doc in found.values() if not wanted or matches(doc, wanted))
@@ -380,7 +380,7 @@ class Searcher:
             self.windows.widened += 1
         rows.sort(key=cmp_to_key(lambda a, b: _compare(a[0], b[0], sort)))
         page = [doc for _, doc in rows[: request.count]]
-        previous_cursor = encode_cursor(page[0], sort, before=True) if request.cursor else None
+        previous_cursor = encode_cursor(page[0], sort, before=True) if position is not None else None
         included = await self._includes(page, request)
         return SearchResult(page, included, encode_cursor(page[-1], sort), None, criteria, request, previous_cursor)
 

@@ -68,8 +68,7 @@ def _no_local_reference(value: Any) -> bool | None:
 def _one_of_extension_or_value(value: Any) -> bool | None:
     if not isinstance(value, dict):
         return None
-    has_value = any(k.startswith("value") and k[5:6].isupper() for k in value)
-    return True if ("extension" in value) != has_value else None
+    return True if ("extension" in value) != (not _absent("value", value)) else None
 
 
 def _open_period(value: Any) -> bool | None:
