@@ -6,6 +6,8 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
+
 import pytest
 
 from fhir_server.ig import load_guide, read_json_folder
@@ -43,6 +45,33 @@ def test_every_invalid_example_fails_for_its_reason(name: str) -> None:
     assert [i.expression for i in errors] == [expected["expression"]], (expected["reason"], errors)
     assert validator.validate_write(resource, resource["resourceType"]), "a write would be refused too"
     assert schema_errors(resource) == [], "broken only by our profile, not by base R4"
+
+
+def _with_reference_ids(value: Any, new_id: str) -> Any:
+    """The value with every `Type/id` reference pointing at `Type/<new_id>` instead."""
+    if isinstance(value, dict):
+        return {k: (f"{v.split('/')[0]}/{new_id}" if k == "reference" and isinstance(v, str) and "/" in v else _with_reference_ids(v, new_id))
+                for k, v in value.items()}
+    if isinstance(value, list):
+        return [_with_reference_ids(item, new_id) for item in value]
+    return value
+
+
+def _referencing() -> list[tuple[str, str]]:
+    found = [("examples", n) for n in _example_ids()] + [("invalid", n) for n in sorted(EXPECTED)]
+    return [(folder, name) for folder, name in found if '"reference"' in (PROFILES / folder / name).read_text(encoding="utf-8")]
+
+
+@pytest.mark.parametrize("folder,name", _referencing())
+def test_validation_sees_a_reference_by_its_target_type_only(folder: str, name: str) -> None:
+    """What a transaction relies on to validate while its lookups run: a resource whose
+    references stand in for their targets (`Type/stand-in`) gets the verdict of the resource
+    whose references were resolved."""
+    resource = json.loads((PROFILES / folder / name).read_text(encoding="utf-8"))
+    for other in ("stand-in", "7c9e6679-7425-40de-944b-e07fc1f90ae7"):
+        moved = _with_reference_ids(resource, other)
+        assert moved != resource
+        assert validator.validate_write(moved, resource["resourceType"]) == validator.validate_write(resource, resource["resourceType"])
 
 
 def test_invalid_folder_and_expectations_match() -> None:

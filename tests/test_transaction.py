@@ -12,8 +12,10 @@ import orjson
 from fastapi import FastAPI
 
 from fhir_server.app import create_app
+from fhir_server.engine.transaction import BundleLimits, BundleRequest, _Plan, read_request, run_transaction
+from fhir_server.outcome import FhirError
 from fhir_server.settings import Settings
-from tests.conftest import fhir_client, notebook_entry, notebook_patient, running
+from tests.conftest import fhir_client, notebook_entry, notebook_patient, project_root, running
 
 IPP = "urn:oid:1.2.250.1.71.4.2.7"
 
@@ -324,3 +326,73 @@ async def test_urn_oid_placeholders_and_conditional_headers(client: httpx.AsyncC
     ))
     assert refused.status_code == 412 and "Bundle.entry[0]" in refused.json()["issue"][0]["diagnostics"]
     assert (await client.get("/fhir/Patient/known")).json()["meta"]["versionId"] == "1"
+
+
+# -- validation while the lookups run ------------------------------------------------------
+
+BASE = "http://testserver/fhir"
+STAY_IDS = "urn:oid:1.2.250.1.71.4.2.7.1"
+ENTRY_EXAMPLE = project_root() / "profiles" / "examples" / "Communication-example-entry.json"
+
+
+def discharge_requests(engine: Any, ipp: str) -> list[BundleRequest]:
+    """Two conditional updates (two lookups) and a profiled notebook entry referencing both."""
+    patient_url, stay_url = urn(), urn()
+    note = orjson.loads(ENTRY_EXAMPLE.read_bytes())
+    note.pop("id")
+    note |= {"subject": {"reference": patient_url}, "encounter": {"reference": stay_url}}
+    stay = {"resourceType": "Encounter", "status": "finished", "identifier": [{"system": STAY_IDS, "value": f"V-{ipp}"}],
+            "class": {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "IMP"}, "subject": {"reference": patient_url}}
+    entries = [
+        entry("PUT", f"Encounter?identifier={STAY_IDS}|V-{ipp}", stay, stay_url),
+        entry("PUT", f"Patient?identifier={IPP}|{ipp}", notebook_patient(identifier=[{"system": IPP, "value": ipp}]), patient_url),
+        entry("POST", "Communication", note),
+    ]
+    return [read_request(i, e, engine, BASE) for i, e in enumerate(entries)]
+
+
+async def test_resources_are_validated_while_the_lookups_run(app: FastAPI) -> None:
+    engine = app.state.engine
+    plan = _Plan(engine, discharge_requests(engine, "IPP-77"), BASE, BundleLimits())
+    await plan.prepare()
+    assert 0 in plan.valid_early, "the first update is validated before the lookups answer"
+    written = {w.type: orjson.loads(w.raw or b"{}") for w in plan.writes}
+    assert set(written) == {"Encounter", "Patient", "Communication"}
+    patient, stay = f"Patient/{written['Patient']['id']}", f"Encounter/{written['Encounter']['id']}"
+    assert written["Communication"]["subject"]["reference"] == patient
+    assert written["Communication"]["encounter"]["reference"] == stay
+    assert written["Encounter"]["subject"]["reference"] == patient
+    assert all(b"stand-in" not in (w.raw or b"") for w in plan.writes)
+
+
+async def test_a_resource_changed_by_a_merge_is_validated_again(app: FastAPI, client: httpx.AsyncClient) -> None:
+    engine = app.state.engine
+    assert (await run_transaction(engine, discharge_requests(engine, "IPP-78"), BASE, BundleLimits()))
+    requests = discharge_requests(engine, "IPP-78")
+    requests[0].merge = lambda stored, new: {**new, "status": "not-a-status"}  # valid alone, broken once merged
+    try:
+        await run_transaction(engine, requests, BASE, BundleLimits())
+    except FhirError as refused:
+        assert refused.status == 422
+        assert [i.expression for i in refused.issues] == ["Bundle.entry[0].resource.status"], refused.issues
+    else:
+        raise AssertionError("the merged Encounter must be refused")
+    stays = (await client.get("/fhir/Encounter", params={"identifier": f"{STAY_IDS}|V-IPP-78"})).json()["entry"]
+    assert [s["resource"]["status"] for s in stays] == ["finished"]
+
+
+async def test_an_entry_refused_early_names_its_real_references(client: httpx.AsyncClient) -> None:
+    group = {"resourceType": "Group", "type": "person", "actual": True, "identifier": [{"system": IPP, "value": "G-1"}]}
+    assert (await client.post("/fhir/Group", json=group)).status_code == 201
+    note = orjson.loads(ENTRY_EXAMPLE.read_bytes()) | {"subject": {"reference": f"Group?identifier={IPP}|G-1"}}
+    patient = notebook_patient(identifier=[{"system": IPP, "value": "IPP-79"}])
+    refused = await client.post("/fhir", json=bundle(
+        "transaction",
+        entry("PUT", f"Patient?identifier={IPP}|IPP-79", patient),
+        entry("POST", "Communication", note),
+    ))
+    assert refused.status_code == 422, refused.text
+    issues = refused.json()["issue"]
+    assert [i.get("expression") for i in issues] == [["Bundle.entry[1].resource.subject"]], issues
+    assert "Group" in issues[0]["diagnostics"] and "stand-in" not in refused.text
+    assert await count(client, "/fhir/Patient") == 0

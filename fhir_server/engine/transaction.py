@@ -11,12 +11,19 @@ REST layer, which runs them after the commit so they see its effects):
    resources) rewritten everywhere a Reference appears, and in the narrative;
 3. writes: validated, stamped with one shared `lastUpdated`, indexed, committed together.
 
+While the database answers the lookups of step 1, the resources to write are validated with
+each reference standing for its target by type alone (`Type/stand-in`): our validation looks at
+a reference's target type only, so a resource that passes then passes once rewritten. Step 3
+validates again what changed since (a merge) and whatever was not reached in time; a resource
+that failed early is validated again as written, so its issues name the real references.
+
 A version conflict or a conditional-create race found at commit time replans the whole
 transaction from the start, unless the entry carried `ifMatch` (then it is the client's 412).
 """
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import uuid
 from contextlib import contextmanager
@@ -41,6 +48,10 @@ PLACEHOLDERS = ("urn:uuid:", "urn:oid:")
 MAX_ATTEMPTS = 10
 MAX_DELETE_MATCHES = 100
 CONDITIONAL_LIMIT = 2  # a conditional target or reference needs to know: none, one, or several
+# loop turns PyMongo takes to put the lookups' queries on the wire (server selection, connection
+# checkout, send), measured: with fewer, the validation below holds some of them back
+TURNS_TO_SEND = 4
+STAND_IN = "stand-in"  # the id a reference's target has while validating before the lookups end
 
 
 @dataclass
@@ -248,10 +259,15 @@ class _Plan:
     searches: dict[tuple[str, tuple[tuple[str, str], ...], int], list[str]] = field(default_factory=dict)
     prefetched: dict[str, Version] = field(default_factory=dict)  # current versions the lookups brought
     fresh: set[str] = field(default_factory=set)  # keys this plan made up (new ids): nothing stored there
+    valid_early: set[int] = field(default_factory=set)  # entries whose resource passed while the lookups ran
 
     async def prepare(self) -> None:
         ordered = sorted(self.requests, key=lambda r: ORDER[r.method])
-        await self._look_up_conditionals(ordered)
+        looking_up = asyncio.ensure_future(self._look_up_conditionals(ordered))
+        try:
+            await self._validate_meanwhile(looking_up, ordered)
+        finally:
+            await looking_up
         for request in ordered:
             with blame(request.index):
                 await self._target(request)
@@ -312,6 +328,44 @@ class _Plan:
         if any(t.guard == guard for t in self.targets.values()):
             raise FhirError.of(400, "invalid", "two entries create with the same ifNoneExist criteria", "request.ifNoneExist")
         return _Target([self._fresh_key(resource_type)], guard=guard)
+
+    async def _validate_meanwhile(self, looking_up: asyncio.Future[None], ordered: list[BundleRequest]) -> None:
+        """Validate resources with stand-in references until the lookups are answered: CPU work
+        done while the database works. The entries most likely to be written go first."""
+        stand_ins = self._stand_ins(ordered)
+        for _ in range(TURNS_TO_SEND):
+            await asyncio.sleep(0)
+        for request in sorted((r for r in ordered if r.method in ("POST", "PUT") and isinstance(r.resource, dict)), key=_likely_written):
+            await asyncio.sleep(0)  # the lookups' queries leave, their answers are read
+            if looking_up.done():
+                return
+            resource = _with_references(request.resource, stand_ins)
+            if resource is None:
+                continue
+            try:
+                self.engine.validate(str(request.resource_type), resource)
+            except FhirError:
+                continue  # validated again once rewritten: the issues then name the real references
+            self.valid_early.add(request.index)
+
+    @staticmethod
+    def _stand_ins(ordered: list[BundleRequest]) -> dict[str, str | None]:
+        """Each fullUrl an entry may be referenced by, as `Type/stand-in` (None when the target's
+        type is not known before the lookups: a DELETE's)."""
+        stand_ins: dict[str, str | None] = {}
+        for request in ordered:
+            if not request.full_url:
+                continue
+            if request.method == "DELETE":
+                stand_ins[request.full_url] = None
+                continue
+            stand_in = f"{request.resource_type}/{STAND_IN}"
+            stand_ins.setdefault(request.full_url, stand_in)
+            if "://" in request.full_url and request.method == "POST":
+                tail = "/".join(request.full_url.rstrip("/").split("/")[-2:])
+                if tail.split("/")[0] == request.resource_type:
+                    stand_ins.setdefault(tail, stand_in)
+        return stand_ins
 
     def _fresh_key(self, resource_type: str) -> str:
         key = f"{resource_type}/{uuid.uuid4()}"
@@ -421,8 +475,6 @@ class _Plan:
         return self.index_documents[request.index]
 
     def _rewritten(self, request: BundleRequest) -> dict[str, Any]:
-        resource = _copy(request.resource)
-
         def rewrite(reference: str) -> str:
             if reference in self.placeholders:
                 return self.placeholders[reference]
@@ -432,13 +484,7 @@ class _Plan:
                 raise FhirError.of(400, "invalid", f"the reference {reference[:80]} is not the fullUrl of any entry", "resource")
             return reference
 
-        _rewrite_references(resource, rewrite)
-        text = resource.get("text")
-        if isinstance(text, dict) and isinstance(text.get("div"), str) and "urn:" in text["div"]:
-            for placeholder, target in self.placeholders.items():
-                if placeholder.startswith(PLACEHOLDERS):
-                    text["div"] = text["div"].replace(placeholder, target)
-        return resource
+        return _rewrite(request.resource, rewrite, self.placeholders)
 
     # 3. writes
 
@@ -455,7 +501,7 @@ class _Plan:
             return
         resource_id = key.split("/", 1)[1]
         if request.method == "POST":
-            resource = engine.validate(resource_type, self._rewritten(request))
+            resource = self._validated(request, self._rewritten(request))
             self._add(request, engine.prepare(resource_type, resource_id, resource, "POST", None, updated, target.guard))
             return
         check_if_match(current, request.if_match)
@@ -467,18 +513,25 @@ class _Plan:
             resource = engine.validate(resource_type, _patched(engine, current, request.resource))
         else:
             self._check_if_none_match(request, current)
-            rewritten = self._rewritten(request)
+            rewritten = merged = self._rewritten(request)
             if request.merge is not None and current is not None and current.raw is not None:
-                rewritten = request.merge(orjson.loads(current.raw), rewritten)
-            if self.limits.skip_unchanged and _unchanged(current, rewritten, resource_id):
+                merged = request.merge(orjson.loads(current.raw), rewritten)
+            if self.limits.skip_unchanged and _unchanged(current, merged, resource_id):
                 self.results[request.index] = EntryResult(200, current)
                 return
-            resource = engine.validate(resource_type, rewritten)
+            resource = self._validated(request, merged, as_submitted=merged is rewritten)
             if request.criteria is not None and "id" not in resource:
                 resource["id"] = resource_id
             if resource.get("id") != resource_id:
                 raise FhirError.of(400, "invalid", f"the resource's id must be {resource_id}, as in the url", "resource.id")
         self._add(request, engine.prepare(resource_type, resource_id, resource, request.method, current, updated))
+
+    def _validated(self, request: BundleRequest, resource: dict[str, Any], as_submitted: bool = True) -> dict[str, Any]:
+        """The resource to write, validated now unless it passed while the lookups ran (and is,
+        references aside, what was validated then)."""
+        if as_submitted and request.index in self.valid_early:
+            return resource
+        return self.engine.validate(str(request.resource_type), resource)
 
     def _prepare_deletes(self, request: BundleRequest, target: _Target, updated: Any) -> None:
         if len(target.keys) == 1:
@@ -534,6 +587,42 @@ def _copy(resource: dict[str, Any]) -> dict[str, Any]:
         return orjson.loads(orjson.dumps(resource))
     except orjson.JSONEncodeError:  # not JSON (a bug upstream): validation will say so
         return copy.deepcopy(resource)
+
+
+def _rewrite(resource: dict[str, Any], rewrite: Callable[[str], str], placeholders: dict[str, str]) -> dict[str, Any]:
+    """A copy of the resource with every reference rewritten, and the placeholders in its narrative."""
+    copied = _copy(resource)
+    _rewrite_references(copied, rewrite)
+    text = copied.get("text")
+    if isinstance(text, dict) and isinstance(text.get("div"), str) and "urn:" in text["div"]:
+        for placeholder, target in placeholders.items():
+            if placeholder.startswith(PLACEHOLDERS):
+                text["div"] = text["div"].replace(placeholder, target)
+    return copied
+
+
+def _with_references(resource: dict[str, Any], stand_ins: dict[str, str | None]) -> dict[str, Any] | None:
+    """The resource as the plan will write it, but with `Type/stand-in` for each target it
+    does not know yet (None when a target's type cannot be told)."""
+    unknown = False
+
+    def rewrite(reference: str) -> str:
+        nonlocal unknown
+        if reference in stand_ins:
+            stand_in = stand_ins[reference]
+            unknown = unknown or stand_in is None
+            return stand_in or reference
+        if _is_conditional(reference):
+            return f"{reference.partition('?')[0]}/{STAND_IN}"
+        return reference  # an unknown placeholder: the final rewrite refuses it before validating
+
+    rewritten = _rewrite(resource, rewrite, {k: v for k, v in stand_ins.items() if v is not None})
+    return None if unknown else rewritten
+
+
+def _likely_written(request: BundleRequest) -> int:
+    """Updates write unless nothing changed; creates that name criteria often find their match."""
+    return 0 if request.method == "PUT" else 1 if request.if_none_exist is None else 2
 
 
 def _same_criteria(request: BundleRequest, params: list[tuple[str, str]]) -> bool:

@@ -7,6 +7,7 @@ whatever is written meanwhile, and memory stays flat however deep it walks.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 from dataclasses import dataclass, field
@@ -409,6 +410,7 @@ class Searcher:
             if driver is not None and "_id" not in driver:
                 groups.setdefault((lookups[position][0], next(iter(driver))), []).append(position)
         answers: list[list[str] | None] = [None] * len(lookups)
+        queries = []
         for (resource_type, name), positions in groups.items():  # one query per group: $or or a $in on type scans
             chosen = [criteria for p in positions if (criteria := compiled[p]) is not None]
             values = sorted({v for criteria in chosen for v in _driver_values(criteria.driver() or {})})
@@ -416,10 +418,14 @@ class Searcher:
             projection = {"_id": 1, "type": 1, "id": 1, "deleted": 1, **{f: 1 for f in _without_parents(fields)}}
             if matched is not None:
                 projection.update(raw=1, version=1, updated=1)
-            query = {"type": resource_type, name: values[0] if len(values) == 1 else {"$in": values}}
-            found = [doc async for doc in self._collection.find(query, projection).limit(MAX_CANDIDATES + 1)]
-            if len(found) > MAX_CANDIDATES:
+            queries.append(({"type": resource_type, name: values[0] if len(values) == 1 else {"$in": values}}, projection))
+        # all sent at once: the database answers them back to back while the caller works (a
+        # transaction validates its resources meanwhile)
+        results = await asyncio.gather(*(self._bounded_find(query, projection) for query, projection in queries))
+        for positions, found in zip(groups.values(), results):
+            if found is None:
                 continue
+            chosen = [criteria for p in positions if (criteria := compiled[p]) is not None]
             live = sorted((doc for doc in found if not doc.get("deleted")), key=lambda doc: doc["_id"])
             for position, criteria in zip(positions, chosen):
                 wanted = criteria.filter()
@@ -428,6 +434,11 @@ class Searcher:
                 if matched is not None:
                     matched.update((doc["_id"], doc) for doc in hits)
         return answers
+
+    async def _bounded_find(self, query: dict[str, Any], projection: dict[str, Any]) -> list[dict[str, Any]] | None:
+        """The documents a query finds, or None when there are more than MAX_CANDIDATES."""
+        found = [doc async for doc in self._collection.find(query, projection).limit(MAX_CANDIDATES + 1)]
+        return found if len(found) <= MAX_CANDIDATES else None
 
     async def _candidates(self, resource_type: str, driver: dict[str, Any], fields: set[str]) -> list[dict[str, Any]] | None:
         """Phase 1: the live documents the driving clause finds through its index (None: too many)."""
