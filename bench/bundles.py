@@ -186,7 +186,7 @@ def run(args: argparse.Namespace) -> None:
     uri = database.start()
     port = free_port()
     calipso = ServerProcess(
-        [python(), "-m", "fhir_server.cli", "serve", "--auth", "off", "--port", str(port), "--log-level", "warning"],
+        [python(), "-m", "fhir_server.cli", "serve", "--auth", "off", "--port", str(port), "--mllp-port", "0", "--log-level", "warning"],
         f"http://127.0.0.1:{port}/fhir/metadata",
         env={"CALIPSO_MONGODB_URI": uri, "CALIPSO_DATABASE": "bench_bundles"},
     )

@@ -49,6 +49,7 @@ class ServerProcess:
                     return
             except httpx.TransportError:
                 time.sleep(0.2)
+        self.stop()  # never ready: not left running behind the failed bench
         raise RuntimeError(f"server did not answer {ready_url}")
 
     @property

@@ -62,14 +62,19 @@ def run(args: argparse.Namespace) -> None:
     db_pid = database.pid
     calipso_port, baseline_port = free_port(), free_port()
     calipso = ServerProcess(
-        [python(), "-m", "fhir_server.cli", "serve", "--auth", "off", "--port", str(calipso_port), "--log-level", "warning"],
+        [python(), "-m", "fhir_server.cli", "serve", "--auth", "off", "--port", str(calipso_port), "--mllp-port", "0", "--log-level", "warning"],
         f"http://127.0.0.1:{calipso_port}/fhir/metadata",
         env={"CALIPSO_MONGODB_URI": uri, "CALIPSO_DATABASE": "bench_calipso"},
     )
-    baseline = ServerProcess(
-        [python(), "bench/baseline_app.py", "--port", str(baseline_port), "--uri", uri, "--database", "bench_baseline"],
-        f"http://127.0.0.1:{baseline_port}/Patient/none",
-    )
+    try:
+        baseline = ServerProcess(
+            [python(), "bench/baseline_app.py", "--port", str(baseline_port), "--uri", uri, "--database", "bench_baseline"],
+            f"http://127.0.0.1:{baseline_port}/Patient/none",
+        )
+    except RuntimeError:
+        calipso.stop()
+        database.stop()
+        raise
     targets = {
         # name: (server, base URL, database and collection holding the current versions)
         "baseline": (baseline, f"http://127.0.0.1:{baseline_port}", ("bench_baseline", "current")),

@@ -146,7 +146,7 @@ def main() -> None:
     db_pid = database.pid
     port = free_port()
     server = ServerProcess(
-        [python(), "-m", "fhir_server.cli", "serve", "--auth", "off", "--port", str(port), "--log-level", "warning"],
+        [python(), "-m", "fhir_server.cli", "serve", "--auth", "off", "--port", str(port), "--mllp-port", "0", "--log-level", "warning"],
         f"http://127.0.0.1:{port}/fhir/metadata",
         env={"CALIPSO_MONGODB_URI": uri, "CALIPSO_DATABASE": DATABASE, "CALIPSO_AUDIT": "off"},  # search alone: audit costs are auth_overhead's
     )

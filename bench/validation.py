@@ -79,7 +79,7 @@ def round_trips(batch: list[dict[str, Any]]) -> dict[str, list[float]]:
     work = Path(tempfile.mkdtemp(prefix="calipso-bench-"))
     port = free_port()
     server = ServerProcess(
-        [python(), "-m", "fhir_server.cli", "serve", "--auth", "off", "--port", str(port), "--data-dir", str(work / "data"), "--log-level", "warning"],
+        [python(), "-m", "fhir_server.cli", "serve", "--auth", "off", "--port", str(port), "--mllp-port", "0", "--data-dir", str(work / "data"), "--log-level", "warning"],
         f"http://127.0.0.1:{port}/fhir/metadata",
     )
     timings: dict[str, list[float]] = {"create, profile claimed": [], "create, no claim": []}
