@@ -394,7 +394,10 @@ class Searcher:
         then each criteria matched here. None for a lookup this cannot answer (no driving clause, or
         too many candidates, criteria in error): search that one on its own, which reports
         the error. `matched`, when given, receives the stored documents that matched (with
-        `raw`, `version`, `updated`): a transaction need not read them again."""
+        `raw`, `version`, `updated`): a transaction need not read them again.
+
+        The queries leave together and the database answers them back to back, while the
+        caller works (a transaction validates its resources meanwhile)."""
         compiled: list[Criteria | None] = []
         for resource_type, params in lookups:
             try:
@@ -404,41 +407,34 @@ class Searcher:
                 continue
             criteria.clauses += [c for c in (self._restriction(resource_type),) if c]
             compiled.append(criteria)
-        groups: dict[tuple[str, str], list[int]] = {}  # (type, driving field): the planner needs both
+        groups: dict[tuple[str, str], list[tuple[int, Criteria]]] = {}  # (type, driving field): the planner needs both
         for position, criteria in enumerate(compiled):
             driver = criteria.driver() if criteria is not None else None
-            if driver is not None and "_id" not in driver:
-                groups.setdefault((lookups[position][0], next(iter(driver))), []).append(position)
+            if criteria is not None and driver is not None and "_id" not in driver:
+                groups.setdefault((lookups[position][0], next(iter(driver))), []).append((position, criteria))
         answers: list[list[str] | None] = [None] * len(lookups)
-        queries = []
-        for (resource_type, name), positions in groups.items():  # one query per group: $or or a $in on type scans
-            chosen = [criteria for p in positions if (criteria := compiled[p]) is not None]
-            values = sorted({v for criteria in chosen for v in _driver_values(criteria.driver() or {})})
-            fields = {f for criteria in chosen for f in _fields(criteria.clauses)}
+
+        async def answer(resource_type: str, name: str, group: list[tuple[int, Criteria]]) -> None:
+            # one query per group: $or or a $in on type scans
+            values = sorted({v for _, criteria in group for v in _driver_values(criteria.driver() or {})})
+            fields = {f for _, criteria in group for f in _fields(criteria.clauses)}
             projection = {"_id": 1, "type": 1, "id": 1, "deleted": 1, **{f: 1 for f in _without_parents(fields)}}
             if matched is not None:
                 projection.update(raw=1, version=1, updated=1)
-            queries.append(({"type": resource_type, name: values[0] if len(values) == 1 else {"$in": values}}, projection))
-        # all sent at once: the database answers them back to back while the caller works (a
-        # transaction validates its resources meanwhile)
-        results = await asyncio.gather(*(self._bounded_find(query, projection) for query, projection in queries))
-        for positions, found in zip(groups.values(), results):
-            if found is None:
-                continue
-            chosen = [criteria for p in positions if (criteria := compiled[p]) is not None]
+            query = {"type": resource_type, name: values[0] if len(values) == 1 else {"$in": values}}
+            found = [doc async for doc in self._collection.find(query, projection).limit(MAX_CANDIDATES + 1)]
+            if len(found) > MAX_CANDIDATES:
+                return
             live = sorted((doc for doc in found if not doc.get("deleted")), key=lambda doc: doc["_id"])
-            for position, criteria in zip(positions, chosen):
+            for position, criteria in group:
                 wanted = criteria.filter()
                 hits = [doc for doc in live if matches(doc, wanted)][:limit]
                 answers[position] = [doc["_id"] for doc in hits]
                 if matched is not None:
                     matched.update((doc["_id"], doc) for doc in hits)
-        return answers
 
-    async def _bounded_find(self, query: dict[str, Any], projection: dict[str, Any]) -> list[dict[str, Any]] | None:
-        """The documents a query finds, or None when there are more than MAX_CANDIDATES."""
-        found = [doc async for doc in self._collection.find(query, projection).limit(MAX_CANDIDATES + 1)]
-        return found if len(found) <= MAX_CANDIDATES else None
+        await asyncio.gather(*(answer(resource_type, name, group) for (resource_type, name), group in groups.items()))
+        return answers
 
     async def _candidates(self, resource_type: str, driver: dict[str, Any], fields: set[str]) -> list[dict[str, Any]] | None:
         """Phase 1: the live documents the driving clause finds through its index (None: too many)."""
