@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any, Awaitable, Callable
 
@@ -29,6 +28,7 @@ from hl7v2_bridge.ack import ack_code
 from hl7v2_bridge.er7 import Er7Error, Message, decode
 from hl7v2_bridge.inbox import APPLIED, FAILED, FINAL, REJECTED, Inbox, digest
 from hl7v2_bridge.mapping import MERGE, OPTIONAL, Mappings, MappingError, load_mappings, to_bundle
+from hl7v2_bridge.ordering import PatientTurns
 
 log = logging.getLogger("calipso.bridge")
 INTERNAL_BASE = "http://calipso.bridge/fhir"
@@ -59,11 +59,16 @@ class Bridge:
         self._inbox = Inbox(engine.store)
         self._mappings = mappings or load_mappings()
         self._default_charset = default_charset
-        self._patient_locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
+        self._turns = PatientTurns()
 
     @property
     def inbox(self) -> Inbox:
         return self._inbox
+
+    @property
+    def patients_in_progress(self) -> int:
+        """Patients with a message being applied or waiting for its turn."""
+        return self._turns.patients_in_progress
 
     async def handle(self, raw: bytes, sender: str = "", accept: Accept | None = None) -> Outcome:
         """The ACK for one message's bytes (never raises).
@@ -108,7 +113,7 @@ class Bridge:
         if stored is not None and stored.status in FINAL and stored.ack is not None:
             log.info("resend answered from the inbox control_id=%s status=%s", message.value("MSH-10")[:40], stored.status)
             return self._answer(message, enhanced, Outcome(ack_code(stored.ack), stored.ack, key))
-        async with self._patient_locks[_patient_key(message)]:
+        async with self._turns.of(_patient_key(message)):
             return self._answer(message, enhanced, await self._apply(message, key, mapped))
 
     @staticmethod

@@ -13,6 +13,7 @@ from fhir_server.spec import load_spec
 from fhir_server.validation import Validator
 from hl7v2_bridge.client import MllpClient, ack_code
 from hl7v2_bridge.inbox import APPLIED, REJECTED, digest
+from hl7v2_bridge.ordering import PatientTurns
 from tests.bridge_fixtures import STORY, counts, sample, search
 
 C = load_guide().canonical
@@ -137,6 +138,29 @@ async def test_concurrent_connections_each_get_their_acks(bridged: tuple[FastAPI
     assert len(await search(client, "Patient")) == 1  # one patient, applied one message at a time
     assert len(await search(client, "Communication")) == 12
     assert len(await search(client, "Encounter")) == 12
+    assert app.state.bridge.patients_in_progress == 0, "nothing kept for a patient once its messages are applied"
+
+
+async def test_one_patient_at_a_time_in_arrival_order_others_meanwhile() -> None:
+    turns, applied = PatientTurns(), []
+
+    async def message(patient: str, n: int, work: float) -> None:
+        async with turns.of(patient):
+            applied.append(f"{patient}{n} start")
+            await asyncio.sleep(work)
+            applied.append(f"{patient}{n} end")
+
+    tasks = [asyncio.create_task(message("A", 1, 0.2))]
+    await asyncio.sleep(0)  # A1 holds A's turn
+    tasks += [asyncio.create_task(message("A", 2, 0.2)), asyncio.create_task(message("A", 3, 0.0)),
+              asyncio.create_task(message("B", 1, 0.0))]
+    await asyncio.sleep(0.05)
+    assert turns.patients_in_progress == 1, "B is done and forgotten; A1 runs, A2 and A3 wait"
+    await asyncio.sleep(0.25)  # A1 done, A2 holds the turn: a new message for A still waits
+    tasks.append(asyncio.create_task(message("A", 4, 0.0)))
+    await asyncio.gather(*tasks)
+    assert applied == ["A1 start", "B1 start", "B1 end", "A1 end", "A2 start", "A2 end", "A3 start", "A3 end", "A4 start", "A4 end"]
+    assert turns.patients_in_progress == 0
 
 
 async def test_an_unchanged_patient_gets_no_new_version(bridged: tuple[FastAPI, httpx.AsyncClient, int]) -> None:
