@@ -376,19 +376,35 @@ def evaluate(expression: str, context: Context) -> str:
     return ""
 
 
-def _source(source: str, context: Context) -> str:
+@lru_cache(maxsize=4096)
+def _source_kind(source: str) -> tuple[str, Any]:
+    """What a placeholder source reads, parsed once per distinct source: ('literal', text),
+    ('let', name), ('name', resource name), ('current', (component, sub) or None), ('field', path)."""
     if source.startswith("'") and source.endswith("'"):
-        return source[1:-1]
+        return "literal", source[1:-1]
     if source.startswith("$"):
-        return context.values.get(source[1:], "")
+        return "let", source[1:]
     if source.startswith("@"):
-        return context.names.get(source[1:], "")
+        return "name", source[1:]
     if source.startswith("~"):
         match = CURRENT.match(source)
-        if match is None or context.repetition is None:
-            return ""
-        return leaf(context.repetition, int(match["component"] or 1), int(match["sub"] or 1), context.message.separators)
-    return _field_value(source, context)
+        return "current", (int(match["component"] or 1), int(match["sub"] or 1)) if match else None
+    return "field", source
+
+
+def _source(source: str, context: Context) -> str:
+    kind, what = _source_kind(source)
+    if kind == "field":
+        return _field_value(what, context)
+    if kind == "literal":
+        return what
+    if kind == "let":
+        return context.values.get(what, "")
+    if kind == "name":
+        return context.names.get(what, "")
+    if what is None or context.repetition is None:  # `~`: the repetition being iterated
+        return ""
+    return leaf(context.repetition, what[0], what[1], context.message.separators)
 
 
 def _field_value(path: str, context: Context) -> str:
