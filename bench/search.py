@@ -46,8 +46,12 @@ def load(base: str, count: int, offset: int, args: argparse.Namespace, server_pi
 
     print(f"loading {count} resources ...", file=sys.stderr, flush=True)
     try:
-        return run_wrk(f"load +{count}", base, "load.lua", [str(count), str(args.patients), str(args.practitioners), str(offset)],
-                       3600, 32, server_pid, db_pid, until=loaded)
+        figures = run_wrk(f"load +{count}", base, "load.lua", [str(count), str(args.patients), str(args.practitioners), str(offset)],
+                          3600, 32, server_pid, db_pid, until=loaded)
+        # flush what the load wrote now: WiredTiger's periodic checkpoint (every 60 s) would
+        # otherwise land in the first query measured after the load and stall it
+        client.admin.command("fsync")
+        return figures
     finally:
         client.close()
 
