@@ -332,14 +332,17 @@ class _Plan:
     async def _validate_meanwhile(self, looking_up: asyncio.Future[None], ordered: list[BundleRequest]) -> None:
         """Validate resources with stand-in references until the lookups are answered: CPU work
         done while the database works. The entries most likely to be written go first."""
-        stand_ins = self._stand_ins(ordered)
         for _ in range(TURNS_TO_SEND):
             await asyncio.sleep(0)
+            if looking_up.done():
+                return  # nothing was looked up (or it came back at once): nothing to overlap
+        stand_ins = self._stand_ins(ordered)
+        in_narrative = {k: v for k, v in stand_ins.items() if v is not None}
         for request in sorted((r for r in ordered if r.method in ("POST", "PUT") and isinstance(r.resource, dict)), key=_likely_written):
             await asyncio.sleep(0)  # the lookups' queries leave, their answers are read
             if looking_up.done():
                 return
-            resource = _with_references(request.resource, stand_ins)
+            resource = _with_references(request.resource, stand_ins, in_narrative)
             if resource is None:
                 continue
             try:
@@ -361,10 +364,9 @@ class _Plan:
                 continue
             stand_in = f"{request.resource_type}/{STAND_IN}"
             stand_ins.setdefault(request.full_url, stand_in)
-            if "://" in request.full_url and request.method == "POST":
-                tail = "/".join(request.full_url.rstrip("/").split("/")[-2:])
-                if tail.split("/")[0] == request.resource_type:
-                    stand_ins.setdefault(tail, stand_in)
+            tail = _client_side_id(request)
+            if tail is not None:
+                stand_ins.setdefault(tail, stand_in)
         return stand_ins
 
     def _fresh_key(self, resource_type: str) -> str:
@@ -415,10 +417,9 @@ class _Plan:
         full_url = str(request.full_url)
         if full_url != target:
             self.placeholders[full_url] = target
-        if "://" in full_url and request.method == "POST":  # a client-side id: Type/old may be used too
-            tail = "/".join(full_url.rstrip("/").split("/")[-2:])
-            if tail.split("/")[0] == request.resource_type:
-                self.placeholders.setdefault(tail, target)
+        tail = _client_side_id(request)
+        if tail is not None:
+            self.placeholders.setdefault(tail, target)
 
     def _refuse_duplicates(self) -> None:
         seen: dict[str, int] = {}
@@ -601,9 +602,21 @@ def _rewrite(resource: dict[str, Any], rewrite: Callable[[str], str], placeholde
     return copied
 
 
-def _with_references(resource: dict[str, Any], stand_ins: dict[str, str | None]) -> dict[str, Any] | None:
+def _client_side_id(request: BundleRequest) -> str | None:
+    """`Type/old` of a POST whose fullUrl is a URL ending in it: references may use it too."""
+    full_url = request.full_url or ""
+    if "://" not in full_url or request.method != "POST":
+        return None
+    tail = "/".join(full_url.rstrip("/").split("/")[-2:])
+    return tail if tail.split("/")[0] == request.resource_type else None
+
+
+def _with_references(
+    resource: dict[str, Any], stand_ins: dict[str, str | None], in_narrative: dict[str, str]
+) -> dict[str, Any] | None:
     """The resource as the plan will write it, but with `Type/stand-in` for each target it
-    does not know yet (None when a target's type cannot be told)."""
+    does not know yet (None when a target's type cannot be told); `in_narrative`: the known
+    stand-ins, for placeholders in the narrative."""
     unknown = False
 
     def rewrite(reference: str) -> str:
@@ -616,7 +629,7 @@ def _with_references(resource: dict[str, Any], stand_ins: dict[str, str | None])
             return f"{reference.partition('?')[0]}/{STAND_IN}"
         return reference  # an unknown placeholder: the final rewrite refuses it before validating
 
-    rewritten = _rewrite(resource, rewrite, {k: v for k, v in stand_ins.items() if v is not None})
+    rewritten = _rewrite(resource, rewrite, in_narrative)
     return None if unknown else rewritten
 
 
