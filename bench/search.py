@@ -101,8 +101,11 @@ def page_walk(base: str, patient: int, server_pid: int) -> tuple[int, float, flo
             timings.append((time.perf_counter() - started) * 1000)
             pages += 1
             url = next((link["url"] for link in bundle["link"] if link["relation"] == "next"), None)
-    rss = int(next(line for line in Path(f"/proc/{server_pid}/status").read_text().splitlines() if line.startswith("VmRSS")).split()[1])
-    return pages, sum(timings) / len(timings), _pct(timings, 0.99), rss
+    return pages, sum(timings) / len(timings), _pct(timings, 0.99), _rss_kb(server_pid)
+
+
+def _rss_kb(pid: int) -> int:
+    return int(next(line for line in Path(f"/proc/{pid}/status").read_text().splitlines() if line.startswith("VmRSS")).split()[1])
 
 
 def settle(db_pid: int, limit_s: float = 120.0) -> float:
@@ -164,6 +167,7 @@ def main() -> None:
         results.append(load(base, args.entries - args.small, setup + args.small, args, server.pid, db_pid, uri))
         results += measure(f"{args.entries // 1000}k", base, args, server.pid, db_pid, uri)
         big_walk = page_walk(f"{base}/fhir", 7, server.pid)
+        database_rss = _rss_kb(db_pid)
     finally:
         server.stop()
         database.stop()
@@ -183,6 +187,7 @@ def main() -> None:
         print(f"{name}: p99 @{big} / p99 @{small} = {ratio:.2f} (target <= 2)")
     for label, (pages, mean_ms, p99_ms, rss) in ((small, small_walk), (big, big_walk)):
         print(f"page walk @{label}: {pages} pages of 20, {mean_ms:.1f} ms/page mean, p99 {p99_ms:.1f} ms, server RSS {rss // 1024} MB")
+    print(f"database RSS at the end: {database_rss // 1024} MB")
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -111,3 +112,32 @@ def test_the_standalone_mllp_listener_applies_and_audits(tmp_path: Path) -> None
         process.send_signal(signal.SIGTERM)
         assert process.wait(60) == 0
     assert (data_dir / "audit" / "audit-journal-mllp.ndjson").read_bytes() == b""  # committed at stop
+
+
+def test_the_database_runs_its_launcher_with_survivors_frozen(tmp_path: Path) -> None:
+    """database_process.py runs the launcher by path, with its arguments, and freezes what
+    survives each full collection (the embedded database's long pauses, docs/architecture.md)."""
+    launcher = tmp_path / "launcher"
+    launcher.write_text(
+        "import gc, sys\n"
+        "kept = [[i] for i in range(20_000)]\n"
+        "gc.collect()\n"
+        "print(sys.argv[1:], gc.get_freeze_count())\n"
+    )
+    policy = Path(__file__).resolve().parent.parent / "fhir_server" / "storage" / "database_process.py"
+    done = subprocess.run([sys.executable, str(policy), str(launcher), "--standalone", "--port", "0"],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    arguments, frozen = done.stdout.rsplit(" ", 1)
+    assert arguments == "['--standalone', '--port', '0']"
+    assert int(frozen) >= 20_000  # the kept lists, out of the next collections' walk
+
+
+def test_the_embedded_database_starts_under_that_policy(tmp_path: Path) -> None:
+    database = EmbeddedDatabase(tmp_path / "data")
+    database.start()
+    try:
+        command = Path(f"/proc/{database.pid}/cmdline").read_bytes().split(b"\0")
+        assert command[1].endswith(b"database_process.py") and command[2].endswith(b"secantusd-py")
+    finally:
+        database.stop()

@@ -3,7 +3,8 @@
 A child process (not an import) keeps SecantusDB's GPL-2.0 code out of calipso's process
 and lets it be stopped cleanly. It runs `--standalone`: measured here, its replica-set mode
 slows writes down fourfold after a few thousand inserts, and standalone still accepts
-multi-document transactions.
+multi-document transactions. Its launcher runs under a garbage-collection policy that keeps the
+database's full collections short (database_process.py).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ LOCKED_MARKERS = ("Device or resource busy", "Resource temporarily unavailable")
 START_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 20.0
 PR_SET_PDEATHSIG = 1
+DATABASE_PROCESS = Path(__file__).with_name("database_process.py")
 
 
 def _stop_with_parent() -> None:
@@ -41,7 +43,8 @@ class EmbeddedDatabaseError(RuntimeError):
 
 
 def _server_command() -> list[str]:
-    """The secantusd-py launcher installed next to this interpreter (or on PATH)."""
+    """The secantusd-py launcher installed next to this interpreter (or on PATH), run under the
+    garbage-collection policy of database_process.py (its docstring says why)."""
     beside = Path(sys.executable).with_name("secantusd-py")
     found = str(beside) if beside.exists() else shutil.which("secantusd-py")
     if not found:
@@ -49,7 +52,7 @@ def _server_command() -> list[str]:
             "The embedded database is not installed: install calipso with its 'embedded' extra "
             "(pip install 'calipso[embedded]') or set CALIPSO_MONGODB_URI to a MongoDB replica set."
         )
-    return [found]
+    return [sys.executable, str(DATABASE_PROCESS), found]
 
 
 class EmbeddedDatabase:
