@@ -48,8 +48,8 @@ def load(base: str, count: int, offset: int, args: argparse.Namespace, server_pi
     try:
         figures = run_wrk(f"load +{count}", base, "load.lua", [str(count), str(args.patients), str(args.practitioners), str(offset)],
                           3600, 32, server_pid, db_pid, until=loaded)
-        # flush what the load wrote now: WiredTiger's periodic checkpoint (every 60 s) would
-        # otherwise land in the first query measured after the load and stall it
+        # a checkpoint, so every measurement starts from a flushed database (it was not the
+        # cause of the 100k tail, bench/RESULTS.md session 7, but keeps one out of the figures)
         client.admin.command("fsync")
         return figures
     finally:

@@ -12,7 +12,7 @@ import pytest
 
 from fhir_server.app import create_app
 from fhir_server.settings import Settings
-from fhir_server.storage.embedded import EmbeddedDatabase
+from fhir_server.storage.embedded import DATABASE_PROCESS, EmbeddedDatabase
 from conformance.server import Served
 from tests.conftest import fhir_client, notebook_patient, running
 
@@ -116,7 +116,8 @@ def test_the_standalone_mllp_listener_applies_and_audits(tmp_path: Path) -> None
 
 def test_the_database_runs_its_launcher_with_survivors_frozen(tmp_path: Path) -> None:
     """database_process.py runs the launcher by path, with its arguments, and freezes what
-    survives each full collection (the embedded database's long pauses, docs/architecture.md)."""
+    survives a collection of the older generations (the embedded database's long pauses,
+    docs/architecture.md)."""
     launcher = tmp_path / "launcher"
     launcher.write_text(
         "import gc, sys\n"
@@ -124,8 +125,7 @@ def test_the_database_runs_its_launcher_with_survivors_frozen(tmp_path: Path) ->
         "gc.collect()\n"
         "print(sys.argv[1:], gc.get_freeze_count())\n"
     )
-    policy = Path(__file__).resolve().parent.parent / "fhir_server" / "storage" / "database_process.py"
-    done = subprocess.run([sys.executable, str(policy), str(launcher), "--standalone", "--port", "0"],
+    done = subprocess.run([sys.executable, str(DATABASE_PROCESS), str(launcher), "--standalone", "--port", "0"],
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     arguments, frozen = done.stdout.rsplit(" ", 1)
