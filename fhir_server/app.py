@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from contextlib import asynccontextmanager
 from datetime import timezone
-from typing import Any, AsyncIterator
+from typing import Any, AsyncIterator, Callable
 
 from fastapi import FastAPI
 from pymongo import AsyncMongoClient
@@ -40,8 +40,10 @@ def connect(uri: str) -> AsyncMongoClient[dict[str, Any]]:
     return AsyncMongoClient(uri, tz_aware=True, tzinfo=timezone.utc, uuidRepresentation="standard")
 
 
-def create_app(settings: Settings) -> FastAPI:
-    """The FHIR server for these settings; the database must already be reachable at start."""
+def create_app(settings: Settings, when_ready: Callable[[], None] | None = None) -> FastAPI:
+    """The FHIR server for these settings; the database must already be reachable at start.
+    `when_ready` runs once start-up is done, before the first request (the process's owner
+    uses it: `calipso serve` freezes its start-up heap)."""
     if not settings.mongodb_uri:
         raise ValueError("create_app needs settings.mongodb_uri (the CLI starts the embedded database)")
 
@@ -63,6 +65,8 @@ def create_app(settings: Settings) -> FastAPI:
         if settings.mllp_port is not None:
             listener = MllpListener(app.state.bridge, listener_settings(settings), message_recorder(app.state.audit))
             app.state.mllp_port = await listener.start()
+        if when_ready is not None:
+            when_ready()
         log.info("fhir api ready database=%s", settings.database)
         try:
             yield

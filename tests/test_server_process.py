@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -42,6 +43,18 @@ def test_data_survives_a_restart_on_the_same_data_dir(tmp_path: Path) -> None:
         assert httpx.get(f"{second.base}/Patient/{patient['id']}/_history/1").json()["gender"] == "female"
     finally:
         second.stop()
+
+
+def test_serve_freezes_its_start_up_heap(tmp_path: Path) -> None:
+    """`calipso serve` freezes what start-up left before the first request (fhir_server/heap.py)."""
+    served = Served(tmp_path / "data")
+    try:
+        served.wait_ready()
+        assert httpx.get(f"{served.base}/metadata").status_code == 200
+    finally:
+        assert served.stop() == 0
+    found = re.search(r"start-up heap frozen: (\d+) objects", served.log.read_text())
+    assert found and int(found.group(1)) > 50_000  # the digest and models: ~100,000
 
 
 def test_a_locked_data_dir_gives_a_clear_message(tmp_path: Path) -> None:
