@@ -3,8 +3,8 @@
 By the time the API is ready, its process holds ~100,000 objects that live as long as it does:
 the R4 digest, the resource models, the profiles and the installed guide. Every full collection
 walks them all, every request in flight waiting on it: measured under the search bench's load
-on 100k entries, 69–148 ms each, every 10–30 s. Frozen (`gc.freeze()`) after one last
-collection, they are out of the next collections' walk: 7–35 ms on the same data
+on 100k entries, 88–148 ms each, every 10–30 s. Frozen (`gc.freeze()`) after one last
+collection, they are out of the next collections' walk: 7–34 ms on the same data
 (bench/RESULTS.md, search, session 8).
 
 Once, after start-up: what the requests create later stays under the collector as usual, so a
