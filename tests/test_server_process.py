@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import subprocess
@@ -11,9 +12,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from fhir_server.app import create_app
+from fhir_server.app import connect, create_app
 from fhir_server.settings import Settings
-from fhir_server.storage.embedded import DATABASE_PROCESS, EmbeddedDatabase
+from fhir_server.storage.embedded import CLIENT_CONNECTIONS, DATABASE_PROCESS, EmbeddedDatabase
 from conformance.server import Served
 from tests.conftest import fhir_client, notebook_patient, running
 
@@ -96,7 +97,6 @@ async def test_database_outage_gives_500_without_trace_or_data(tmp_path: Path, c
 def test_the_standalone_mllp_listener_applies_and_audits(tmp_path: Path) -> None:
     """`calipso mllp`: the listener alone, on its own embedded database; the message is applied
     and audited, and a clean stop leaves nothing in its audit journal."""
-    import asyncio
     import signal
     import subprocess
 
@@ -144,6 +144,22 @@ def test_the_database_runs_its_launcher_with_survivors_frozen(tmp_path: Path) ->
     arguments, frozen = done.stdout.rsplit(" ", 1)
     assert arguments == "['--standalone', '--port', '0']"
     assert int(frozen) >= 20_000  # the kept lists, out of the next collections' walk
+
+
+async def test_a_client_of_the_embedded_database_queues_beyond_its_connection_cap(database_uri: str) -> None:
+    """40 finds at once through the embedded database's URI open at most CLIENT_CONNECTIONS
+    connections (plus the driver's monitors): the rest wait in the driver's queue."""
+    client = connect(database_uri)
+    try:
+        collection = client["connection_cap"]["rows"]
+        await collection.insert_many([{"row": n} for n in range(200)])
+        opened = (await client.admin.command("serverStatus"))["connections"]["totalCreated"]
+        found = await asyncio.gather(*(collection.find({}).to_list() for _ in range(40)))
+        assert all(len(rows) == 200 for rows in found)
+        opened = (await client.admin.command("serverStatus"))["connections"]["totalCreated"] - opened
+        assert 1 <= opened <= CLIENT_CONNECTIONS
+    finally:
+        await client.close()
 
 
 def test_the_embedded_database_starts_under_that_policy(tmp_path: Path) -> None:

@@ -5,6 +5,13 @@ and lets it be stopped cleanly. It runs `--standalone`: measured here, its repli
 slows writes down fourfold after a few thousand inserts, and standalone still accepts
 multi-document transactions. Its launcher runs under a garbage-collection policy that keeps the
 database's full collections short (database_process.py).
+
+Its URI caps each client at CLIENT_CONNECTIONS connections. SecantusDB serves each connection
+on a thread of its own, behind one storage lock and the GIL, and neither hands over in
+arrival order: with 32 searches in flight on the driver's default 100 connections, some waited
+far longer than others. With 8, the rest wait in the driver's queue instead: the subject
+search's p99 fell by about a fifth at 12k and at 100k entries, at the same throughput
+(bench/RESULTS.md, search, session 8). A MongoDB URI given by the operator is left as it is.
 """
 
 from __future__ import annotations
@@ -28,6 +35,7 @@ START_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 20.0
 PR_SET_PDEATHSIG = 1
 DATABASE_PROCESS = Path(__file__).with_name("database_process.py")
+CLIENT_CONNECTIONS = 8  # per client of the embedded database (see above)
 
 
 def _stop_with_parent() -> None:
@@ -70,7 +78,7 @@ class EmbeddedDatabase:
     def uri(self) -> str:
         if self.port is None:
             raise EmbeddedDatabaseError("the embedded database is not running")
-        return f"mongodb://{self.host}:{self.port}/?directConnection=true"
+        return f"mongodb://{self.host}:{self.port}/?directConnection=true&maxPoolSize={CLIENT_CONNECTIONS}"
 
     @property
     def pid(self) -> int:
