@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 import pytest
 from pymongo import AsyncMongoClient
-from pymongo.monitoring import ConnectionPoolListener
+from pymongo.event_loggers import ConnectionPoolLogger
 
 from fhir_server.app import create_app
 from fhir_server.settings import Settings
@@ -101,7 +101,6 @@ def test_the_standalone_mllp_listener_applies_and_audits(tmp_path: Path) -> None
     """`calipso mllp`: the listener alone, on its own embedded database; the message is applied
     and audited, and a clean stop leaves nothing in its audit journal."""
     import signal
-    import subprocess
 
     from conformance.server import free_port
     from hl7v2_bridge.client import MllpClient, ack_code
@@ -149,26 +148,14 @@ def test_the_database_runs_its_launcher_with_survivors_frozen(tmp_path: Path) ->
     assert int(frozen) >= 20_000  # the kept lists, out of the next collections' walk
 
 
-class ConnectionsOpened(ConnectionPoolListener):
-    """Counts the connections a client's pool opens (the driver's monitors are not in it)."""
+class ConnectionsOpened(ConnectionPoolLogger):
+    """Counts the connections a client's pool opens (the driver's monitors are not in it); the
+    driver's logger handles the other pool events."""
 
-    def __init__(self) -> None:
-        self.count = 0
+    count = 0
 
     def connection_created(self, event: Any) -> None:
         self.count += 1
-
-    # the other pool events: nothing to count (the base class raises NotImplementedError)
-    def pool_created(self, event: Any) -> None: ...
-    def pool_ready(self, event: Any) -> None: ...
-    def pool_cleared(self, event: Any) -> None: ...
-    def pool_closed(self, event: Any) -> None: ...
-    def connection_ready(self, event: Any) -> None: ...
-    def connection_closed(self, event: Any) -> None: ...
-    def connection_check_out_started(self, event: Any) -> None: ...
-    def connection_check_out_failed(self, event: Any) -> None: ...
-    def connection_checked_out(self, event: Any) -> None: ...
-    def connection_checked_in(self, event: Any) -> None: ...
 
 
 @pytest.mark.skipif(bool(os.environ.get("CALIPSO_TEST_MONGODB_URI")), reason="an operator's URI is used as it is")
