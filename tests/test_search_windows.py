@@ -179,5 +179,27 @@ def test_estimates_need_enough_full_pages() -> None:
     assert estimates.window(shape, anchor, 11, after_anchor=False) is None
 
 
+
+def test_a_window_reaches_a_page_below_the_newest_row_not_the_gap_times_the_rows() -> None:
+    estimates = WindowEstimates()
+    anchor = datetime(2026, 11, 22, tzinfo=timezone.utc)
+    shape = ("Communication", ("subject",), (("so.sent", -1), ("_id", -1)), True)
+    month_old = [anchor - timedelta(days=30, hours=h) for h in range(10)]  # newest 30 days back, then hourly
+    for _ in range(MIN_OBSERVATIONS):
+        estimates.learn(shape, anchor, month_old, full=True)
+    window = estimates.window(shape, anchor, 11, after_anchor=False)
+    assert window is not None and window.lower == anchor - timedelta(days=30, hours=10)
+
+
+def test_rows_dated_after_the_anchor_stretch_no_window() -> None:
+    estimates = WindowEstimates()
+    anchor = datetime(2026, 11, 22, tzinfo=timezone.utc)
+    shape = ("Communication", ("subject",), (("so.sent", -1), ("_id", -1)), True)
+    future = [anchor + timedelta(days=4), anchor + timedelta(days=3)]
+    for _ in range(MIN_OBSERVATIONS):
+        estimates.learn(shape, anchor, [*future, *(anchor - timedelta(hours=h) for h in range(2, 10))], full=True)
+    window = estimates.window(shape, anchor, 11, after_anchor=False)
+    assert window is not None and window.lower == anchor - timedelta(hours=12)
+
 def test_the_sort_index_is_found_in_the_index_declarations() -> None:
     assert sort_indexes(INDEXES[RESOURCES]) == {"ix.rf": "so.sent"}

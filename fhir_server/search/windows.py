@@ -6,7 +6,10 @@ compound index `(type, F, S, _id)`, with `F` pinned by equality and a range on `
 driven by one value of `F` and sorted newest first on the date `S` first reads only the rows
 whose `S` lies in a window just below its anchor (now for a first page, the cursor's position
 for the next ones). The window is as wide as the pages served before for the same shape of
-search needed: the 90th percentile of their reach per row, times the rows wanted.
+search needed: the 90th percentile of their reach, each page's reach being how far below its
+anchor its first row lay (its gap) plus its spacing per row times the rows wanted. The gap is
+not scaled with the rows: a patient whose newest entry is a month old needs a window a month
+and a page deep, not a month times the rows over the page.
 
 A window that holds more rows than the page is exact: every row outside it sorts after every
 row inside it. When it holds fewer, the next window down, twice as wide, is read as well; when
@@ -61,7 +64,7 @@ class WindowEstimates:
     """What the pages served so far tell about how far back a page reaches, per search shape."""
 
     def __init__(self) -> None:
-        self._reach: dict[Hashable, deque[float | None]] = {}
+        self._reach: dict[Hashable, deque[tuple[float, float] | None]] = {}  # (gap, spacing) seconds
         self.served = 0  # pages answered from windows
         self.widened = 0  # of which needed the second window
         self.missed = 0  # pages the windows held too few rows for (the search then ran whole)
@@ -71,20 +74,25 @@ class WindowEstimates:
         seen = self._reach.get(shape)
         if seen is None or len(seen) < MIN_OBSERVATIONS:
             return None
-        full = sorted(reach for reach in seen if reach is not None)
+        full = sorted(gap + spacing * (rows - 1) for gap, spacing in filter(None, seen))
         if len(full) < len(seen) * MIN_FULL_SHARE:
             return None
-        per_row = full[min(len(full) - 1, int(len(full) * QUANTILE))]
-        width = timedelta(seconds=per_row * rows)
+        width = timedelta(seconds=full[min(len(full) - 1, int(len(full) * QUANTILE))])
         return Window(anchor - width, anchor + ONE_MS if after_anchor else None, width)
 
     def learn(self, shape: Hashable, anchor: datetime, page: list[Any], full: bool) -> None:
         """A page served for this shape: `page` holds its rows' values of the sort field.
 
         A page that is not full (or that reached rows with no value) says the driving value
-        had less than a page in reach of a window."""
+        had less than a page in reach of a window. Rows dated after the anchor are in every
+        window that reaches the anchor: they add neither to the gap nor to the spacing."""
         last = page[-1] if page else None
-        reach = max(0.0, (anchor - last).total_seconds()) / len(page) if full and isinstance(last, datetime) else None
+        reach = None
+        if full and isinstance(last, datetime):
+            below = [value for value in page if value <= anchor]
+            gap = (anchor - below[0]).total_seconds() if below else 0.0
+            spacing = (below[0] - last).total_seconds() / (len(below) - 1) if len(below) > 1 else gap
+            reach = (gap, spacing)
         self._reach.setdefault(shape, deque(maxlen=OBSERVATIONS)).append(reach)
 
 
