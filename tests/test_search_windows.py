@@ -18,6 +18,8 @@ from fhir_server.storage.store import INDEXES, RESOURCES
 from tests.search_fixtures import entry, put
 
 NOW = datetime.now(timezone.utc).replace(microsecond=0)
+ANCHOR = datetime(2026, 11, 22, tzinfo=timezone.utc)  # of the estimates' own tests
+SHAPE = ("Communication", ("subject",), (("so.sent", -1), ("_id", -1)), True)
 
 
 def _instant(moment: datetime) -> str:
@@ -126,7 +128,8 @@ async def test_a_second_window_twice_as_wide_is_read_below_the_first(client: htt
     params = {"_sort": "-sent", "_count": "10"}
     for _ in range(MIN_OBSERVATIONS):
         assert await _first_page(client, {**params, "subject": "Patient/dense"}) == _newest_first(dense)[:10]
-    # the first window (the last 16.5 hours) holds none of these, the next one (16.5 to 49.5) all
+    # the first window (the last ~21.4 hours: 8 rows below now over 15 hours, spaced for 11) holds
+    # two of these, too few; the next one (~21.4 to ~64.3 hours) the rest
     assert await _first_page(client, {**params, "subject": "Patient/lagging"}) == _newest_first(lagging)[:10]
     assert (windows.served, windows.widened, windows.missed) == (1, 1, 0)
 
@@ -163,43 +166,37 @@ async def test_searches_no_window_can_serve_never_try_one(client: httpx.AsyncCli
 
 def test_estimates_need_enough_full_pages() -> None:
     estimates = WindowEstimates()
-    anchor = datetime(2026, 11, 22, tzinfo=timezone.utc)
-    shape = ("Communication", ("subject",), (("so.sent", -1), ("_id", -1)), True)
     for _ in range(MIN_OBSERVATIONS - 1):
-        estimates.learn(shape, anchor, [anchor - timedelta(hours=h) for h in range(1, 11)], full=True)
-    assert estimates.window(shape, anchor, 11, after_anchor=False) is None  # too few pages seen
-    estimates.learn(shape, anchor, [anchor - timedelta(hours=h) for h in range(1, 11)], full=True)
-    window = estimates.window(shape, anchor, 11, after_anchor=False)
-    assert window is not None and window.upper is None and window.lower == anchor - timedelta(hours=11)
-    below = estimates.window(shape, anchor, 11, after_anchor=True)
-    assert below is not None and below.condition() == {"$gt": anchor - timedelta(hours=11), "$lt": anchor + timedelta(milliseconds=1)}
-    assert below.below().condition() == {"$gt": anchor - timedelta(hours=33), "$lt": anchor - timedelta(hours=11) + timedelta(milliseconds=1)}
+        estimates.learn(SHAPE, ANCHOR, [ANCHOR - timedelta(hours=h) for h in range(1, 11)], full=True)
+    assert estimates.window(SHAPE, ANCHOR, 11, after_anchor=False) is None  # too few pages seen
+    estimates.learn(SHAPE, ANCHOR, [ANCHOR - timedelta(hours=h) for h in range(1, 11)], full=True)
+    window = estimates.window(SHAPE, ANCHOR, 11, after_anchor=False)
+    assert window is not None and window.upper is None and window.lower == ANCHOR - timedelta(hours=11)
+    below = estimates.window(SHAPE, ANCHOR, 11, after_anchor=True)
+    assert below is not None and below.condition() == {"$gt": ANCHOR - timedelta(hours=11), "$lt": ANCHOR + timedelta(milliseconds=1)}
+    assert below.below().condition() == {"$gt": ANCHOR - timedelta(hours=33), "$lt": ANCHOR - timedelta(hours=11) + timedelta(milliseconds=1)}
     for _ in range(MIN_OBSERVATIONS + 1):  # most pages now hold less than a page's worth: no windows
-        estimates.learn(shape, anchor, [anchor], full=False)
-    assert estimates.window(shape, anchor, 11, after_anchor=False) is None
-
+        estimates.learn(SHAPE, ANCHOR, [ANCHOR], full=False)
+    assert estimates.window(SHAPE, ANCHOR, 11, after_anchor=False) is None
 
 
 def test_a_window_reaches_a_page_below_the_newest_row_not_the_gap_times_the_rows() -> None:
     estimates = WindowEstimates()
-    anchor = datetime(2026, 11, 22, tzinfo=timezone.utc)
-    shape = ("Communication", ("subject",), (("so.sent", -1), ("_id", -1)), True)
-    month_old = [anchor - timedelta(days=30, hours=h) for h in range(10)]  # newest 30 days back, then hourly
+    month_old = [ANCHOR - timedelta(days=30, hours=h) for h in range(10)]  # newest 30 days back, then hourly
     for _ in range(MIN_OBSERVATIONS):
-        estimates.learn(shape, anchor, month_old, full=True)
-    window = estimates.window(shape, anchor, 11, after_anchor=False)
-    assert window is not None and window.lower == anchor - timedelta(days=30, hours=10)
+        estimates.learn(SHAPE, ANCHOR, month_old, full=True)
+    window = estimates.window(SHAPE, ANCHOR, 11, after_anchor=False)
+    assert window is not None and window.lower == ANCHOR - timedelta(days=30, hours=10)
 
 
 def test_rows_dated_after_the_anchor_stretch_no_window() -> None:
     estimates = WindowEstimates()
-    anchor = datetime(2026, 11, 22, tzinfo=timezone.utc)
-    shape = ("Communication", ("subject",), (("so.sent", -1), ("_id", -1)), True)
-    future = [anchor + timedelta(days=4), anchor + timedelta(days=3)]
+    future = [ANCHOR + timedelta(days=4), ANCHOR + timedelta(days=3)]
     for _ in range(MIN_OBSERVATIONS):
-        estimates.learn(shape, anchor, [*future, *(anchor - timedelta(hours=h) for h in range(2, 10))], full=True)
-    window = estimates.window(shape, anchor, 11, after_anchor=False)
-    assert window is not None and window.lower == anchor - timedelta(hours=12)
+        estimates.learn(SHAPE, ANCHOR, [*future, *(ANCHOR - timedelta(hours=h) for h in range(2, 10))], full=True)
+    window = estimates.window(SHAPE, ANCHOR, 11, after_anchor=False)
+    assert window is not None and window.lower == ANCHOR - timedelta(hours=12)
+
 
 def test_the_sort_index_is_found_in_the_index_declarations() -> None:
     assert sort_indexes(INDEXES[RESOURCES]) == {"ix.rf": "so.sent"}

@@ -9,7 +9,7 @@ for the next ones). The window is as wide as the pages served before for the sam
 search needed: the 90th percentile of their reach, each page's reach being how far below its
 anchor its first row lay (its gap) plus its spacing per row times the rows wanted. The gap is
 not scaled with the rows: a patient whose newest entry is a month old needs a window a month
-and a page deep, not a month times the rows over the page.
+and a page deep, not 21/20 of a month and a page.
 
 A window that holds more rows than the page is exact: every row outside it sorts after every
 row inside it. When it holds fewer, the next window down, twice as wide, is read as well; when
