@@ -36,8 +36,10 @@ HTTP_ISSUE_CODES = {404: "not-found", 405: "not-supported"}
 
 
 def connect(uri: str) -> AsyncMongoClient[dict[str, Any]]:
-    """A client whose datetimes come back timezone-aware in UTC."""
-    return AsyncMongoClient(uri, tz_aware=True, tzinfo=timezone.utc, uuidRepresentation="standard")
+    """A client whose datetimes come back timezone-aware in UTC, and whose writes are
+    acknowledged only once journaled on a majority of the replica set (`w: majority, j: true`):
+    a 201 or an AA must survive a crash or a failover."""
+    return AsyncMongoClient(uri, tz_aware=True, tzinfo=timezone.utc, uuidRepresentation="standard", w="majority", journal=True)
 
 
 def create_app(settings: Settings, when_ready: Callable[[], None] | None = None) -> FastAPI:

@@ -12,6 +12,11 @@ arrival order: with 32 searches in flight on the driver's default 100 connection
 far longer than others. With 8, the rest wait in the driver's queue instead: the subject
 search's p99 fell by about a fifth at 12k and at 100k entries, at the same throughput
 (bench/RESULTS.md, search, session 8). A MongoDB URI given by the operator is left as it is.
+
+It runs `--sync-on-commit`: each commit fsyncs WiredTiger's log before it is acknowledged, so
+a 201 or an AA survives a SIGKILL or a power cut (without it, a SIGKILL right after a burst
+of creates lost some of them: tests/test_durability.py). SecantusDB does not apply a
+transaction's `j: true` on its own, hence the server flag.
 """
 
 from __future__ import annotations
@@ -66,9 +71,11 @@ def _server_command() -> list[str]:
 class EmbeddedDatabase:
     """Starts, watches and stops one SecantusDB server storing under `data_dir/db`."""
 
-    def __init__(self, data_dir: Path, host: str = "127.0.0.1"):
+    def __init__(self, data_dir: Path, host: str = "127.0.0.1", sync_on_commit: bool = True):
+        """`sync_on_commit=False` only for bench/durability.py, which measures what it costs."""
         self.data_dir = Path(data_dir)
         self.host = host
+        self.sync_on_commit = sync_on_commit
         self.storage_path = self.data_dir / "db"
         self.log_path = self.data_dir / "secantusd.log"
         self._process: subprocess.Popen[bytes] | None = None
@@ -92,6 +99,7 @@ class EmbeddedDatabase:
         self.storage_path.mkdir(parents=True, exist_ok=True)
         command = _server_command() + [
             "--standalone",
+            *(["--sync-on-commit"] if self.sync_on_commit else []),  # see the module's docstring
             "--storage-path", str(self.storage_path),
             "--host", self.host,
             "--port", "0",
