@@ -29,7 +29,7 @@ from pymongo import AsyncMongoClient, MongoClient
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.harness import HEADER, Figures, ServerProcess, cpu_seconds, free_port, python, require_wrk, run_wrk  # noqa: E402
-from fhir_server.search.values import key  # noqa: E402
+from fhir_server.values import key  # noqa: E402
 from fhir_server.storage.embedded import EmbeddedDatabase  # noqa: E402
 
 DATABASE = "bench_search"

@@ -90,7 +90,7 @@ def create_app(settings: Settings, when_ready: Callable[[], None] | None = None)
     app.state.settings = settings
     app.router.redirect_slashes = False  # a FHIR URL with a trailing slash is simply not found
     for route in ROUTES:
-        app.router.routes.append(Route(route.path, guarded(route.endpoint), methods=[route.method]))
+        app.router.routes.append(Route(route.path, guarded(route), methods=[route.method]))
     app.add_exception_handler(HTTPException, _http_error)
     app.state.rate_limiter = RateLimiter(settings.rate_limit_per_second, settings.rate_limit_burst) if settings.rate_limit_per_second > 0 else None
     if settings.cors_origins:  # off unless configured: browsers only reach us from the listed apps

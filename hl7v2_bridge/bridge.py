@@ -22,6 +22,7 @@ from fhir_server.engine import Engine
 from fhir_server.engine.conditional import conditional_target
 from fhir_server.engine.transaction import BundleLimits, read_request, run_transaction
 from fhir_server.outcome import FhirError
+from fhir_server.security.policy import SYSTEM, acting_as
 from fhir_server.storage.store import ConditionFailed
 from hl7v2_bridge.ack import Problem, acknowledge
 from hl7v2_bridge.ack import ack_code
@@ -77,7 +78,8 @@ class Bridge:
         its accept acknowledgement (CA, or CE/CR) through it once the inbox holds the message,
         before it is applied; the application acknowledgement follows as MSH-16 asks."""
         try:
-            outcome = await self._handle(raw, sender, accept)
+            with acting_as(SYSTEM):  # the hospital's feed: a system integration, whoever runs the listener
+                outcome = await self._handle(raw, sender, accept)
         except Exception as error:  # noqa: BLE001 - the sender must get an answer, and we keep serving
             log.exception("bridge internal error type=%s", type(error).__name__)
             ack = acknowledge(None, "AR", [Problem("207", "Internal error while processing the message; it is kept for replay")])

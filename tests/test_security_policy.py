@@ -286,7 +286,7 @@ async def test_the_journal_keeps_what_a_crash_did_not_commit(audited: tuple[Fast
     engine = app.state.engine
     failing = AuditTrail(_refusing_commit, tmp_path / "crashed")
     await failing.start()
-    recorded = [audit_event("read", 200, "Practitioner/gp", "10.0.0.1", "Patient", "helene") for _ in range(3)]
+    recorded = [audit_event("read", "R", 200, "Practitioner/gp", "10.0.0.1", "Patient", "helene") for _ in range(3)]
     for event in recorded:
         failing.record(event)
     assert (tmp_path / "crashed" / JOURNAL.format(role="api")).read_bytes().count(b"\n") == 3  # on disk before any commit

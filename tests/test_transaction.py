@@ -14,6 +14,7 @@ from fastapi import FastAPI
 from fhir_server.app import create_app
 from fhir_server.engine.transaction import BundleLimits, BundleRequest, _Plan, read_request, run_transaction
 from fhir_server.outcome import FhirError
+from fhir_server.security.policy import ACCESS, SYSTEM
 from fhir_server.settings import Settings
 from tests.conftest import fhir_client, notebook_entry, notebook_patient, project_root, running
 
@@ -353,6 +354,7 @@ def discharge_requests(engine: Any, ipp: str) -> list[BundleRequest]:
 
 async def test_resources_are_validated_while_the_lookups_run(app: FastAPI) -> None:
     engine = app.state.engine
+    ACCESS.set(SYSTEM)  # the engine called directly, as the server's own work (this test's task only)
     plan = _Plan(engine, discharge_requests(engine, "IPP-77"), BASE, BundleLimits())
     await plan.prepare()
     assert 0 in plan.valid_early, "the first update is validated before the lookups answer"
@@ -367,6 +369,7 @@ async def test_resources_are_validated_while_the_lookups_run(app: FastAPI) -> No
 
 async def test_a_resource_changed_by_a_merge_is_validated_again(app: FastAPI, client: httpx.AsyncClient) -> None:
     engine = app.state.engine
+    ACCESS.set(SYSTEM)  # the engine called directly, as the server's own work (this test's task only)
     assert (await run_transaction(engine, discharge_requests(engine, "IPP-78"), BASE, BundleLimits()))
     requests = discharge_requests(engine, "IPP-78")
     requests[0].merge = lambda stored, new: {**new, "status": "not-a-status"}  # valid alone, broken once merged

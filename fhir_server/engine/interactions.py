@@ -25,6 +25,7 @@ from fhir_server.search.windows import sort_indexes
 from fhir_server.storage.store import INDEXES, RESOURCES, Bookkeeping, Current, ResourceStore, StorageBusy, Version, VersionConflict, Write, back_off
 from fhir_server.ig import ImplementationGuide, load_guide
 from fhir_server.security.policy import ACCESS, CIRCLE_TYPES
+from fhir_server.security.writes import check_new_id, check_replaceable, check_written, not_known
 from fhir_server.validation import Validator
 
 ID_PATTERN = re.compile(r"[A-Za-z0-9\-.]{1,64}")
@@ -101,11 +102,14 @@ class Engine:
         if references is None or not _inside(clause, resource_type, resource_id, references):
             raise FhirError.of(404, "not-found", f"{resource_type}/{_clip(resource_id)} is not known")
 
-    def _check_reachable(self, resource_type: str, resource_id: str, ix: dict[str, Any]) -> None:
-        """403 when a write would put the resource outside the compartments the token reaches."""
-        clause = ACCESS.get().clause(resource_type, self.spec.compartments["Patient"])
-        if clause is not None and not matches({"_id": f"{resource_type}/{resource_id}", "type": resource_type, "ix": ix}, clause):
-            raise FhirError.of(403, "forbidden", f"This {resource_type} would lie outside the patients this token reaches")
+    async def check_replaceable(self, resource_type: str, resource_id: str) -> None:
+        """404, as for a resource that does not exist, unless the request's token may replace or
+        delete the stored version (security/writes.py)."""
+        access = ACCESS.get()
+        if access.patients is None:
+            return
+        references = await self.store.references(resource_type, resource_id)
+        check_replaceable(access, resource_type, resource_id, references, self.spec.compartments["Patient"])
 
     def validate(self, resource_type: str, body: Any) -> dict[str, Any]:
         """The body as a resource of `resource_type`; 400 when it is not one, 422 when invalid."""
@@ -139,6 +143,7 @@ class Engine:
             resource_id = str(uuid.uuid4())
         else:
             self.check_id(resource_id)
+            check_new_id(ACCESS.get(), resource_type, resource_id)
         write = self.prepare(resource_type, resource_id, resource, method, None, self.next_time(), guard)
         await self._commit(write)
         return Outcome(_version_of(write), created=True)
@@ -158,7 +163,9 @@ class Engine:
         for attempt in range(MAX_WRITE_ATTEMPTS):
             current = await self.store.current(resource_type, resource_id)
             if current is not None and not current.deleted:
-                await self.check_visible(resource_type, resource_id)
+                await self.check_replaceable(resource_type, resource_id)
+            else:
+                check_new_id(ACCESS.get(), resource_type, resource_id)
             check_if_match(current, if_match)
             try:
                 write = self.prepare(resource_type, resource_id, resource, "PUT", current, self.next_time(current))
@@ -179,7 +186,9 @@ class Engine:
         for attempt in range(MAX_WRITE_ATTEMPTS):
             current = await self.store.current(resource_type, resource_id)
             if current is not None and not current.deleted:
-                await self.check_visible(resource_type, resource_id)
+                await self.check_replaceable(resource_type, resource_id)
+            elif ACCESS.get().patients is not None:
+                raise not_known(resource_type, resource_id)  # as for one the token may not delete
             check_if_match(current, if_match)
             if current is None or current.deleted:
                 return None
@@ -208,7 +217,7 @@ class Engine:
         version = current.version + 1 if current else 1
         stamped = _stamp(resource, resource_type, resource_id, version, updated)
         ix, so = build_index(stamped, self.parameters.for_type(resource_type))
-        self._check_reachable(resource_type, resource_id, ix)
+        check_written(ACCESS.get(), resource_type, resource_id, ix.get("rf", []), self.spec.compartments["Patient"])
         return Write(
             type=resource_type,
             id=resource_id,

@@ -39,6 +39,8 @@ from fhir_server.outcome import FhirError
 from fhir_server.search.index import build_index
 from fhir_server.search.matcher import matches
 from fhir_server.storage.store import Bookkeeping, GuardTaken, Version, VersionConflict, Write, back_off
+from fhir_server.security.policy import ACCESS
+from fhir_server.security.writes import check_new_id, not_known
 from fhir_server.validation.structural import MAX_DEPTH, too_deep
 
 LETTERS = {"POST": "c", "PUT": "u", "PATCH": "u", "DELETE": "d"}  # SMART v2 permission of each write
@@ -277,9 +279,10 @@ class _Plan:
         self.currents = {k: self.prefetched[k] for k in keys if k in self.prefetched}
         if unread:
             self.currents.update(await self.engine.store.read_many(unread))
-        for current in self.currents.values():  # a write may only replace what the token reaches
-            if not current.deleted:
-                await self.engine.check_visible(current.type, current.id)
+        replaced = {k for t in self.targets.values() if not t.existing for k in t.keys}
+        for key, current in self.currents.items():  # a write may only replace what the token may write
+            if key in replaced and not current.deleted:
+                await self.engine.check_replaceable(current.type, current.id)
         for request in ordered:
             if request.method in ("POST", "PUT") and not self.targets[request.index].existing:
                 with blame(request.index):
@@ -514,6 +517,8 @@ class _Plan:
             resource = engine.validate(resource_type, _patched(engine, current, request.resource))
         else:
             self._check_if_none_match(request, current)
+            if (current is None or current.deleted) and key not in self.fresh:
+                check_new_id(ACCESS.get(), resource_type, resource_id)
             rewritten = merged = self._rewritten(request)
             if request.merge is not None and current is not None and current.raw is not None:
                 merged = request.merge(orjson.loads(current.raw), rewritten)
@@ -536,7 +541,10 @@ class _Plan:
 
     def _prepare_deletes(self, request: BundleRequest, target: _Target, updated: Any) -> None:
         if len(target.keys) == 1:
-            check_if_match(self.currents.get(target.keys[0]), request.if_match)
+            current = self.currents.get(target.keys[0])
+            if request.resource_id is not None and (current is None or current.deleted) and ACCESS.get().patients is not None:
+                raise not_known(*target.keys[0].split("/", 1))  # as for one the token may not delete
+            check_if_match(current, request.if_match)
         self.results[request.index] = EntryResult(204)
         for key in target.keys:
             current = self.currents.get(key)

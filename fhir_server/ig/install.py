@@ -13,6 +13,7 @@ from typing import Any
 import orjson
 
 from fhir_server.engine import Engine
+from fhir_server.security.policy import SYSTEM, acting_as
 from fhir_server.storage.store import VersionConflict, back_off
 
 log = logging.getLogger("calipso.ig")
@@ -22,6 +23,11 @@ SERVER_STAMPED = ("meta",)
 
 async def install_guide(engine: Engine) -> int:
     """Write the artifacts that are missing or changed; the number written."""
+    with acting_as(SYSTEM):  # the server's own start-up work
+        return await _install(engine)
+
+
+async def _install(engine: Engine) -> int:
     artifacts = engine.guide.artifacts
     keys = [f"{a['resourceType']}/{a['id']}" for a in artifacts]
     for attempt in range(MAX_ATTEMPTS):

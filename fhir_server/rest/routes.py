@@ -33,13 +33,15 @@ from fhir_server.rest.preconditions import if_match, not_modified, parse_instant
 from fhir_server.rest.search_bundle import search_bundle
 from fhir_server.rest.terminology_operations import expand, lookup, validate_code
 from fhir_server.rest.validate_operation import validate_instance, validate_type
-from fhir_server.search.values import key
+from fhir_server.values import key
 from fhir_server.rest.responses import fhir_response, outcome_response, version_headers
 from fhir_server.security.discovery import rest_security
 from fhir_server.security.discovery import smart_configuration as smart_discovery
 from fhir_server.security.audit import audit_event
-from fhir_server.security.gate import PUBLIC
-from fhir_server.security.policy import ACCESS, UNRESTRICTED, Access
+from fhir_server.security.permissions import (BUNDLES, CREATES, DELETES, EVERYTHING, EXPANDS, HL7_INBOX, INSTANCE_HISTORY,
+                                              LOOKS_UP, PATCHES, PUBLIC, READS, SEARCHES, SYSTEM_HISTORY, SYSTEM_SEARCHES,
+                                              TYPE_HISTORY, UPDATES, VALIDATES, VREADS, Permission)
+from fhir_server.security.policy import NOBODY, Access, acting_as
 from fhir_server.storage.store import Version
 
 log = logging.getLogger("calipso.rest")
@@ -49,11 +51,13 @@ Endpoint = Callable[[Request], Awaitable[Response]]
 
 @dataclass(frozen=True)
 class FhirRoute:
-    """One URL pattern, its HTTP method, handler, and the interaction it implements."""
+    """One URL pattern, its HTTP method, handler, what it asks of the caller's token, and the
+    interaction it implements. A route without a permission is refused (security/permissions.py)."""
 
     path: str
     method: str
     endpoint: Endpoint
+    permission: Permission | None
     interaction: str | None = None  # space-separated when one URL implements several
     level: str = "type"  # "type" (per resource type) or "system"
 
@@ -321,24 +325,23 @@ async def patch_conditional(request: Request) -> Response:
 # -- error boundary ----------------------------------------------------------------------------
 
 
-def guarded(endpoint: Endpoint) -> Endpoint:
-    """The gate (token, scopes, care-team policy) before the endpoint, the audit trail after it;
-    every outcome becomes a FHIR response; internal errors leak neither trace nor data."""
+def guarded(route: FhirRoute) -> Endpoint:
+    """The gate (token, the route's permission, care-team policy) before the endpoint, the audit
+    trail after it; every outcome becomes a FHIR response; internal errors leak neither trace
+    nor data. The endpoint runs under the Access the gate decided, and nothing else."""
+    endpoint, permission = route.endpoint, route.permission
 
     async def handle(request: Request) -> Response:
-        access, status = UNRESTRICTED, 500
+        access, status = NOBODY, 500
         try:
             gate = request.app.state.gate
-            access = await gate.identify(request, endpoint.__name__)
-            gate.authorize(request, endpoint.__name__, access)  # after identify: a refusal is audited with its author
+            access = await gate.identify(request, permission)
+            gate.authorize(request, permission, access)  # after identify: a refusal is audited with its author
             limiter = request.app.state.rate_limiter
             if limiter is not None:
                 limiter.check(access.who if access.grant is not None else f"address:{request.client.host if request.client else '?'}")
-            token = ACCESS.set(access)
-            try:
+            with acting_as(access):
                 response = await _within_time(request, endpoint)
-            finally:
-                ACCESS.reset(token)
             status = response.status_code
             return response
         except FhirError as error:
@@ -352,7 +355,7 @@ def guarded(endpoint: Endpoint) -> Endpoint:
             issue = Issue("exception", f"Internal server error (incident {incident})")
             return fhir_response(operation_outcome([issue]), 500)
         finally:
-            _audit(request, endpoint.__name__, status, access)
+            _audit(request, permission, status, access)
 
     handle.__name__ = endpoint.__name__
     return handle
@@ -371,52 +374,55 @@ async def _within_time(request: Request, endpoint: Endpoint) -> Response:
                         headers={"Retry-After": "5"}) from None
 
 
-def _audit(request: Request, name: str, status: int, access: Access) -> None:
+def _audit(request: Request, permission: Permission | None, status: int, access: Access) -> None:
     trail = request.app.state.audit
-    if trail is None or name in PUBLIC:
+    if trail is None or (permission is not None and permission.public):
         return
-    params = request.path_params
-    resource_type = params.get("type") or ("Patient" if name == "everything" else None)
+    subtype, action = (permission.subtype, permission.action) if permission is not None else ("operation", "E")
+    types = permission.types(request) if permission is not None else []
+    resource_type = next((t for t in types if t not in ("", "*")), None)
     client = request.client.host if request.client else None
-    trail.record(audit_event(name, status, access.who, client, resource_type, params.get("id"), request.url.query or None))
+    event = audit_event(subtype, action, status, access.who, client, resource_type, request.path_params.get("id"),
+                        request.url.query or None, hl7=permission is HL7_INBOX)
+    trail.record(event)
 
 
 ROUTES: list[FhirRoute] = [
-    FhirRoute("/fhir/metadata", "GET", metadata, "capabilities", "system"),
-    FhirRoute("/fhir/.well-known/smart-configuration", "GET", smart_configuration),
-    FhirRoute("/fhir/.well-known/jwks.json", "GET", jwks),
-    FhirRoute("/hl7v2", "POST", ingest),
+    FhirRoute("/fhir/metadata", "GET", metadata, PUBLIC, "capabilities", "system"),
+    FhirRoute("/fhir/.well-known/smart-configuration", "GET", smart_configuration, PUBLIC),
+    FhirRoute("/fhir/.well-known/jwks.json", "GET", jwks, PUBLIC),
+    FhirRoute("/hl7v2", "POST", ingest, HL7_INBOX),
     # operations first: `$name` would otherwise be read as an id
-    FhirRoute("/fhir/ValueSet/$expand", "GET", expand),
-    FhirRoute("/fhir/ValueSet/$expand", "POST", expand),
-    FhirRoute("/fhir/ValueSet/{id}/$expand", "GET", expand),
-    FhirRoute("/fhir/ValueSet/$validate-code", "GET", validate_code),
-    FhirRoute("/fhir/ValueSet/$validate-code", "POST", validate_code),
-    FhirRoute("/fhir/ValueSet/{id}/$validate-code", "GET", validate_code),
-    FhirRoute("/fhir/CodeSystem/$lookup", "GET", lookup),
-    FhirRoute("/fhir/CodeSystem/$lookup", "POST", lookup),
-    FhirRoute("/fhir/{type}/$validate", "POST", validate_type),
-    FhirRoute("/fhir/{type}/{id}/$validate", "POST", validate_instance),
-    FhirRoute("/fhir/{type}/{id}/$validate", "GET", validate_instance),
-    FhirRoute("/fhir/_history", "GET", history_system, "history-system", "system"),
-    FhirRoute("/fhir", "POST", transaction_or_batch, "transaction batch", "system"),
-    FhirRoute("/fhir", "GET", search_system, "search-system", "system"),
-    FhirRoute("/fhir/_search", "POST", search_system),
-    FhirRoute("/fhir/{type}/_history", "GET", history_type, "history-type"),
-    FhirRoute("/fhir/{type}/_search", "POST", search_type),
-    FhirRoute("/fhir/{type}", "POST", create, "create"),
-    FhirRoute("/fhir/{type}", "GET", search_type, "search-type"),
-    FhirRoute("/fhir/{type}", "PUT", update_conditional),
-    FhirRoute("/fhir/{type}", "DELETE", delete_conditional),
-    FhirRoute("/fhir/{type}/{id}/_history", "GET", history_instance, "history-instance"),
-    FhirRoute("/fhir/{type}/{id}/_history/{vid}", "GET", vread, "vread"),
-    FhirRoute("/fhir/Patient/{id}/$everything", "GET", everything),
-    FhirRoute("/fhir/{compartment}/{id}/{type}", "GET", search_compartment),
-    FhirRoute("/fhir/{type}/{id}", "GET", read, "read"),
-    FhirRoute("/fhir/{type}/{id}", "PUT", update, "update"),
-    FhirRoute("/fhir/{type}/{id}", "DELETE", delete, "delete"),
-    FhirRoute("/fhir/{type}/{id}", "PATCH", patch_instance, "patch"),
-    FhirRoute("/fhir/{type}", "PATCH", patch_conditional),
+    FhirRoute("/fhir/ValueSet/$expand", "GET", expand, EXPANDS),
+    FhirRoute("/fhir/ValueSet/$expand", "POST", expand, EXPANDS),
+    FhirRoute("/fhir/ValueSet/{id}/$expand", "GET", expand, EXPANDS),
+    FhirRoute("/fhir/ValueSet/$validate-code", "GET", validate_code, EXPANDS),
+    FhirRoute("/fhir/ValueSet/$validate-code", "POST", validate_code, EXPANDS),
+    FhirRoute("/fhir/ValueSet/{id}/$validate-code", "GET", validate_code, EXPANDS),
+    FhirRoute("/fhir/CodeSystem/$lookup", "GET", lookup, LOOKS_UP),
+    FhirRoute("/fhir/CodeSystem/$lookup", "POST", lookup, LOOKS_UP),
+    FhirRoute("/fhir/{type}/$validate", "POST", validate_type, VALIDATES),
+    FhirRoute("/fhir/{type}/{id}/$validate", "POST", validate_instance, VALIDATES),
+    FhirRoute("/fhir/{type}/{id}/$validate", "GET", validate_instance, VALIDATES),
+    FhirRoute("/fhir/_history", "GET", history_system, SYSTEM_HISTORY, "history-system", "system"),
+    FhirRoute("/fhir", "POST", transaction_or_batch, BUNDLES, "transaction batch", "system"),
+    FhirRoute("/fhir", "GET", search_system, SYSTEM_SEARCHES, "search-system", "system"),
+    FhirRoute("/fhir/_search", "POST", search_system, SYSTEM_SEARCHES),
+    FhirRoute("/fhir/{type}/_history", "GET", history_type, TYPE_HISTORY, "history-type"),
+    FhirRoute("/fhir/{type}/_search", "POST", search_type, SEARCHES),
+    FhirRoute("/fhir/{type}", "POST", create, CREATES, "create"),
+    FhirRoute("/fhir/{type}", "GET", search_type, SEARCHES, "search-type"),
+    FhirRoute("/fhir/{type}", "PUT", update_conditional, UPDATES),
+    FhirRoute("/fhir/{type}", "DELETE", delete_conditional, DELETES),
+    FhirRoute("/fhir/{type}/{id}/_history", "GET", history_instance, INSTANCE_HISTORY, "history-instance"),
+    FhirRoute("/fhir/{type}/{id}/_history/{vid}", "GET", vread, VREADS, "vread"),
+    FhirRoute("/fhir/Patient/{id}/$everything", "GET", everything, EVERYTHING),
+    FhirRoute("/fhir/{compartment}/{id}/{type}", "GET", search_compartment, SEARCHES),
+    FhirRoute("/fhir/{type}/{id}", "GET", read, READS, "read"),
+    FhirRoute("/fhir/{type}/{id}", "PUT", update, UPDATES, "update"),
+    FhirRoute("/fhir/{type}/{id}", "DELETE", delete, DELETES, "delete"),
+    FhirRoute("/fhir/{type}/{id}", "PATCH", patch_instance, PATCHES, "patch"),
+    FhirRoute("/fhir/{type}", "PATCH", patch_conditional, PATCHES),
 ]
 
 

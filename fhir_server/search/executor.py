@@ -21,7 +21,7 @@ from fhir_server.outcome import FhirError
 from fhir_server.search.matcher import matches
 from fhir_server.search.parameters import Parameters
 from fhir_server.search.query import MAX_CHAIN_MATCHES, Criteria, QueryCompiler, ValueSetMembers, bad, no_value_sets
-from fhir_server.search.values import key
+from fhir_server.values import key
 from fhir_server.search.windows import MAX_KEYS as MAX_WINDOW_KEYS
 from fhir_server.search.windows import WINDOWS_PER_PAGE
 from fhir_server.search.windows import WindowEstimates
@@ -529,7 +529,7 @@ class Searcher:
         if not self._visible([{"_id": owner, "type": "Patient", "id": patient_id}]):
             raise FhirError.of(404, "not-found", f"{owner} is not known")
         rows: list[dict[str, Any]] = []
-        fields = {"_id": 1, "type": 1, "id": 1, "updated": 1, "deleted": 1}
+        fields = {"_id": 1, "type": 1, "id": 1, "updated": 1, "deleted": 1, "ix.rf": 1}
         if types is None or "Patient" in types:
             rows += [d async for d in self._collection.find({"_id": owner}, fields)]
         for resource_type in wanted:  # one indexed query per type: the planner needs `type` first
@@ -538,6 +538,7 @@ class Searcher:
             rows += [d async for d in found]
             if len(rows) > MAX_CANDIDATES:
                 raise FhirError.of(400, "too-costly", f"$everything found more than {MAX_CANDIDATES} resources: use _type or _since")
+        rows = self._visible(rows)  # only what a read would return (a Patient linked to this one, say)
         rows = sorted({r["_id"]: r for r in rows if not r.get("deleted") and (since is None or r["updated"] >= since)}.values(),
                       key=lambda r: r["_id"])
         sort = [("_id", 1)]

@@ -17,7 +17,7 @@ from __future__ import annotations
 from typing import Any, Iterable
 
 from fhir_server.search.parameters import Parameter
-from fhir_server.search.values import EARLIEST, LATEST, date_range, fold, key
+from fhir_server.values import EARLIEST, LATEST, date_range, fold, key
 
 ANY_SYSTEM = "\x1e"
 PREFIX_LENGTH = 10

@@ -15,7 +15,7 @@ from typing import Any, Awaitable, Callable
 from fhir_server.outcome import FhirError, Issue
 from fhir_server.search.index import ANY_SYSTEM, PREFIX_LENGTH
 from fhir_server.search.parameters import Parameter, Parameters
-from fhir_server.search.values import ONE_MS, SEPARATOR, before, below, date_range, fold, key, number_range
+from fhir_server.values import ONE_MS, SEPARATOR, before, below, date_range, fold, key, number_range
 
 PREFIXES = ("eq", "ne", "gt", "lt", "ge", "le", "sa", "eb", "ap")
 MAX_OR_VALUES = 100

@@ -25,6 +25,8 @@ from typing import Any, Callable, Protocol
 
 import orjson
 
+from fhir_server.security.policy import SYSTEM, acting_as
+
 log = logging.getLogger("calipso.audit")
 
 JOURNAL = "audit-journal-{role}.ndjson"  # one per process role: `serve` and `mllp` may share a data dir
@@ -36,29 +38,17 @@ HL7_TYPE = {"system": "http://dicom.nema.org/resources/ontology/DCM", "code": "1
 INTERACTIONS = "http://hl7.org/fhir/restful-interaction"
 SOURCE_TYPE = {"system": "http://terminology.hl7.org/CodeSystem/security-source-type", "code": "4", "display": "Application Server"}
 OBJECT_ROLE = "http://terminology.hl7.org/CodeSystem/object-role"
-# endpoint -> (restful-interaction code, AuditEvent.action)
-ACTIONS = {
-    "read": ("read", "R"), "vread": ("vread", "R"), "history_instance": ("history-instance", "R"),
-    "history_type": ("history-type", "R"), "history_system": ("history-system", "R"),
-    "search_type": ("search-type", "E"), "search_compartment": ("search-type", "E"), "search_system": ("search-system", "E"),
-    "everything": ("operation", "E"), "create": ("create", "C"), "update": ("update", "U"), "update_conditional": ("update", "U"),
-    "patch_instance": ("patch", "U"), "patch_conditional": ("patch", "U"), "delete": ("delete", "D"),
-    "delete_conditional": ("delete", "D"), "transaction_or_batch": ("transaction", "E"), "validate_type": ("operation", "E"),
-    "validate_instance": ("operation", "E"), "expand": ("operation", "E"), "validate_code": ("operation", "E"),
-    "lookup": ("operation", "E"), "ingest": ("create", "C"),
-}
-
-
 def outcome_code(status: int) -> str:
     """AuditEvent.outcome: 0 success, 4 minor failure (refused, not found), 8 serious failure."""
     return "0" if status < 400 else "4" if status < 500 else "8"
 
 
-def audit_event(endpoint: str, status: int, who: str, address: str | None, resource_type: str | None = None,
-                resource_id: str | None = None, query: str | None = None, when: datetime | None = None) -> dict[str, Any]:
-    """One AuditEvent for one interaction. Its text fields hold no patient data; a search's
-    query (which may name a patient) goes in `entity.query`, readable only by system scopes."""
-    interaction, action = ACTIONS.get(endpoint, ("operation", "E"))
+def audit_event(interaction: str, action: str, status: int, who: str, address: str | None, resource_type: str | None = None,
+                resource_id: str | None = None, query: str | None = None, when: datetime | None = None,
+                hl7: bool = False) -> dict[str, Any]:
+    """One AuditEvent for one interaction (its restful-interaction code and action, as the
+    route declares them). Its text fields hold no patient data; a search's query (which may
+    name a patient) goes in `entity.query`, readable only by system scopes."""
     when = when or datetime.now(timezone.utc)
     agent: dict[str, Any] = {"requestor": True, "altId": who[:200]}
     if "/" in who and not who.startswith("system:"):
@@ -86,7 +76,7 @@ def audit_event(endpoint: str, status: int, who: str, address: str | None, resou
         "agent": [agent],
         "source": {"observer": {"display": "calipso FHIR server"}, "type": [SOURCE_TYPE]},
     }
-    if endpoint == "ingest":
+    if hl7:
         event["type"] = HL7_TYPE
     if entity:
         event["entity"] = entity
@@ -96,7 +86,7 @@ def audit_event(endpoint: str, status: int, who: str, address: str | None, resou
 def message_event(code: str, sender: str, key: str) -> dict[str, Any]:
     """The AuditEvent of one HL7 v2 message received over MLLP (its ACK code as the outcome)."""
     status = {"AA": 200, "CA": 200, "AE": 422, "CE": 422}.get(code, 400)
-    event = audit_event("ingest", status, f"hl7:{sender or 'unknown'}", sender or None)
+    event = audit_event("create", "C", status, f"hl7:{sender or 'unknown'}", sender or None, hl7=True)
     event["outcomeDesc"] = f"ACK {code}"
     if key:
         event["entity"] = [{"what": {"identifier": {"system": "urn:calipso:hl7v2-inbox", "value": key[:200]}}}]
@@ -194,11 +184,12 @@ def engine_committer(engine: Any) -> Committer:
     already stored (a journal replayed after a crash may hold some)."""
 
     async def commit(events: list[dict[str, Any]]) -> None:
-        stored = await engine.store.read_many([f"AuditEvent/{e['id']}" for e in events])
-        when = engine.next_time()
-        writes = [engine.prepare("AuditEvent", e["id"], e, "POST", None, when) for e in events if f"AuditEvent/{e['id']}" not in stored]
-        if writes:
-            await engine.commit(*writes)
+        with acting_as(SYSTEM):
+            stored = await engine.store.read_many([f"AuditEvent/{e['id']}" for e in events])
+            when = engine.next_time()
+            writes = [engine.prepare("AuditEvent", e["id"], e, "POST", None, when) for e in events if f"AuditEvent/{e['id']}" not in stored]
+            if writes:
+                await engine.commit(*writes)
 
     return commit
 

@@ -19,28 +19,16 @@ from typing import Any, Callable
 from starlette.requests import Request
 
 from fhir_server.outcome import FhirError, Issue
-from fhir_server.security.policy import NOTEBOOK_TYPES, UNRESTRICTED, Access, care_team_patients
-from fhir_server.security.scopes import CREATE, DELETE, READ, SEARCH, UPDATE, Grant
+from fhir_server.security.permissions import Permission
+from fhir_server.security.policy import NOBODY, NOTEBOOK_TYPES, UNRESTRICTED, Access, care_circle
+from fhir_server.security.scopes import Grant
 from fhir_server.security.tokens import InvalidToken, KeysUnavailable, TokenVerifier
-from fhir_server.search.values import key
+from fhir_server.values import key
 
 log = logging.getLogger("calipso.security")
 
 ACCESS_TTL = 5.0  # seconds a token's Access is reused without looking at the care circle again
 MAX_CACHED = 10_000
-PUBLIC = frozenset({"metadata", "smart_configuration", "jwks"})
-SYSTEM_ONLY = frozenset({"ingest"})  # the HL7 v2 inbox
-WHOLE_HISTORY = frozenset({"history_type", "history_system"})
-LETTERS = {
-    "read": READ, "vread": READ, "history_instance": READ, "history_type": READ, "history_system": READ,
-    "search_type": SEARCH, "search_compartment": SEARCH, "search_system": SEARCH, "everything": SEARCH,
-    "create": CREATE, "update": UPDATE, "update_conditional": UPDATE, "patch_instance": UPDATE,
-    "patch_conditional": UPDATE, "delete": DELETE, "delete_conditional": DELETE,
-    "validate_type": READ, "validate_instance": READ, "expand": READ, "validate_code": READ, "lookup": READ,
-}
-TERMINOLOGY = {"expand": "ValueSet", "validate_code": "ValueSet", "lookup": "CodeSystem"}
-
-
 def unauthorized(text: str, presented: bool = True) -> FhirError:
     """401; `error="invalid_token"` only when a token was presented (RFC 6750 section 3)."""
     challenge = 'Bearer realm="calipso", error="invalid_token"' if presented else 'Bearer realm="calipso"'
@@ -68,12 +56,13 @@ class Gate:
         self._cache: OrderedDict[str, tuple[Access, float, int]] = OrderedDict()
         self._deciding: dict[str, asyncio.Future[tuple[Access, float]]] = {}  # one decision per token at a time
 
-    async def identify(self, request: Request, endpoint: str) -> Access:
-        """Who calls, and what they reach (401 without a valid token)."""
-        if self._verifier is None or endpoint in PUBLIC:
+    async def identify(self, request: Request, permission: Permission | None) -> Access:
+        """Who calls, and what they reach (401 without a valid token). A public route reaches no data."""
+        if permission is not None and permission.public:
+            return NOBODY
+        if self._verifier is None:
             return UNRESTRICTED
         return await self._access(request)
-
 
     async def _access(self, request: Request) -> Access:
         header = request.headers.get("authorization", "")
@@ -136,8 +125,8 @@ class Gate:
         if kind == "RelatedPerson":
             return Access(grant, "user", await self._linked_patient(ident), NOTEBOOK_TYPES, who=fhir_user)
         if kind in ("Practitioner", "PractitionerRole"):
-            members = await self._identities(kind, ident)
-            return Access(grant, "user", await care_team_patients(self._resources, members), who=fhir_user)
+            circle = await care_circle(self._resources, await self._identities(kind, ident))
+            return Access(grant, "user", circle.patients, who=fhir_user, coordinates=circle.coordinates)
         return Access(grant, "user", frozenset(), who=fhir_user)
 
     async def _identities(self, kind: str, ident: str) -> list[str]:
@@ -158,29 +147,18 @@ class Gate:
         return frozenset(link.split("/", 1)[1] for link in links if link.startswith("Patient/"))
 
     @staticmethod
-    @staticmethod
-    def authorize(request: Request, endpoint: str, access: Access) -> None:
-        """403 unless the token's scopes allow this endpoint on its type."""
-        if access.grant is None or endpoint in PUBLIC:
+    def authorize(request: Request, permission: Permission | None, access: Access) -> None:
+        """403 unless the route declares a permission and the token's scopes meet it."""
+        if permission is None:
+            raise forbidden("This endpoint declares no access rule, so nobody may use it")
+        if permission.public or access.grant is None:
             return
-        if endpoint in SYSTEM_ONLY:
-            if access.context != "system":
-                raise forbidden("The HL7 v2 inbox takes system/ scopes only")
-            return
-        if endpoint in WHOLE_HISTORY and not access.unrestricted:
-            raise forbidden("History across resources needs a system/ scope; read a resource's own history instead")
-        letter = LETTERS.get(endpoint)
-        if letter is None:
+        if permission.system_only and not (access.context == "system" and access.unrestricted):
+            raise forbidden("This endpoint takes system/ scopes only; read a resource's own history instead of a type's")
+        if permission.letter is None:
             return  # transaction / batch: each entry is checked as it is read
-        params = request.path_params
-        if endpoint == "everything":
-            types = ["Patient"]
-        elif endpoint == "search_system":
-            types = [t for value in request.query_params.getlist("_type") for t in value.split(",") if t]
-        else:
-            types = [TERMINOLOGY.get(endpoint) or params.get("type", "")]
-        for resource_type in types:
-            if not access.may(resource_type, letter):
+        for resource_type in permission.types(request):
+            if not access.may(resource_type, permission.letter):
                 raise forbidden(f"The token's scopes do not allow this interaction on {resource_type[:40]}")
 
 

@@ -14,18 +14,25 @@ readable by any scope that grants their type; caregivers are held to notebook ty
 The limits are clauses added to every database query a request makes (search, chains, `_has`,
 includes, totals, conditional matching, `$everything`), so a denied resource is never counted,
 included nor matched. `ACCESS` carries the request's Access to those queries.
+
+Fail-closed: where nothing set `ACCESS`, it is `NOBODY`, which reaches nothing and may do
+nothing. Work that is not a client's request (the HL7 bridge, the audit trail, installing the
+guide, operator commands) says so: `with acting_as(SYSTEM): ...`.
 """
 
 from __future__ import annotations
 
 import contextvars
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any
+from importlib.resources import files
+from typing import Any, Iterator
 
 import orjson
 
 from fhir_server.security.scopes import Grant
+from fhir_server.values import date_range, key
 
 NOTEBOOK_TYPES = frozenset({"Patient", "Communication", "CarePlan", "CareTeam"})
 SYSTEM_TYPES = frozenset({"AuditEvent"})
@@ -55,6 +62,7 @@ class Access:
     patients: frozenset[str] | None = None
     types: frozenset[str] | None = None  # None: any type the scopes grant
     who: str = "anonymous"  # for the audit trail: "Practitioner/x", "system:client", ...
+    coordinates: frozenset[str] = frozenset()  # patients whose care circle this user may change (see writes.py)
     _clauses: dict[str, Keys] = field(default_factory=dict, compare=False, repr=False)
 
     @property
@@ -90,29 +98,55 @@ class Access:
         """The compartment keys of the reachable patients for one type (built once per Access)."""
         cache = self._clauses
         if resource_type not in cache:
-            from fhir_server.search.values import key  # here: the search engine imports this module
-
             patients = self.patients or frozenset()
             cache[resource_type] = Keys(f"Patient/{p}" for p in patients) if not codes else Keys(
                 key(code, f"Patient/{p}") for code in codes for p in patients)
         return cache[resource_type]
 
 
-UNRESTRICTED = Access()
-ACCESS: contextvars.ContextVar[Access] = contextvars.ContextVar("calipso_access", default=UNRESTRICTED)
+UNRESTRICTED = Access()  # a request while authentication is off (loopback quick start)
+SYSTEM = Access(who="system:calipso")  # the server's own work: bridge, audit trail, guide, operator commands
+NOBODY = Access(Grant(), "none", frozenset(), frozenset(), who="anonymous")  # what nothing decided: nothing
+ACCESS: contextvars.ContextVar[Access] = contextvars.ContextVar("calipso_access", default=NOBODY)
+
+
+@contextmanager
+def acting_as(access: Access) -> Iterator[Access]:
+    """Run a block (and the tasks it starts) under an access decided by its caller."""
+    token = ACCESS.set(access)
+    try:
+        yield access
+    finally:
+        ACCESS.reset(token)
 
 
 def current_clause(resource_type: str, compartments: dict[str, list[str]]) -> dict[str, Any] | None:
     return ACCESS.get().clause(resource_type, compartments)
 
 
-async def care_team_patients(collection: Any, members: list[str], now: datetime | None = None) -> frozenset[str]:
-    """The patients of the active CareTeams where one of `members` ("Type/id") takes part now."""
-    from fhir_server.search.values import key  # here: the search engine imports this module
+@dataclass(frozen=True)
+class Circle:
+    """Where a practitioner stands: the patients it reaches, and those whose circle it coordinates."""
 
+    patients: frozenset[str]
+    coordinates: frozenset[str]
+
+
+def _coordinating_roles() -> frozenset[tuple[str, str]]:
+    table = orjson.loads(files("fhir_server.security").joinpath("coordinating-roles.json").read_bytes())
+    return frozenset((table["system"], code) for code in table["codes"])
+
+
+COORDINATING_ROLES = _coordinating_roles()
+
+
+async def care_circle(collection: Any, members: list[str], now: datetime | None = None) -> Circle:
+    """The patients of the active CareTeams where one of `members` ("Type/id") takes part now,
+    and among them those where it takes part in a coordinating role."""
     now = now or datetime.now(timezone.utc)
     keys = [key("participant", member) for member in members]
     found: set[str] = set()
+    coordinated: set[str] = set()
     query = {"type": "CareTeam", "ix.rf": {"$in": keys}, "deleted": False}
     async for doc in collection.find(query, {"raw": 1}).limit(10_000):
         team = orjson.loads(doc["raw"])
@@ -121,12 +155,19 @@ async def care_team_patients(collection: Any, members: list[str], now: datetime 
         subject = (team.get("subject") or {}).get("reference", "")
         if not subject.startswith("Patient/"):
             continue
+        patient = subject.split("/", 1)[1]
         for participant in team.get("participant", []):
             member = (participant.get("member") or {}).get("reference")
             if member in members and _within(participant.get("period"), now):
-                found.add(subject.split("/", 1)[1])
-                break
-    return frozenset(found)
+                found.add(patient)
+                if _coordinates(participant):
+                    coordinated.add(patient)
+    return Circle(frozenset(found), frozenset(coordinated))
+
+
+def _coordinates(participant: dict[str, Any]) -> bool:
+    codings = (c for role in participant.get("role") or [] for c in (role.get("coding") or []))
+    return any((c.get("system"), c.get("code")) in COORDINATING_ROLES for c in codings)
 
 
 def _within(period: Any, now: datetime) -> bool:
@@ -138,12 +179,11 @@ def _within(period: Any, now: datetime) -> bool:
 
 
 def _instant(text: Any, upper: bool) -> datetime | None:
-    from fhir_server.search.values import date_range
-
     if not isinstance(text, str):
         return None
     bounds = date_range(text)
     return None if bounds is None else bounds[1 if upper else 0]
 
 
-__all__ = ["ACCESS", "Access", "CIRCLE_TYPES", "NOTEBOOK_TYPES", "UNRESTRICTED", "care_team_patients", "current_clause"]
+__all__ = ["ACCESS", "Access", "CIRCLE_TYPES", "NOBODY", "NOTEBOOK_TYPES", "SYSTEM", "UNRESTRICTED", "Circle", "acting_as",
+           "care_circle", "current_clause"]

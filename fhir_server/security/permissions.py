@@ -1,0 +1,69 @@
+"""What a route asks of the token that calls it, declared next to the route (rest/routes.py).
+
+A route with no Permission is refused, whatever the token: access is decided per route, never
+by default. A Permission says which SMART letter the token needs on which resource types, how
+the interaction is recorded in the audit trail, and whether the route is public (no token),
+for `system/` scopes only, or checked entry by entry (transaction and batch Bundles).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+from starlette.requests import Request
+
+from fhir_server.security.scopes import CREATE, DELETE, READ, SEARCH, UPDATE
+
+TypesOf = Callable[[Request], list[str]]
+
+
+def path_type(request: Request) -> list[str]:
+    """The resource type in the URL (`/fhir/{type}/...`)."""
+    return [request.path_params.get("type", "")]
+
+
+def listed_types(request: Request) -> list[str]:
+    """The types a system-level search names in `_type` (none: refused for restricted tokens)."""
+    return [t for value in request.query_params.getlist("_type") for t in value.split(",") if t]
+
+
+def fixed(resource_type: str) -> TypesOf:
+    return lambda request: [resource_type]
+
+
+@dataclass(frozen=True)
+class Permission:
+    """What one route needs: a SMART letter on some types, and how it is audited."""
+
+    letter: str | None  # None: public, or checked per entry
+    subtype: str  # http://hl7.org/fhir/restful-interaction code, for AuditEvent.subtype
+    action: str  # AuditEvent.action: C R U D E
+    types: TypesOf = path_type
+    public: bool = False  # no token needed (discovery); runs with no access to data
+    system_only: bool = False  # `system/` scopes only (history across resources, the HL7 inbox)
+    per_entry: bool = False  # transaction / batch: each entry is checked as it is read
+
+
+PUBLIC = Permission(None, "capabilities", "R", public=True)
+READS = Permission(READ, "read", "R")
+VREADS = Permission(READ, "vread", "R")
+INSTANCE_HISTORY = Permission(READ, "history-instance", "R")
+TYPE_HISTORY = Permission(READ, "history-type", "R", system_only=True)
+SYSTEM_HISTORY = Permission(READ, "history-system", "R", types=fixed("*"), system_only=True)
+SEARCHES = Permission(SEARCH, "search-type", "E")
+SYSTEM_SEARCHES = Permission(SEARCH, "search-system", "E", types=listed_types)
+EVERYTHING = Permission(SEARCH, "operation", "E", types=fixed("Patient"))
+CREATES = Permission(CREATE, "create", "C")
+UPDATES = Permission(UPDATE, "update", "U")
+PATCHES = Permission(UPDATE, "patch", "U")
+DELETES = Permission(DELETE, "delete", "D")
+BUNDLES = Permission(None, "transaction", "E", per_entry=True)
+VALIDATES = Permission(READ, "operation", "E")
+EXPANDS = Permission(READ, "operation", "E", types=fixed("ValueSet"))
+LOOKS_UP = Permission(READ, "operation", "E", types=fixed("CodeSystem"))
+HL7_INBOX = Permission(None, "create", "C", system_only=True)
+
+__all__ = ["BUNDLES", "CREATES", "DELETES", "EVERYTHING", "EXPANDS", "HL7_INBOX", "INSTANCE_HISTORY", "LOOKS_UP", "PATCHES",
+           "PUBLIC", "Permission", "READS", "SEARCHES", "SYSTEM_HISTORY", "SYSTEM_SEARCHES", "TYPE_HISTORY", "UPDATES",
+           "VALIDATES", "VREADS"]
