@@ -96,19 +96,20 @@ class Bridge:
         key = _key(message)
         if refusal is not None:
             ack = acknowledge(message, "CR" if enhanced else "AR", [refusal])
-            await self._inbox.keep_rejected(key or f"unreadable:{digest(raw)}", raw, sender, ack, _error(refusal))
+            kept = await self._inbox.keep_rejected(key or f"unreadable:{digest(raw)}", raw, sender, ack, _error(refusal))
+            if kept is not None and kept.sha256 != digest(raw):
+                return await self._clash(message, key, raw, sender, enhanced)
+            if kept is not None and kept.ack is not None:
+                ack = kept.ack  # a resend of a refused message: the ACK it got
             log.info("message refused control_id=%s code=%s", message.value("MSH-10")[:40], refusal.code)
-            return self._answer(message, enhanced, Outcome("CR" if enhanced else "AR", ack, key), accept_level=True)
+            return self._answer(message, enhanced, Outcome(ack_code(ack), ack, key), accept_level=True)
         event = message.value("MSH-9.2")
         receiving = asyncio.ensure_future(self._inbox.receive(key, raw, sender, event))
         await asyncio.sleep(0)  # the insert leaves now: the mapping below runs while the database stores it
         mapped = self._map(message)
         stored = await receiving
         if stored is not None and stored.sha256 != digest(raw):
-            problem = Problem("205", f"Message control id {message.value('MSH-10')[:40]} was already used for a different message")
-            ack = acknowledge(message, "CE" if enhanced else "AE", [problem])
-            await self._inbox.keep_rejected(f"{key}|{digest(raw)}", raw, sender, ack, _error(problem))
-            return self._answer(message, enhanced, Outcome("CE" if enhanced else "AE", ack, key), accept_level=True)
+            return await self._clash(message, key, raw, sender, enhanced)
         if enhanced and "ok" in SENT_WHEN.get(message.value("MSH-15"), ()):
             assert accept is not None
             await accept(acknowledge(message, "CA"))  # the inbox holds it: accepted
@@ -117,6 +118,15 @@ class Bridge:
             return self._answer(message, enhanced, Outcome(ack_code(stored.ack), stored.ack, key))
         async with self._turns.of(_patient_key(message)):
             return self._answer(message, enhanced, await self._apply(message, key, mapped))
+
+    async def _clash(self, message: Message, key: str, raw: bytes, sender: str, enhanced: bool) -> Outcome:
+        """Another message holds this key (MSH-3/4/10) with other bytes: AE 205, kept apart under
+        a key of its own; the record already there is left as it is."""
+        problem = Problem("205", f"Message control id {message.value('MSH-10')[:40]} was already used for a different message")
+        ack = acknowledge(message, "CE" if enhanced else "AE", [problem])
+        await self._inbox.keep_rejected(f"{key}|{digest(raw)}", raw, sender, ack, _error(problem))
+        log.info("message control id clash control_id=%s", message.value("MSH-10")[:40])
+        return self._answer(message, enhanced, Outcome("CE" if enhanced else "AE", ack, key), accept_level=True)
 
     @staticmethod
     def _answer(message: Message, enhanced: bool, outcome: Outcome, accept_level: bool = False) -> Outcome:

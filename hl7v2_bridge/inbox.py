@@ -63,14 +63,21 @@ class Inbox:
             ack = found.get("ack")
             return Stored(key, found["sha256"], found["status"], bytes(ack) if ack is not None else None)
 
-    async def keep_rejected(self, key: str, raw: bytes, sender: str, ack: bytes, error: dict[str, str]) -> None:
-        """A message that was never applicable (unreadable, duplicate key with other bytes)."""
-        await self._collection.update_one(
-            {"_id": key},
-            {"$setOnInsert": {"sha256": digest(raw), "raw": Binary(raw), "received": datetime.now(timezone.utc), "sender": sender},
-             "$set": {"status": REJECTED, "ack": Binary(ack), "error": error}},
-            upsert=True,
-        )
+    async def keep_rejected(self, key: str, raw: bytes, sender: str, ack: bytes, error: dict[str, str]) -> Stored | None:
+        """Keep a message that was never applicable (unreadable, refused, a key clash) with its
+        ACK. A record already under the key is never overwritten: it is returned instead (None:
+        this message's record is new)."""
+        document = {"_id": key, "sha256": digest(raw), "raw": Binary(raw), "received": datetime.now(timezone.utc),
+                    "sender": sender, "status": REJECTED, "ack": Binary(ack), "error": error}
+        try:
+            await self._collection.insert_one(document)
+            return None
+        except DuplicateKeyError:
+            found = await self._collection.find_one({"_id": key}, {"sha256": 1, "status": 1, "ack": 1})
+            if found is None:  # deleted meanwhile: take it again
+                return await self.keep_rejected(key, raw, sender, ack, error)
+            stored_ack = found.get("ack")
+            return Stored(key, found["sha256"], found["status"], bytes(stored_ack) if stored_ack is not None else None)
 
     async def settle(self, key: str, status: str, ack: bytes, error: dict[str, str] | None = None) -> None:
         """Record the outcome of a message that was not applied (rejected or failed)."""

@@ -230,3 +230,24 @@ async def test_a_message_that_changes_nothing_is_still_marked_applied(bridged: t
     assert await counts(client) == before  # no new version anywhere
     stored = await app.state.bridge.inbox.get("CRISTALNET|CHTROYES^1.2.250.1.71.4.2.2.100000999^ISO|CHT20261120143000017-AGAIN")
     assert stored is not None and stored["status"] == APPLIED and bytes(stored["ack"]) == second
+
+
+async def test_a_settled_message_keeps_its_record_and_its_ack(bridged: tuple[FastAPI, httpx.AsyncClient, int]) -> None:
+    """The trust issue's sequence: an A03 applied (AA); another message under the same
+    MSH-3/4/10 with other bytes, one that would be refused outright (unsupported event); then
+    the A03 resent. The second gets AE 205 and a record of its own; the A03's record stays
+    applied with its own ACK, and its resend gets that ACK back."""
+    app, client, port = bridged
+    discharge = sample(STORY[1])
+    impostor = discharge.replace(b"ADT^A03", b"ADT^A99", 1)
+    assert impostor != discharge
+    first, clash, resend = await _send(port, discharge, impostor, discharge)
+    assert ack_code(first) == "AA"
+    assert ack_code(clash) == "AE" and "205" in _err(clash)[0]
+    assert resend == first
+    key = "CRISTALNET|CHTROYES^1.2.250.1.71.4.2.2.100000999^ISO|CHT20261120143000017"
+    stored = await app.state.bridge.inbox.get(key)
+    assert stored["status"] == APPLIED and stored["sha256"] == digest(discharge) and bytes(stored["ack"]) == first
+    apart = await app.state.bridge.inbox.get(f"{key}|{digest(impostor)}")
+    assert apart is not None and apart["status"] == REJECTED and bytes(apart["raw"]) == impostor
+    assert len(await search(client, "Communication")) == 1
