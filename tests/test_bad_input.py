@@ -123,3 +123,25 @@ async def test_hostile_nesting_is_refused_not_crashed(client: httpx.AsyncClient,
     too_deep_for_json = b'{"resourceType":"Patient","extension":' + b"[" * 5000 + b"]" * 5000 + b"}"
     assert (await client.post("/fhir/Patient", content=too_deep_for_json)).status_code == 400
     assert await _stored_count(store) == 0
+
+
+async def test_large_values_and_bundle_shapes_are_refused_clearly(settings, tmp_path) -> None:
+    """Found by an attacker's tries (trust issue, 8): each was a 500 and is now the client's error."""
+    from dataclasses import replace
+
+    from fhir_server.app import create_app
+    from tests.conftest import fhir_client, running
+
+    async with running(create_app(replace(settings, max_body_bytes=64 * 1024 * 1024))) as app, fhir_client(app) as client:
+        store = app.state.engine.store
+        shapeless = {"resourceType": "Bundle", "type": "transaction",
+                     "entry": [{"request": {"method": {}, "url": "Patient"}, "resource": {"resourceType": "Patient"}}]}
+        answer = await client.post("/fhir", json=shapeless)
+        assert answer.status_code == 400 and "request.method" in answer.text
+        long_name = await client.post("/fhir/Patient", json=notebook_patient(name=[{"family": "x" * 1_800_000}]))
+        assert long_name.status_code == 422 and long_name.json()["issue"][0]["code"] == "too-long"
+        div = '<div xmlns="http://www.w3.org/1999/xhtml">' + "y" * 17_000_000 + "</div>"
+        huge = await client.post("/fhir/Patient", json=notebook_patient(text={"status": "generated", "div": div}))
+        assert huge.status_code == 413 and huge.json()["issue"][0]["code"] == "too-costly"
+        assert await _stored_count(store) == 0
+        assert (await client.post("/fhir/Patient", json=notebook_patient())).status_code == 201  # and it keeps serving

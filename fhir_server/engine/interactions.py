@@ -22,7 +22,8 @@ from fhir_server.search.matcher import matches
 from fhir_server.search.parameters import parameters_for
 from fhir_server.spec import Spec
 from fhir_server.search.windows import sort_indexes
-from fhir_server.storage.store import INDEXES, RESOURCES, Bookkeeping, Current, ResourceStore, StorageBusy, Version, VersionConflict, Write, back_off
+from fhir_server.storage.store import (INDEXES, RESOURCES, Bookkeeping, Current, ResourceStore, StorageBusy, TooLargeToStore, Version,
+                                       VersionConflict, Write, back_off)
 from fhir_server.ig import ImplementationGuide, load_guide
 from fhir_server.security.policy import ACCESS, CIRCLE_TYPES
 from fhir_server.security.writes import check_new_id, check_replaceable, check_written, not_known
@@ -255,6 +256,8 @@ class Engine:
             await self.store.commit(*writes, also=also)
             if any(w.type in CIRCLE_TYPES for w in writes):
                 self.care_circle_changes += 1
+        except TooLargeToStore:
+            raise FhirError.of(413, "too-costly", "The resource, once indexed, is larger than the database stores in one document (16 MB)") from None
         except StorageBusy:
             raise FhirError(
                 503, Issue("transient", "The database is busy with conflicting writes; retry shortly"),

@@ -134,7 +134,7 @@ def _read_request(index: int, entry: Any, engine: Engine, base_url: str) -> Bund
         raise FhirError.of(400, "required", "every entry needs a request (method and url)", "request")
     request = entry["request"]
     method, url = request.get("method"), request.get("url")
-    if method not in ORDER or not isinstance(url, str) or not url.strip():
+    if not isinstance(method, str) or method not in ORDER or not isinstance(url, str) or not url.strip():
         raise FhirError.of(400, "invalid", "request.method must be GET, HEAD, POST, PUT, DELETE or PATCH, with a url", "request")
     full_url = entry.get("fullUrl")
     parsed = BundleRequest(

@@ -25,7 +25,7 @@ from typing import Any
 from bson import Binary
 from pymongo import ASCENDING, DESCENDING, AsyncMongoClient, InsertOne, ReplaceOne, UpdateOne
 from pymongo.asynchronous.database import AsyncDatabase
-from pymongo.errors import ClientBulkWriteException, OperationFailure
+from pymongo.errors import ClientBulkWriteException, DocumentTooLarge, OperationFailure
 
 RESOURCES = "resources"
 HISTORY = "history"
@@ -54,6 +54,7 @@ INDEXES: dict[str, list[tuple[list[tuple[str, int]], dict[str, Any]]]] = {
 
 WRITE_CONFLICT = 112
 DUPLICATE_KEY = 11000
+TOO_LARGE = frozenset({10334, 17419})  # BSONObjectTooLarge, and its form when a document grows too large
 TRANSIENT_ATTEMPTS = 40
 MAX_BACKOFF_S = 0.05
 
@@ -67,6 +68,10 @@ class VersionConflict(Exception):
 
 class GuardTaken(Exception):
     """Another writer committed a conditional create with the same criteria first."""
+
+
+class TooLargeToStore(Exception):
+    """A version, once indexed, is larger than the database takes in one document (16 MB)."""
 
 
 class StorageBusy(Exception):
@@ -270,11 +275,15 @@ class ResourceStore:
                         operations, session=session, ordered=True, verbose_results=verbose
                     )
                 except ClientBulkWriteException as error:
+                    if any(e.get("code") in TOO_LARGE for e in error.write_errors or []):
+                        raise TooLargeToStore(checks[0][1]) from None
                     duplicates = [e for e in error.write_errors or [] if e.get("code") == DUPLICATE_KEY]
                     if duplicates:
                         kind, key = checks[duplicates[0].get("idx", 0)]
                         raise GuardTaken(key) if kind == "guard" else VersionConflict(key) from error
                     raise
+                except DocumentTooLarge:  # the driver's own check, before sending
+                    raise TooLargeToStore(checks[0][1]) from None
                 if verbose:
                     for index, (kind, key) in enumerate(checks):
                         if kind == "replace" and result.update_results[index].matched_count != 1:

@@ -20,6 +20,8 @@ from fhir_server.spec import Spec
 ROOT_ONLY = ("resourceType",)
 MAX_ISSUES = 50
 MAX_DEPTH = 64  # far beyond any real resource; keeps hostile nesting off the recursion limit
+MAX_STRING = 1024 * 1024  # R4 datatypes: "strings SHALL NOT exceed 1MB in size" (binary data and XHTML aside)
+UNBOUNDED_STRINGS = frozenset({"base64Binary", "xhtml"})
 
 
 class StructuralValidator:
@@ -158,6 +160,9 @@ class StructuralValidator:
             issues.append(
                 Issue("value", f"Not a valid {type_code}: JSON {kind} expected", expression=path)
             )
+            return
+        if isinstance(item, str) and len(item) > MAX_STRING and type_code not in UNBOUNDED_STRINGS:
+            issues.append(Issue("too-long", f"A {type_code} of {len(item):,} characters: R4 strings stop at 1 MB", expression=path))
             return
         pattern = self._spec.primitive_pattern(type_code)
         text = item if isinstance(item, str) else _json_number_text(item)
