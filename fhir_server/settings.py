@@ -42,6 +42,7 @@ class Settings:
     hl7_default_charset: str = "UNICODE UTF-8"  # when MSH-18 is empty
     mllp_max_message: int = MIB
     mllp_idle_timeout: float = 300.0
+    mllp_frame_timeout: float = 30.0  # a frame begun must be whole within this (slow senders cut off)
     mllp_allowed_senders: frozenset[str] = frozenset()
     mllp_tls_cert: Path | None = None
     mllp_tls_key: Path | None = None
@@ -74,6 +75,7 @@ class Settings:
             hl7_default_charset=os.environ.get("CALIPSO_HL7_DEFAULT_CHARSET") or "UNICODE UTF-8",
             mllp_max_message=_env_int("CALIPSO_MLLP_MAX_MESSAGE_BYTES", MIB),
             mllp_idle_timeout=float(_env_int("CALIPSO_MLLP_IDLE_TIMEOUT_SECONDS", 300)),
+            mllp_frame_timeout=float(_env_int("CALIPSO_MLLP_FRAME_TIMEOUT_SECONDS", 30)),
             mllp_allowed_senders=frozenset(s.strip() for s in os.environ.get("CALIPSO_MLLP_ALLOWED_SENDERS", "").split(",") if s.strip()),
             mllp_tls_cert=Path(os.environ["CALIPSO_MLLP_TLS_CERT"]) if os.environ.get("CALIPSO_MLLP_TLS_CERT") else None,
             mllp_tls_key=Path(os.environ["CALIPSO_MLLP_TLS_KEY"]) if os.environ.get("CALIPSO_MLLP_TLS_KEY") else None,

@@ -20,6 +20,7 @@ def listener_settings(settings: Settings) -> ListenerSettings:
         port=settings.mllp_port or 0,
         max_message=settings.mllp_max_message,
         idle_timeout=settings.mllp_idle_timeout,
+        frame_timeout=settings.mllp_frame_timeout,
         allowed_senders=settings.mllp_allowed_senders,
         tls=tls,
     )

@@ -29,6 +29,7 @@ class ListenerSettings:
     port: int = 2575
     max_message: int = DEFAULT_MAX_MESSAGE
     idle_timeout: float = 300.0
+    frame_timeout: float = 30.0  # a frame begun must be whole within this: a trickling sender is cut off
     allowed_senders: frozenset[str] = frozenset()  # empty: everyone
     tls: ssl.SSLContext | None = None
 
@@ -83,17 +84,28 @@ class MllpListener:
 
     async def _converse(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, sender: str) -> None:
         frames = FrameReader(self._settings.max_message)
+        frame_deadline = 0.0  # when the frame being read must be whole (while frames.pending)
+        loop = asyncio.get_running_loop()
         while True:
+            wait = self._settings.idle_timeout
+            if frames.pending:
+                wait = min(wait, frame_deadline - loop.time())
             try:
-                data = await asyncio.wait_for(reader.read(READ_SIZE), self._settings.idle_timeout)
+                data = await asyncio.wait_for(reader.read(READ_SIZE), max(wait, 0.0))
             except asyncio.TimeoutError:
-                log.info("mllp idle connection closed peer=%s", sender)
+                if frames.pending:
+                    log.warning("mllp frame not whole in %.0f s, connection closed peer=%s bytes=%d",
+                                self._settings.frame_timeout, sender, frames.pending)
+                else:
+                    log.info("mllp idle connection closed peer=%s", sender)
                 return
+            fresh = not frames.pending  # these bytes begin a frame: its time starts now
             if not data:
                 if frames.pending:
                     log.warning("mllp connection closed mid-frame peer=%s bytes=%d", sender, frames.pending)
                 return
             for event in frames.feed(data):
+                fresh = fresh or isinstance(event, Frame)  # what is left after a whole frame is a new one
                 if isinstance(event, Discarded):
                     log.warning("mllp bytes outside any frame discarded peer=%s bytes=%d", sender, event.size)
                 elif isinstance(event, Oversized):
@@ -116,6 +128,8 @@ class MllpListener:
                     if outcome.ack is not None:
                         writer.write(frame(outcome.ack))
                         await writer.drain()
+            if fresh:
+                frame_deadline = loop.time() + self._settings.frame_timeout
 
 
 __all__ = ["ListenerSettings", "MllpListener"]

@@ -125,3 +125,43 @@ async def test_chunked_delivery_over_the_socket(bridged: tuple[FastAPI, httpx.As
             await mllp.send_raw(stream[start : start + 97])
             await asyncio.sleep(0)
         assert [ack_code(await mllp.receive()) for _ in range(2)] == ["AA", "AA"]
+
+
+async def test_a_trickling_sender_is_cut_off_at_the_frame_deadline(settings) -> None:
+    """Slow-loris over MLLP: a frame begun must be whole within the frame timeout, however
+    often bytes keep arriving (each trickle would reset an idle timeout). Others keep being served."""
+    from dataclasses import replace
+
+    from fhir_server.app import create_app
+    from tests.conftest import running
+
+    async with running(create_app(replace(settings, mllp_port=0, mllp_frame_timeout=1.0))) as app:
+        port = app.state.mllp_port
+        message = frame(sample(STORY[0]))
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        closed = False
+        for byte in message[:40]:  # one byte every 0.2 s: 8 s for these 40, were it never cut off
+            try:
+                writer.write(bytes([byte]))
+                await writer.drain()
+                if await asyncio.wait_for(reader.read(100), 0.2) == b"":
+                    closed = True
+                    break
+            except asyncio.TimeoutError:
+                continue
+            except ConnectionError:
+                closed = True
+                break
+        assert closed and loop.time() - started < 4  # cut off at ~1 s, no ACK for the half frame
+        writer.close()
+        async with MllpClient("127.0.0.1", port) as mllp:  # a sender in one piece is served as before
+            assert ack_code(await mllp.send(sample(STORY[0]))) == "AA"
+        # a long stream of whole frames in small chunks is not cut off: each frame has its own time
+        stream = b"".join(frame(sample(STORY[0]).replace(b"CHT2026", f"SLOW{n:03d}".encode())) for n in range(6))
+        async with MllpClient("127.0.0.1", port) as mllp:
+            for start in range(0, len(stream), 400):
+                await mllp.send_raw(stream[start : start + 400])
+                await asyncio.sleep(0.05)
+            assert [ack_code(await mllp.receive()) for _ in range(6)] == ["AA"] * 6
