@@ -94,3 +94,17 @@ async def test_conditional_criteria_are_checked(client: httpx.AsyncClient) -> No
     assert (await client.post("/fhir/Patient", json=notebook_patient(), headers={"If-None-Exist": ""})).status_code == 400
     unknown = await client.post("/fhir/Patient", json=notebook_patient(), headers={"If-None-Exist": "colour=blue"})
     assert unknown.status_code == 400  # criteria are always strict: a typo must not create duplicates
+
+
+async def test_racing_creates_with_the_same_criteria_written_differently_make_one_resource(client: httpx.AsyncClient) -> None:
+    """The guard keys on the criteria's meaning as parsed: parameter order and percent-encoding
+    do not count. (`identifier=V` and `identifier=sys|V` are different searches, so different
+    guards: docs/architecture.md says what is guaranteed.)"""
+    spellings = [f"identifier={IPP}|IPP0001&gender=female", f"gender=female&identifier={IPP}%7CIPP0001",
+                 f"gender=female&identifier={IPP.replace(':', '%3A')}|IPP0001"]
+    responses = await asyncio.gather(*(
+        client.post("/fhir/Patient", json=notebook_patient(), headers={"If-None-Exist": spellings[n % 3]}) for n in range(12)
+    ))
+    assert sorted(r.status_code for r in responses) == [200] * 11 + [201]
+    assert len({r.json()["id"] for r in responses}) == 1
+    assert await _count(client, {"identifier": f"{IPP}|IPP0001"}) == 1
