@@ -52,6 +52,7 @@ def _circle() -> list[dict[str, Any]]:
         {"resourceType": "CarePlan", "id": "plan-jean", "status": "active", "intent": "plan", "subject": {"reference": "Patient/jean"}},
         {**notebook_entry("helene"), "id": "entry-helene"},
         {**notebook_entry("jean"), "id": "entry-jean"},
+        {"resourceType": "RelatedPerson", "id": "daughter", "patient": {"reference": "Patient/helene"}},
     ]
 
 
@@ -72,6 +73,7 @@ async def circle(settings: Settings, tmp_path: Path) -> AsyncIterator[tuple[Fast
             "nurse": bearer("nurse", "user/*.cruds", fhir_user="Practitioner/nurse"),
             "patient": bearer("helene", "patient/*.cruds", patient="helene"),
             "outsider": bearer("moreau", "user/*.cruds", fhir_user="Practitioner/moreau"),
+            "caregiver": bearer("daughter", "user/*.cruds", fhir_user="RelatedPerson/daughter"),
         }
         for resource in _circle():
             answer = await client.put(f"/fhir/{resource['resourceType']}/{resource['id']}", json=resource, headers=tokens["system"])
@@ -266,7 +268,7 @@ async def test_deny_matrix(circle) -> None:
     before = await _jean_state(client, tokens["system"])
     assert len(before) == 5
     landed, leaked = [], []
-    for name in ("nurse", "gp", "patient", "outsider"):
+    for name in ("nurse", "gp", "patient", "outsider", "caregiver"):
         headers = tokens[name]
         for resource_type in STORED:
             for attempt, method, url, body, extra in _attempts(resource_type):
