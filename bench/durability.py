@@ -19,7 +19,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.harness import HEADER, Figures, ServerProcess, free_port, python, run_wrk  # noqa: E402
-from bench.rest_crud import patient_1kb  # noqa: E402
+from bench.rest_crud import patient_1kb, wrk_arguments  # noqa: E402
 from fhir_server.storage.embedded import EmbeddedDatabase  # noqa: E402
 
 
@@ -62,11 +62,7 @@ def run(args: argparse.Namespace) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--seconds", type=int, default=10, help="length of each wrk run")
-    parser.add_argument("--connections", type=int, default=32)
-    parser.add_argument("--rounds", type=int, default=2)
-    run(parser.parse_args())
+    run(wrk_arguments(__doc__).parse_args())
 
 
 if __name__ == "__main__":

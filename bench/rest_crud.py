@@ -123,12 +123,17 @@ def server_port(base: str) -> int:
     return int(base.split(":")[2].split("/")[0])
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def wrk_arguments(doc: str | None) -> argparse.ArgumentParser:
+    """The options of the wrk-driven benches: run length, connections, rounds."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=int, default=10, help="length of each wrk run")
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--rounds", type=int, default=2)
-    run(parser.parse_args())
+    return parser
+
+
+def main() -> None:
+    run(wrk_arguments(__doc__).parse_args())
 
 
 if __name__ == "__main__":

@@ -44,40 +44,28 @@ class Inbox:
 
     async def receive(self, key: str, raw: bytes, sender: str, event: str) -> Stored | None:
         """Keep a new message; None when it is new, else what the inbox already holds for the key."""
-        document = {
-            "_id": key,
-            "sha256": digest(raw),
-            "raw": Binary(raw),
-            "received": datetime.now(timezone.utc),
-            "sender": sender,
-            "event": event,
-            "status": RECEIVED,
-        }
-        try:
-            await self._collection.insert_one(document)
-            return None
-        except DuplicateKeyError:
-            found = await self._collection.find_one({"_id": key}, {"sha256": 1, "status": 1, "ack": 1})
-            if found is None:  # deleted meanwhile: take it again
-                return await self.receive(key, raw, sender, event)
-            ack = found.get("ack")
-            return Stored(key, found["sha256"], found["status"], bytes(ack) if ack is not None else None)
+        return await self._keep({"_id": key, "sha256": digest(raw), "raw": Binary(raw), "received": datetime.now(timezone.utc),
+                                 "sender": sender, "event": event, "status": RECEIVED})
 
     async def keep_rejected(self, key: str, raw: bytes, sender: str, ack: bytes, error: dict[str, str]) -> Stored | None:
         """Keep a message that was never applicable (unreadable, refused, a key clash) with its
         ACK. A record already under the key is never overwritten: it is returned instead (None:
         this message's record is new)."""
-        document = {"_id": key, "sha256": digest(raw), "raw": Binary(raw), "received": datetime.now(timezone.utc),
-                    "sender": sender, "status": REJECTED, "ack": Binary(ack), "error": error}
+        return await self._keep({"_id": key, "sha256": digest(raw), "raw": Binary(raw), "received": datetime.now(timezone.utc),
+                                 "sender": sender, "status": REJECTED, "ack": Binary(ack), "error": error})
+
+    async def _keep(self, document: dict[str, Any]) -> Stored | None:
+        """Insert a new record; what is already under its key instead, untouched."""
+        key = document["_id"]
         try:
             await self._collection.insert_one(document)
             return None
         except DuplicateKeyError:
             found = await self._collection.find_one({"_id": key}, {"sha256": 1, "status": 1, "ack": 1})
             if found is None:  # deleted meanwhile: take it again
-                return await self.keep_rejected(key, raw, sender, ack, error)
-            stored_ack = found.get("ack")
-            return Stored(key, found["sha256"], found["status"], bytes(stored_ack) if stored_ack is not None else None)
+                return await self._keep(document)
+            ack = found.get("ack")
+            return Stored(key, found["sha256"], found["status"], bytes(ack) if ack is not None else None)
 
     async def settle(self, key: str, status: str, ack: bytes, error: dict[str, str] | None = None) -> None:
         """Record the outcome of a message that was not applied (rejected or failed)."""
