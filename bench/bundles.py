@@ -33,7 +33,7 @@ from pymongo import AsyncMongoClient, InsertOne
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.harness import Figures, ServerProcess, cpu_seconds, free_port, python  # noqa: E402
+from bench.harness import Figures, calipso_server, cpu_seconds, free_port  # noqa: E402
 from fhir_server.engine.interactions import fhir_instant  # noqa: E402
 from fhir_server.search.index import build_index  # noqa: E402
 from fhir_server.search.parameters import parameters_for  # noqa: E402
@@ -185,11 +185,7 @@ def run(args: argparse.Namespace) -> None:
     database = EmbeddedDatabase(work / "data")
     uri = database.start()
     port = free_port()
-    calipso = ServerProcess(
-        [python(), "-m", "fhir_server.cli", "serve", "--auth", "off", "--port", str(port), "--mllp-port", "0", "--log-level", "warning"],
-        f"http://127.0.0.1:{port}/fhir/metadata",
-        env={"CALIPSO_MONGODB_URI": uri, "CALIPSO_DATABASE": "bench_bundles"},
-    )
+    calipso = calipso_server(uri, "bench_bundles", port)
     base = f"http://127.0.0.1:{port}/fhir"
     results: dict[str, Figures] = {}
     try:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.harness import HEADER, Figures, ServerProcess, free_port, python, run_wrk  # noqa: E402
+from bench.harness import HEADER, Figures, ServerProcess, calipso_server, free_port, run_wrk  # noqa: E402
 from bench.rest_crud import patient_1kb, wrk_arguments  # noqa: E402
 from fhir_server.storage.embedded import EmbeddedDatabase  # noqa: E402
 
@@ -33,12 +33,7 @@ def run(args: argparse.Namespace) -> None:
             database = EmbeddedDatabase(work / name, sync_on_commit=sync)
             uri = database.start()
             port = free_port()
-            server = ServerProcess(
-                [python(), "-m", "fhir_server.cli", "serve", "--auth", "off", "--port", str(port), "--mllp-port", "0",
-                 "--log-level", "warning"],
-                f"http://127.0.0.1:{port}/fhir/metadata",
-                env={"CALIPSO_MONGODB_URI": uri, "CALIPSO_DATABASE": "bench", "CALIPSO_AUDIT": "off"},
-            )
+            server = calipso_server(uri, "bench", port, {"CALIPSO_AUDIT": "off"})
             targets[name] = (database, server, f"http://127.0.0.1:{port}/fhir/Patient")
         results: dict[str, Figures] = {}
         for round_number in range(args.rounds):

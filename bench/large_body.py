@@ -26,7 +26,7 @@ import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.harness import ServerProcess, free_port, python  # noqa: E402
+from bench.harness import calipso_server, free_port  # noqa: E402
 from bench.rest_crud import patient_1kb  # noqa: E402
 from fhir_server.storage.embedded import EmbeddedDatabase  # noqa: E402
 
@@ -93,11 +93,7 @@ def run(args: argparse.Namespace) -> None:
     database = EmbeddedDatabase(work / "data")
     uri = database.start()
     port = free_port()
-    server = ServerProcess(
-        [python(), "-m", "fhir_server.cli", "serve", "--auth", "off", "--port", str(port), "--mllp-port", "0", "--log-level", "warning"],
-        f"http://127.0.0.1:{port}/fhir/metadata",
-        env={"CALIPSO_MONGODB_URI": uri, "CALIPSO_DATABASE": "bench", "CALIPSO_AUDIT": "off"},
-    )
+    server = calipso_server(uri, "bench", port, {"CALIPSO_AUDIT": "off"})
     try:
         print(f"# large_body: a {body_file.stat().st_size / 1024 / 1024:.1f} MB transaction Bundle against one reader, 2 cores")
         asyncio.run(measure(f"http://127.0.0.1:{port}/fhir", body_file, args.seconds))
