@@ -26,7 +26,7 @@ from fhir_server.storage.store import (INDEXES, RESOURCES, Bookkeeping, Current,
                                        VersionConflict, Write, back_off)
 from fhir_server.ig import ImplementationGuide, load_guide
 from fhir_server.security.policy import ACCESS, CIRCLE_TYPES
-from fhir_server.security.writes import check_new_id, check_replaceable, check_written, not_known
+from fhir_server.security.writes import check_absent, check_replaceable, check_written
 from fhir_server.validation import Validator
 
 ID_PATTERN = re.compile(r"[A-Za-z0-9\-.]{1,64}")
@@ -144,7 +144,7 @@ class Engine:
             resource_id = str(uuid.uuid4())
         else:
             self.check_id(resource_id)
-            check_new_id(ACCESS.get(), resource_type, resource_id)
+            check_absent(ACCESS.get(), resource_type, resource_id)
         write = self.prepare(resource_type, resource_id, resource, method, None, self.next_time(), guard)
         await self._commit(write)
         return Outcome(_version_of(write), created=True)
@@ -166,7 +166,7 @@ class Engine:
             if current is not None and not current.deleted:
                 await self.check_replaceable(resource_type, resource_id)
             else:
-                check_new_id(ACCESS.get(), resource_type, resource_id)
+                check_absent(ACCESS.get(), resource_type, resource_id)
             check_if_match(current, if_match)
             try:
                 write = self.prepare(resource_type, resource_id, resource, "PUT", current, self.next_time(current))
@@ -188,8 +188,8 @@ class Engine:
             current = await self.store.current(resource_type, resource_id)
             if current is not None and not current.deleted:
                 await self.check_replaceable(resource_type, resource_id)
-            elif ACCESS.get().patients is not None:
-                raise not_known(resource_type, resource_id)  # as for one the token may not delete
+            else:
+                check_absent(ACCESS.get(), resource_type, resource_id)
             check_if_match(current, if_match)
             if current is None or current.deleted:
                 return None
@@ -274,16 +274,21 @@ class Engine:
 
     # -- reads -------------------------------------------------------------------------------
 
-    async def read(self, resource_type: str, resource_id: str) -> Version:
+    async def read(self, resource_type: str, resource_id: str, to_replace: bool = False) -> Version:
+        """The current version; `to_replace`: also 404 unless the token may replace it (PATCH)."""
         self.check_type(resource_type)
         self.check_id(resource_id)
-        clause = ACCESS.get().clause(resource_type, self.spec.compartments["Patient"])
-        if clause is None:
+        access = ACCESS.get()
+        compartments = self.spec.compartments["Patient"]
+        clause = access.clause(resource_type, compartments)
+        if clause is None and not (to_replace and access.patients is not None):
             version = await self.store.read(resource_type, resource_id)
-        else:  # one query: the version and what tells whether the token reaches it
+        else:  # one query: the version and what tells whether the token reaches (and may replace) it
             version, references = await self.store.read_with_references(resource_type, resource_id)
-            if version is not None and (version.deleted or not _inside(clause, resource_type, resource_id, references)):
+            if version is not None and (version.deleted or (clause is not None and not _inside(clause, resource_type, resource_id, references))):
                 version = None  # 404, as if it did not exist
+            if version is not None and to_replace:
+                check_replaceable(access, resource_type, resource_id, references, compartments)
         if version is None:
             raise FhirError.of(404, "not-found", f"{resource_type}/{resource_id} is not known")
         if version.deleted:

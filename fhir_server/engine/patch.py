@@ -85,8 +85,7 @@ async def patch(
     unless the client named the version with `If-Match` (then it is the client's 412).
     """
     for attempt in range(MAX_ATTEMPTS):
-        current = await engine.read(resource_type, resource_id)
-        await engine.check_replaceable(resource_type, resource_id)
+        current = await engine.read(resource_type, resource_id, to_replace=True)
         check_if_match(current, if_match)
         patched = engine.validate(resource_type, apply_patch(engine.spec, _resource(current), document, kind))
         write = engine.prepare(resource_type, resource_id, patched, "PATCH", current, engine.next_time(current))

@@ -40,7 +40,7 @@ from fhir_server.search.index import build_index
 from fhir_server.search.matcher import matches
 from fhir_server.storage.store import Bookkeeping, GuardTaken, Version, VersionConflict, Write, back_off
 from fhir_server.security.policy import ACCESS
-from fhir_server.security.writes import check_new_id, not_known
+from fhir_server.security.writes import check_absent
 from fhir_server.validation.structural import MAX_DEPTH, too_deep
 
 LETTERS = {"POST": "c", "PUT": "u", "PATCH": "u", "DELETE": "d"}  # SMART v2 permission of each write
@@ -518,7 +518,7 @@ class _Plan:
         else:
             self._check_if_none_match(request, current)
             if (current is None or current.deleted) and key not in self.fresh:
-                check_new_id(ACCESS.get(), resource_type, resource_id)
+                check_absent(ACCESS.get(), resource_type, resource_id)
             rewritten = merged = self._rewritten(request)
             if request.merge is not None and current is not None and current.raw is not None:
                 merged = request.merge(orjson.loads(current.raw), rewritten)
@@ -542,8 +542,8 @@ class _Plan:
     def _prepare_deletes(self, request: BundleRequest, target: _Target, updated: Any) -> None:
         if len(target.keys) == 1:
             current = self.currents.get(target.keys[0])
-            if request.resource_id is not None and (current is None or current.deleted) and ACCESS.get().patients is not None:
-                raise not_known(*target.keys[0].split("/", 1))  # as for one the token may not delete
+            if request.resource_id is not None and (current is None or current.deleted):
+                check_absent(ACCESS.get(), str(request.resource_type), request.resource_id)
             check_if_match(current, request.if_match)
         self.results[request.index] = EntryResult(204)
         for key in target.keys:

@@ -154,7 +154,7 @@ class Gate:
         if permission.public or access.grant is None:
             return
         if permission.system_only and not (access.context == "system" and access.unrestricted):
-            raise forbidden("This endpoint takes system/ scopes only; read a resource's own history instead of a type's")
+            raise forbidden("This endpoint takes system/ scopes only (a resource's own history takes user/ and patient/ scopes)")
         if permission.letter is None:
             return  # transaction / batch: each entry is checked as it is read
         for resource_type in permission.types(request):

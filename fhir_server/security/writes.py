@@ -74,8 +74,9 @@ def check_written(access: Access, resource_type: str, resource_id: str, referenc
     _check_granting(access, resource_type, references, patients)
 
 
-def check_new_id(access: Access, resource_type: str, resource_id: str) -> None:
-    """A create with an id the client chose (PUT to a new id): unrestricted access only (rule 3)."""
+def check_absent(access: Access, resource_type: str, resource_id: str) -> None:
+    """Before a PUT that would create under the client's id, or a DELETE of what is not there:
+    unrestricted access only (rule 3); for others, the answer of what they may not replace."""
     if access.patients is not None:
         raise not_known(resource_type, resource_id)
 
@@ -91,4 +92,4 @@ def _forbidden(text: str) -> FhirError:
     return FhirError(403, Issue("forbidden", text))
 
 
-__all__ = ["check_new_id", "check_replaceable", "check_written", "filed_under", "not_known"]
+__all__ = ["check_absent", "check_replaceable", "check_written", "filed_under", "not_known"]
