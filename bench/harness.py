@@ -148,10 +148,11 @@ def _script_failure(process: subprocess.Popen[str]) -> str | None:
     return process.stderr.readline().strip() if ready else None
 
 
-def calipso_server(uri: str, database: str, port: int, env: dict[str, str] | None = None) -> ServerProcess:
-    """`calipso serve` for a bench: auth off, MLLP on a free port, on the database at `uri`."""
+def calipso_server(uri: str, database: str, port: int, env: dict[str, str] | None = None, mllp_port: int = 0) -> ServerProcess:
+    """`calipso serve` for a bench: auth off, MLLP on `mllp_port` (0: any free one), on the database at `uri`."""
     return ServerProcess(
-        [python(), "-m", "fhir_server.cli", "serve", "--auth", "off", "--port", str(port), "--mllp-port", "0", "--log-level", "warning"],
+        [python(), "-m", "fhir_server.cli", "serve", "--auth", "off", "--port", str(port), "--mllp-port", str(mllp_port),
+         "--log-level", "warning"],
         f"http://127.0.0.1:{port}/fhir/metadata",
         env={"CALIPSO_MONGODB_URI": uri, "CALIPSO_DATABASE": database, **(env or {})},
     )

@@ -35,8 +35,8 @@ class Settings:
     history_page_size: int = 20
     history_max_page_size: int = 1000
     conditional_delete_multiple: bool = False
-    max_bundle_entries: int = 10_000
-    max_bundle_bytes: int = 64 * MIB
+    max_bundle_entries: int = 1_000  # one transaction's writes: bench/RESULTS.md, large_body, says why
+    max_bundle_bytes: int = 16 * MIB
     enforce_profiles: bool = False
     serve_guide: bool = True  # install profiles/ as readable conformance resources at start
     hl7_default_charset: str = "UNICODE UTF-8"  # when MSH-18 is empty
@@ -69,8 +69,8 @@ class Settings:
             max_body_bytes=_env_int("CALIPSO_MAX_BODY_BYTES", 10 * MIB),
             public_base_url=os.environ.get("CALIPSO_BASE_URL") or None,
             conditional_delete_multiple=os.environ.get("CALIPSO_CONDITIONAL_DELETE_MULTIPLE", "") == "true",
-            max_bundle_entries=_env_int("CALIPSO_MAX_BUNDLE_ENTRIES", 10_000),
-            max_bundle_bytes=_env_int("CALIPSO_MAX_BUNDLE_BYTES", 64 * MIB),
+            max_bundle_entries=_env_int("CALIPSO_MAX_BUNDLE_ENTRIES", 1_000),
+            max_bundle_bytes=_env_int("CALIPSO_MAX_BUNDLE_BYTES", 16 * MIB),
             enforce_profiles=os.environ.get("CALIPSO_ENFORCE_PROFILES", "") == "true",
             hl7_default_charset=os.environ.get("CALIPSO_HL7_DEFAULT_CHARSET") or "UNICODE UTF-8",
             mllp_max_message=_env_int("CALIPSO_MLLP_MAX_MESSAGE_BYTES", MIB),

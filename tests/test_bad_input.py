@@ -145,3 +145,21 @@ async def test_large_values_and_bundle_shapes_are_refused_clearly(settings, tmp_
         assert huge.status_code == 413 and huge.json()["issue"][0]["code"] == "too-costly"
         assert await _stored_count(store) == 0
         assert (await client.post("/fhir/Patient", json=notebook_patient())).status_code == 201  # and it keeps serving
+
+
+async def test_a_transaction_over_the_default_entry_limit_is_413(database_uri) -> None:
+    """One transaction's writes cost the embedded database more than linearly (bench/RESULTS.md,
+    large_body): the default limit refuses what would hold it for minutes, before any work."""
+    import uuid
+
+    from fhir_server.app import create_app
+    from fhir_server.settings import Settings
+    from tests.conftest import fhir_client, running
+
+    settings = Settings(mongodb_uri=database_uri, database=f"test_{uuid.uuid4().hex[:16]}", serve_guide=False, auth=False,
+                        audit=False, mllp_port=None)
+    entry = {"resource": notebook_patient(), "request": {"method": "POST", "url": "Patient"}}
+    async with running(create_app(settings)) as app, fhir_client(app) as client:
+        answer = await client.post("/fhir", json={"resourceType": "Bundle", "type": "transaction", "entry": [entry] * 1001})
+        assert answer.status_code == 413 and "limit is 1000" in answer.text
+        assert await _stored_count(app.state.engine.store) == 0

@@ -99,7 +99,7 @@ class BundleLimits:
     HL7 bridge turns it on: a feed that sends the same practitioners with every message must
     not grow their history (nor make concurrent messages conflict on them)."""
 
-    max_entries: int = 10_000
+    max_entries: int = 1_000
     delete_multiple: bool = False
     skip_unchanged: bool = False
 
