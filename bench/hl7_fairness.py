@@ -65,7 +65,7 @@ def run(args: argparse.Namespace) -> None:
     database = EmbeddedDatabase(work / "data")
     uri = database.start()
     port, mllp_port = free_port(), free_port()
-    server = calipso_server(uri, "bench", port, mllp_port=mllp_port)
+    server = calipso_server(uri, "bench", port, {"CALIPSO_HTTP_CONCURRENCY": str(args.http_concurrency)}, mllp_port=mllp_port)
     base = f"http://127.0.0.1:{port}/fhir"
     try:
         body_file = work / "patient.json"
@@ -93,7 +93,8 @@ def run(args: argparse.Namespace) -> None:
         server.stop()
         database.stop()
     print(f"# hl7_fairness: one MLLP sender at {args.rate:g} msg/s for {args.seconds:g} s, alone then beside "
-          f"{args.readers} HTTP readers + {args.writers} HTTP creators (wrk), {os.cpu_count()} cores, audit on")
+          f"{args.readers} HTTP readers + {args.writers} HTTP creators (wrk), {os.cpu_count()} cores, audit on, "
+          f"CALIPSO_HTTP_CONCURRENCY={args.http_concurrency}")
     print(line("mllp alone", alone))
     print(line("mllp beside HTTP", loaded))
     print(HEADER)
@@ -108,6 +109,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=20)
     parser.add_argument("--readers", type=int, default=10)
     parser.add_argument("--writers", type=int, default=10)
+    parser.add_argument("--http-concurrency", type=int, default=8, help="CALIPSO_HTTP_CONCURRENCY of the server (0: no limit)")
     run(parser.parse_args())
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from contextlib import asynccontextmanager
 from datetime import timezone
@@ -92,6 +93,7 @@ def create_app(settings: Settings, when_ready: Callable[[], None] | None = None)
     for route in ROUTES:
         app.router.routes.append(Route(route.path, guarded(route), methods=[route.method]))
     app.add_exception_handler(HTTPException, _http_error)
+    app.state.admission = asyncio.Semaphore(settings.http_concurrency) if settings.http_concurrency > 0 else None
     app.state.rate_limiter = RateLimiter(settings.rate_limit_per_second, settings.rate_limit_burst) if settings.rate_limit_per_second > 0 else None
     if settings.cors_origins:  # off unless configured: browsers only reach us from the listed apps
         app.add_middleware(CORSMiddleware, allow_origins=list(settings.cors_origins), allow_credentials=False,

@@ -57,6 +57,7 @@ class Settings:
     cors_origins: tuple[str, ...] = ()  # CORS off unless origins are listed
     rate_limit_per_second: float = 0.0  # per client (token user, else address); 0: no limit
     rate_limit_burst: int = 200
+    http_concurrency: int = 8  # FHIR requests working at once (others wait); 0: no limit. Why 8: bench/RESULTS.md, hl7_fairness
     request_timeout_seconds: float = 30.0  # reads (GET, HEAD) answer 503 rather than run longer
     audit: bool = True  # an AuditEvent per interaction and per HL7 message (journal in data_dir/audit)
 
@@ -75,6 +76,7 @@ class Settings:
             hl7_default_charset=os.environ.get("CALIPSO_HL7_DEFAULT_CHARSET") or "UNICODE UTF-8",
             mllp_max_message=_env_int("CALIPSO_MLLP_MAX_MESSAGE_BYTES", MIB),
             mllp_idle_timeout=float(_env_int("CALIPSO_MLLP_IDLE_TIMEOUT_SECONDS", 300)),
+            http_concurrency=_env_int("CALIPSO_HTTP_CONCURRENCY", 8),
             mllp_frame_timeout=float(_env_int("CALIPSO_MLLP_FRAME_TIMEOUT_SECONDS", 30)),
             mllp_allowed_senders=frozenset(s.strip() for s in os.environ.get("CALIPSO_MLLP_ALLOWED_SENDERS", "").split(",") if s.strip()),
             mllp_tls_cert=Path(os.environ["CALIPSO_MLLP_TLS_CERT"]) if os.environ.get("CALIPSO_MLLP_TLS_CERT") else None,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import replace
 
 import httpx
@@ -68,3 +69,16 @@ async def test_a_read_over_its_time_gets_503(settings: Settings) -> None:
         assert response.status_code == 503 and response.json()["issue"][0]["code"] == "timeout"
         created = await client.post("/fhir/Patient", json=notebook_patient())  # writes are not cut short
         assert created.status_code == 201
+
+
+async def test_with_one_request_at_work_a_bundle_still_reads_and_others_wait_their_turn(settings) -> None:
+    """Admission (CALIPSO_HTTP_CONCURRENCY): a Bundle's GET entries run in their parent's turn
+    (else the parent would wait for them forever), and requests beyond the limit wait, then are served."""
+    async with running(create_app(replace(settings, http_concurrency=1))) as app, fhir_client(app) as client:
+        bundle = {"resourceType": "Bundle", "type": "batch", "entry": [
+            {"resource": {**notebook_patient(), "id": "p1"}, "request": {"method": "PUT", "url": "Patient/p1"}},
+            {"request": {"method": "GET", "url": "Patient/p1"}}]}
+        answer = await asyncio.wait_for(client.post("/fhir", json=bundle), 30)
+        assert [e["response"]["status"][:3] for e in answer.json()["entry"]] == ["201", "200"]
+        answers = await asyncio.wait_for(asyncio.gather(*(client.get("/fhir/Patient/p1") for _ in range(12))), 30)
+        assert [a.status_code for a in answers] == [200] * 12

@@ -31,6 +31,7 @@ from fhir_server.rest.hl7v2_ingest import ingest
 from fhir_server.rest.negotiation import Rendering, negotiate
 from fhir_server.rest.preconditions import if_match, not_modified, parse_instant, return_preference, strict_handling
 from fhir_server.rest.search_bundle import search_bundle
+from fhir_server.rest.subrequest import SUBREQUEST
 from fhir_server.rest.terminology_operations import expand, lookup, validate_code
 from fhir_server.rest.validate_operation import validate_instance, validate_type
 from fhir_server.values import key
@@ -341,7 +342,7 @@ def guarded(route: FhirRoute) -> Endpoint:
             if limiter is not None:
                 limiter.check(access.who if access.grant is not None else f"address:{request.client.host if request.client else '?'}")
             with acting_as(access):
-                response = await _within_time(request, endpoint)
+                response = await _admitted(request, endpoint)
             status = response.status_code
             return response
         except FhirError as error:
@@ -359,6 +360,17 @@ def guarded(route: FhirRoute) -> Endpoint:
 
     handle.__name__ = endpoint.__name__
     return handle
+
+
+async def _admitted(request: Request, endpoint: Endpoint) -> Response:
+    """At most CALIPSO_HTTP_CONCURRENCY requests work at once; the others wait their turn here,
+    so the HL7 feed's database operations do not queue behind every HTTP client's. A Bundle's
+    sub-requests run in their parent's turn."""
+    admission = request.app.state.admission
+    if admission is None or request.scope.get(SUBREQUEST):
+        return await _within_time(request, endpoint)
+    async with admission:
+        return await _within_time(request, endpoint)
 
 
 async def _within_time(request: Request, endpoint: Endpoint) -> Response:

@@ -23,6 +23,9 @@ class SubResponse:
     body: bytes
 
 
+SUBREQUEST = "calipso.subrequest"
+
+
 async def subrequest(parent: Request, method: str, url: str, extra_headers: dict[str, str]) -> SubResponse:
     """`method url` (relative to the FHIR base) answered by the application, in process."""
     path, _, query = url.partition("?")
@@ -44,6 +47,7 @@ async def subrequest(parent: Request, method: str, url: str, extra_headers: dict
         "client": parent.scope.get("client"),
         "server": parent.scope.get("server"),
         "state": dict(parent.scope.get("state") or {}),
+        SUBREQUEST: True,  # runs inside its parent's admission slot (rest/routes.py)
     }
     started: dict[str, Any] = {}
     chunks: list[bytes] = []
