@@ -9,6 +9,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -149,10 +150,11 @@ def _script_failure(process: subprocess.Popen[str]) -> str | None:
 
 
 def calipso_server(uri: str, database: str, port: int, env: dict[str, str] | None = None, mllp_port: int = 0) -> ServerProcess:
-    """`calipso serve` for a bench: auth off, MLLP on `mllp_port` (0: any free one), on the database at `uri`."""
+    """`calipso serve` for a bench: auth off, MLLP on `mllp_port` (0: any free one), on the database at `uri`,
+    with a data directory of its own (an audit journal left by an earlier run would be replayed into this one)."""
     return ServerProcess(
         [python(), "-m", "fhir_server.cli", "serve", "--auth", "off", "--port", str(port), "--mllp-port", str(mllp_port),
-         "--log-level", "warning"],
+         "--log-level", "warning", "--data-dir", tempfile.mkdtemp(prefix="calipso-bench-serve-")],
         f"http://127.0.0.1:{port}/fhir/metadata",
         env={"CALIPSO_MONGODB_URI": uri, "CALIPSO_DATABASE": database, **(env or {})},
     )

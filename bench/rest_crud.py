@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from pymongo import MongoClient  # noqa: E402
 
-from bench.harness import HEADER, Figures, ServerProcess, free_port, python, require_wrk, run_wrk  # noqa: E402
+from bench.harness import HEADER, Figures, ServerProcess, calipso_server, free_port, python, require_wrk, run_wrk  # noqa: E402
 from fhir_server.storage.embedded import EmbeddedDatabase  # noqa: E402
 
 def patient_1kb(n: int) -> bytes:
@@ -61,11 +61,7 @@ def run(args: argparse.Namespace) -> None:
     uri = database.start()
     db_pid = database.pid
     calipso_port, baseline_port = free_port(), free_port()
-    calipso = ServerProcess(
-        [python(), "-m", "fhir_server.cli", "serve", "--auth", "off", "--port", str(calipso_port), "--mllp-port", "0", "--log-level", "warning"],
-        f"http://127.0.0.1:{calipso_port}/fhir/metadata",
-        env={"CALIPSO_MONGODB_URI": uri, "CALIPSO_DATABASE": "bench_calipso"},
-    )
+    calipso = calipso_server(uri, "bench_calipso", calipso_port)
     try:
         baseline = ServerProcess(
             [python(), "bench/baseline_app.py", "--port", str(baseline_port), "--uri", uri, "--database", "bench_baseline"],
@@ -96,7 +92,8 @@ def run(args: argparse.Namespace) -> None:
                 note(("create", name), run_wrk(f"create {name}", f"{base}/Patient", "create.lua", [str(body_file)],
                                                args.seconds, args.connections, server.pid, db_pid))
             for name, (server, base, (db_name, collection)) in order:
-                ids = [doc["_id"].removeprefix("Patient/") for doc in client[db_name][collection].find({}, {"_id": 1})]
+                ids = [doc["_id"].removeprefix("Patient/")  # calipso's collection holds its AuditEvents too
+                       for doc in client[db_name][collection].find({"type": "Patient"} if name == "calipso" else {}, {"_id": 1})]
                 ids_file = work / f"ids-{name}.txt"
                 ids_file.write_text("\n".join(ids) + "\n")
                 prefix = base.removeprefix(f"http://127.0.0.1:{server_port(base)}") + "/Patient/"
