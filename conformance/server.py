@@ -24,12 +24,14 @@ def free_port() -> int:
 class Served:
     """One `calipso serve` child process and its base URL."""
 
-    def __init__(self, data_dir: Path, mllp: bool = False, auth: bool = False, log_level: str = "info"):
-        """`auth`: tokens required, from the dev issuer whose key is in `data_dir` (see `token`)."""
+    def __init__(self, data_dir: Path, mllp: bool = False, auth: bool = False, log_level: str = "info",
+                 env: dict[str, str] | None = None):
+        """`auth`: tokens required, from the dev issuer whose key is in `data_dir` (see `token`);
+        `env`: CALIPSO_* settings for this process."""
         self.data_dir = data_dir
         self.port = free_port()
         self.mllp_port = free_port() if mllp else 0
-        env = {k: v for k, v in os.environ.items() if k != "CALIPSO_MONGODB_URI"}
+        env = {**{k: v for k, v in os.environ.items() if k != "CALIPSO_MONGODB_URI"}, **(env or {})}
         self.log = data_dir.parent / f"serve-{self.port}.log"
         with open(self.log, "wb") as out:
             self.process = subprocess.Popen(

@@ -109,6 +109,7 @@ def serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from fhir_server.app import create_app
+    from fhir_server.rest.header_deadline import with_head_deadline
 
     _configure_logging(args.log_level)
     settings = Settings.from_env(host=args.host, port=args.port, mllp_port=args.mllp_port, data_dir=args.data_dir,
@@ -136,6 +137,7 @@ def serve(args: argparse.Namespace) -> int:
             access_log=False,  # our AccessLog leaves query strings (patient names) out
             log_level=args.log_level,
             server_header=False,
+            http=with_head_deadline(settings.http_head_timeout_seconds),
         )
         print(f"calipso FHIR API on http://{settings.host}:{settings.port}/fhir", flush=True)
         _keep_shutdown_signals()

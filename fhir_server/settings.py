@@ -58,6 +58,7 @@ class Settings:
     rate_limit_per_second: float = 0.0  # per client (token user, else address); 0: no limit
     rate_limit_burst: int = 200
     http_concurrency: int = 8  # FHIR requests working at once (others wait); 0: no limit. Why 8: bench/RESULTS.md, hl7_fairness
+    http_head_timeout_seconds: float = 20.0  # a request line and headers must be whole within this (slow-loris cut off)
     request_timeout_seconds: float = 30.0  # reads (GET, HEAD) answer 503 rather than run longer
     audit: bool = True  # an AuditEvent per interaction and per HL7 message (journal in data_dir/audit)
 
@@ -93,6 +94,7 @@ class Settings:
             rate_limit_per_second=float(os.environ.get("CALIPSO_RATE_LIMIT_PER_SECOND") or 0),
             rate_limit_burst=_env_int("CALIPSO_RATE_LIMIT_BURST", 200),
             request_timeout_seconds=float(os.environ.get("CALIPSO_REQUEST_TIMEOUT_SECONDS") or 30),
+            http_head_timeout_seconds=float(os.environ.get("CALIPSO_HTTP_HEAD_TIMEOUT_SECONDS") or 20),
             cors_origins=tuple(o.strip() for o in os.environ.get("CALIPSO_CORS_ORIGINS", "").split(",") if o.strip()),
         )
         return replace(settings, **{k: v for k, v in overrides.items() if v is not None})

@@ -182,3 +182,43 @@ def test_the_embedded_database_starts_under_that_policy(tmp_path: Path) -> None:
         assert command[1].endswith(b"database_process.py") and command[2].endswith(b"secantusd-py")
     finally:
         database.stop()
+
+
+def test_a_request_head_sent_too_slowly_is_cut_off(tmp_path: Path) -> None:
+    """Slow-loris: a connection that trickles its headers, or sends nothing, is closed after the
+    head deadline; a client sending a whole request at once on its own connection is served."""
+    import socket
+    import time
+
+    served = Served(tmp_path / "data", env={"CALIPSO_HTTP_HEAD_TIMEOUT_SECONDS": "2"})
+    try:
+        served.wait_ready()
+        silent = socket.create_connection(("127.0.0.1", served.port))
+        trickler = socket.create_connection(("127.0.0.1", served.port))
+        trickler.sendall(b"GET /fhir/metadata HTTP/1.1\r\nHost: x\r\n")
+        started = time.monotonic()
+        cut_at: float | None = None
+        for line in range(40):  # one header line every 0.25 s: 10 s if never cut
+            try:
+                trickler.sendall(f"X-Slow-{line}: y\r\n".encode())
+            except OSError:
+                cut_at = time.monotonic() - started
+                break
+            trickler.settimeout(0.25)
+            try:
+                if trickler.recv(1024) == b"":
+                    cut_at = time.monotonic() - started
+                    break
+            except TimeoutError:
+                pass
+        assert cut_at is not None, "a trickled head was never cut off"
+        assert 1.0 < cut_at < 8.0
+        silent.settimeout(5)
+        assert silent.recv(1024) == b""  # closed, with nothing sent back
+        assert httpx.get(f"{served.base}/metadata", timeout=10).status_code == 200
+        with httpx.Client(timeout=10) as keep_alive:  # one connection: slow requests between heads are fine
+            assert keep_alive.get(f"{served.base}/metadata").status_code == 200
+            time.sleep(1.5)
+            assert keep_alive.get(f"{served.base}/metadata").status_code == 200
+    finally:
+        assert served.stop() == 0
