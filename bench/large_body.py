@@ -1,7 +1,7 @@
 """What a large transaction Bundle does to the other clients: a reader's latency while idle,
 then while curl (another process) posts a Bundle near the body limit.
 
-    python bench/large_body.py [--megabytes 50] [--seconds 5]
+    python bench/large_body.py [--megabytes 50] [--seconds 5] [--refused]
 
 Starts the embedded database and `calipso serve`, creates one Patient, reads it back in a
 loop for `--seconds` (idle), then reads it again while the Bundle is posted, until the post
@@ -31,8 +31,10 @@ from bench.rest_crud import patient_1kb  # noqa: E402
 from fhir_server.storage.embedded import EmbeddedDatabase  # noqa: E402
 
 
-def bundle_of(megabytes: float) -> bytes:
-    """A transaction of 1 KB Patients, about `megabytes` in all."""
+def bundle_of(megabytes: float, refused: bool = False) -> bytes:
+    """A transaction of 1 KB Patients, about `megabytes` in all; `refused`: its last Patient is
+    invalid, so calipso does all its own work (parse, validate, index every entry) and the
+    database commits nothing."""
     patient = orjson.loads(patient_1kb(0))
     entries = []
     size, target = 0, int(megabytes * 1024 * 1024)
@@ -40,6 +42,8 @@ def bundle_of(megabytes: float) -> bytes:
         entry = {"fullUrl": f"urn:uuid:{uuid.uuid4()}", "resource": patient, "request": {"method": "POST", "url": "Patient"}}
         entries.append(entry)
         size += len(orjson.dumps(entry))
+    if refused:
+        entries[-1] = {**entries[-1], "resource": {**patient, "gender": "not-a-gender"}}
     return orjson.dumps({"resourceType": "Bundle", "type": "transaction", "entry": entries})
 
 
@@ -89,7 +93,7 @@ async def measure(base: str, body_file: Path, seconds: float) -> None:
 def run(args: argparse.Namespace) -> None:
     work = Path(tempfile.mkdtemp(prefix="calipso-large-body-"))
     body_file = work / "bundle.json"
-    body_file.write_bytes(bundle_of(args.megabytes))
+    body_file.write_bytes(bundle_of(args.megabytes, args.refused))
     database = EmbeddedDatabase(work / "data")
     uri = database.start()
     port = free_port()
@@ -107,6 +111,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--megabytes", type=float, default=50)
     parser.add_argument("--seconds", type=float, default=5)
+    parser.add_argument("--refused", action="store_true",
+                        help="make the last entry invalid: calipso's own work on the Bundle, no database commit")
     run(parser.parse_args())
 
 

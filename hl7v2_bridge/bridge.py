@@ -78,7 +78,7 @@ class Bridge:
         its accept acknowledgement (CA, or CE/CR) through it once the inbox holds the message,
         before it is applied; the application acknowledgement follows as MSH-16 asks."""
         try:
-            with acting_as(SYSTEM):  # the hospital's feed: a system integration, whoever runs the listener
+            with acting_as(SYSTEM), self._engine.workload.working():  # the hospital's feed: a system integration
                 outcome = await self._handle(raw, sender, accept)
         except Exception as error:  # noqa: BLE001 - the sender must get an answer, and we keep serving
             log.exception("bridge internal error type=%s", type(error).__name__)

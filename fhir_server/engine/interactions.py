@@ -24,6 +24,7 @@ from fhir_server.spec import Spec
 from fhir_server.search.windows import sort_indexes
 from fhir_server.storage.store import (INDEXES, RESOURCES, Bookkeeping, Current, ResourceStore, StorageBusy, TooLargeToStore, Version,
                                        VersionConflict, Write, back_off)
+from fhir_server.engine.pacing import Workload
 from fhir_server.ig import ImplementationGuide, load_guide
 from fhir_server.security.policy import ACCESS, CIRCLE_TYPES
 from fhir_server.security.writes import check_absent, check_replaceable, check_written
@@ -65,8 +66,10 @@ class Engine:
         clock: Callable[[], datetime] = utc_now,
         guide: ImplementationGuide | None = None,
         enforce_profiles: bool = False,
+        workload: Workload | None = None,
     ):
         self.store = store
+        self.workload = workload or Workload()  # who is at work: long tasks give way (pacing.py)
         self.spec = spec
         self.guide = guide or load_guide()
         self.validator = Validator(spec, self.guide, enforce_profiles)

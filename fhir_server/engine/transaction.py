@@ -33,6 +33,7 @@ from typing import Any, Callable, Iterator
 import orjson
 
 from fhir_server.engine.conditional import guard_key, parse_criteria
+from fhir_server.engine.pacing import NO_PACING, Pacer
 from fhir_server.engine.interactions import Engine, check_if_match, parse_etag
 from fhir_server.engine.patch import JSON_PATCH, apply_patch, patch_from_binary, patch_kind
 from fhir_server.outcome import FhirError
@@ -263,7 +264,8 @@ class _Plan:
     fresh: set[str] = field(default_factory=set)  # keys this plan made up (new ids): nothing stored there
     valid_early: set[int] = field(default_factory=set)  # entries whose resource passed while the lookups ran
 
-    async def prepare(self) -> None:
+    async def prepare(self, pacer: Pacer = NO_PACING) -> None:
+        """Between entries (~1 ms of work each), `pacer` lets other requests go first."""
         ordered = sorted(self.requests, key=lambda r: ORDER[r.method])
         looking_up = asyncio.ensure_future(self._look_up_conditionals(ordered))
         try:
@@ -271,6 +273,7 @@ class _Plan:
         finally:
             await looking_up
         for request in ordered:
+            await pacer.turn()
             with blame(request.index):
                 await self._target(request)
         self._refuse_duplicates()
@@ -285,11 +288,12 @@ class _Plan:
                 await self.engine.check_replaceable(current.type, current.id)
         for request in ordered:
             if request.method in ("POST", "PUT") and not self.targets[request.index].existing:
+                await pacer.turn()
                 with blame(request.index):
                     await self._resolve_conditional_references(request)
         updated = self.engine.next_time(*self.currents.values())
         for request in ordered:
-            await asyncio.sleep(0)  # ~1 ms of validation and indexing per entry: other requests run in between
+            await pacer.turn()
             with blame(request.index):
                 self._prepare_write(request, updated)
 
@@ -713,15 +717,17 @@ def _rewrite_references(value: Any, rewrite: Any) -> None:
 
 
 async def run_transaction(
-    engine: Engine, requests: list[BundleRequest], base_url: str, limits: BundleLimits, also: tuple[Bookkeeping, ...] = ()
+    engine: Engine, requests: list[BundleRequest], base_url: str, limits: BundleLimits, also: tuple[Bookkeeping, ...] = (),
+    pacer: Pacer = NO_PACING,
 ) -> dict[int, EntryResult]:
     """Commit every write entry in one database transaction, or none (the error names the entry).
 
-    `also`: bookkeeping committed in the same database transaction (the bridge's inbox)."""
+    `also`: bookkeeping committed in the same database transaction (the bridge's inbox);
+    `pacer`: how this work gives way to other requests (pacing.py)."""
     writes = [r for r in requests if r.writes]
     for attempt in range(MAX_ATTEMPTS):
         plan = _Plan(engine, writes, base_url, limits)
-        await plan.prepare()
+        await plan.prepare(pacer)
         try:
             versions = await engine.commit(*plan.writes, also=also)
         except VersionConflict as conflict:
@@ -737,13 +743,14 @@ async def run_transaction(
 
 
 async def run_batch(
-    engine: Engine, requests: list[BundleRequest], base_url: str, limits: BundleLimits
+    engine: Engine, requests: list[BundleRequest], base_url: str, limits: BundleLimits, pacer: Pacer = NO_PACING
 ) -> dict[int, EntryResult]:
     """Each write entry on its own: one failing does not stop the others."""
     results: dict[int, EntryResult] = {}
     for request in sorted((r for r in requests if r.writes), key=lambda r: ORDER[r.method]):
+        await pacer.turn()
         try:
-            results.update(await run_transaction(engine, [request], base_url, limits))
+            results.update(await run_transaction(engine, [request], base_url, limits, pacer=pacer))
         except FhirError as error:
             results[request.index] = EntryResult(error.status, error=error)
     return results

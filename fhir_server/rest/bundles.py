@@ -12,6 +12,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from fhir_server.engine import fhir_instant
+from fhir_server.engine.pacing import Pacer
 from fhir_server.engine.transaction import (
     BundleLimits,
     BundleRequest,
@@ -32,6 +33,12 @@ from fhir_server.rest.subrequest import SubResponse, subrequest
 
 
 async def transaction_or_batch(request: Request) -> Response:
+    """A Bundle is long work: between its entries, other requests go first (engine/pacing.py)."""
+    with engine_of(request).workload.long_task() as pacer:
+        return await _transaction_or_batch(request, pacer)
+
+
+async def _transaction_or_batch(request: Request, pacer: Pacer) -> Response:
     rendering = negotiate(request)
     settings, engine, base = settings_of(request), engine_of(request), base_url(request)
     body = await read_json(request, settings.max_bundle_bytes)
@@ -40,6 +47,7 @@ async def transaction_or_batch(request: Request) -> Response:
     results: dict[int, EntryResult] = {}
     requests: list[BundleRequest] = []
     for index, entry in enumerate(entries):
+        await pacer.turn()
         try:
             requests.append(read_request(index, entry, engine, base))
         except FhirError as error:
@@ -47,7 +55,7 @@ async def transaction_or_batch(request: Request) -> Response:
                 raise
             results[index] = EntryResult(error.status, error=error)
     run = run_transaction if kind == "transaction" else run_batch
-    results.update(await run(engine, requests, base, limits))
+    results.update(await run(engine, requests, base, limits, pacer=pacer))
     reads = {r.index: await _read(request, r) for r in requests if not r.writes}
     preference = return_preference(request)
     response_entries = [

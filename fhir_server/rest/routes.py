@@ -367,10 +367,15 @@ async def _admitted(request: Request, endpoint: Endpoint) -> Response:
     so the HL7 feed's database operations do not queue behind every HTTP client's. A Bundle's
     sub-requests run in their parent's turn."""
     admission = request.app.state.admission
-    if admission is None or request.scope.get(SUBREQUEST):
+    if request.scope.get(SUBREQUEST):
         return await _within_time(request, endpoint)
+    working = engine_of(request).workload.working
+    if admission is None:
+        with working():
+            return await _within_time(request, endpoint)
     async with admission:
-        return await _within_time(request, endpoint)
+        with working():
+            return await _within_time(request, endpoint)
 
 
 async def _within_time(request: Request, endpoint: Endpoint) -> Response:
