@@ -7,8 +7,8 @@ element") is checked natively by the structural pass. Expressions are compiled o
 fhirpathpy lacks functions the core invariants call. Given here: `hasValue()`; `resolve()`
 by type only (a reference `Practitioner/1` resolves to an empty Practitioner: enough for
 `resolve() is Practitioner`, which is how R4 invariants use it); `htmlChecks()` taken as true
-(the structural pass has checked the narrative `div` is a string; XHTML rules are not
-re-checked here).
+here because the structural pass, which runs first on every write, has already applied the
+XHTML rules of txt-1 and txt-2 to every narrative `div` (validation/narrative.py).
 
 An invariant fails when it evaluates to `false`. An empty result passes, as in the reference
 validators (`ref-1` on a Reference with only a `display` is empty, and valid). An expression
@@ -103,7 +103,7 @@ SHORTCUTS = {
     "ext-1": _one_of_extension_or_value,
     "per-1": _open_period,
     "dom-6": _narrative,
-    "txt-1": lambda value: True,  # htmlChecks() is taken as true (see the module docstring)
+    "txt-1": lambda value: True,  # checked by the structural pass (validation/narrative.py)
     "txt-2": lambda value: True,
 }
 

@@ -16,6 +16,7 @@ from pydantic import ValidationError
 
 from fhir_server.outcome import Issue
 from fhir_server.spec import Spec
+from fhir_server.validation.narrative import narrative_issues
 
 ROOT_ONLY = ("resourceType",)
 MAX_ISSUES = 50
@@ -168,7 +169,9 @@ class StructuralValidator:
         text = item if isinstance(item, str) else _json_number_text(item)
         if pattern is not None and pattern.fullmatch(text) is None:
             issues.append(Issue("value", f"Not a valid {type_code}: {_clip(text)!r}", expression=path))
-        elif kind == "string" and not item.strip() and type_code != "xhtml":
+        elif type_code == "xhtml":
+            issues.extend(narrative_issues(item, path))
+        elif kind == "string" and not item.strip():
             issues.append(Issue("value", "Strings must not be empty or blank", expression=path))
 
     def _check_primitive_extension(

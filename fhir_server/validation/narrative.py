@@ -1,0 +1,144 @@
+"""R4 Narrative XHTML rules (txt-1, txt-2) on every `div`: a well-formed XHTML `div` holding
+only the elements and attributes the Narrative datatype allows (narrative-xhtml.json), no
+script URLs, and some non-whitespace content.
+
+A narrative is shown to people by every client that displays the resource: a `<script>`,
+an `onerror=` or a `javascript:` link in it would run in their browser. So this is checked
+on every write, not only for resources claiming our profiles.
+
+Parsed with expat, event by event: no document type declaration, no entity declaration is
+accepted (no entity expansion attack); HTML's named character references (`&nbsp;`, `&eacute;`),
+which are not XML's, are read as the characters they name.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from functools import lru_cache
+from html.entities import name2codepoint
+from pathlib import Path
+from xml.parsers import expat
+
+from fhir_server.outcome import Issue
+
+RULES_FILE = Path(__file__).with_name("narrative-xhtml.json")
+XML_ENTITIES = frozenset({"lt", "gt", "amp", "quot", "apos"})
+NAMED_REFERENCE = re.compile(r"&([A-Za-z][A-Za-z0-9]*);")
+SEPARATOR = "\x1f"  # expat's namespace separator: never in a name
+
+
+@dataclass(frozen=True)
+class _Rules:
+    namespace: str
+    elements: frozenset[str]
+    attributes: frozenset[str]
+    element_attributes: frozenset[str]
+    url_attributes: frozenset[str]
+    refused_schemes: frozenset[str]
+
+
+@lru_cache(maxsize=1)
+def _rules() -> _Rules:
+    data = json.loads(RULES_FILE.read_text(encoding="utf-8"))
+    return _Rules(data["namespace"], *(frozenset(data[key]) for key in (
+        "elements", "attributes", "element_attributes", "url_attributes", "refused_schemes")))
+
+
+def narrative_issues(div: str, path: str) -> list[Issue]:
+    """What is wrong with one Narrative.div (empty when it is valid R4 narrative)."""
+    checker = _Checker(_rules(), path)
+    try:
+        checker.parse(_with_html_references(div))
+    except _Declaration:
+        return [Issue("invalid", "A narrative may not declare a document type or entities", expression=path)]
+    except expat.ExpatError as error:
+        return [Issue("invalid", f"The narrative is not well-formed XHTML: {expat.errors.messages.get(error.code, 'unreadable')}",
+                      expression=path)]
+    return checker.issues
+
+
+class _Declaration(Exception):
+    """A DOCTYPE or ENTITY declaration met while parsing."""
+
+
+def _with_html_references(div: str) -> str:
+    """HTML named character references replaced by numeric ones (XML knows only five names)."""
+    def numeric(match: re.Match[str]) -> str:
+        name = match.group(1)
+        if name in XML_ENTITIES or name not in name2codepoint:
+            return match.group(0)  # XML's own, or unknown: expat decides
+        return f"&#{name2codepoint[name]};"
+    return NAMED_REFERENCE.sub(numeric, div) if "&" in div else div
+
+
+class _Checker:
+    def __init__(self, rules: _Rules, path: str):
+        self._rules = rules
+        self._path = path
+        self._depth = 0
+        self._content = False
+        self.issues: list[Issue] = []
+
+    def parse(self, div: str) -> None:
+        parser = expat.ParserCreate(namespace_separator=SEPARATOR)
+        parser.StartElementHandler = self._start
+        parser.EndElementHandler = self._end
+        parser.CharacterDataHandler = self._text
+        parser.StartDoctypeDeclHandler = self._refuse_declarations
+        parser.EntityDeclHandler = self._refuse_declarations
+        parser.Parse(div, True)
+        if not self._content:
+            self._issue("txt-2", "The narrative SHALL have some non-whitespace content")
+
+    def _start(self, qualified: str, attributes: dict[str, str]) -> None:
+        namespace, _, name = qualified.rpartition(SEPARATOR)
+        if self._depth == 0 and (name != "div" or namespace != self._rules.namespace):
+            self._issue("txt-1", f"The narrative must be an XHTML div (xmlns=\"{self._rules.namespace}\"), not '{_clip(name)}'")
+        elif namespace != self._rules.namespace:
+            self._issue("txt-1", f"Element '{_clip(name)}' is not in the XHTML namespace")
+        elif name not in self._rules.elements:
+            self._issue("txt-1", f"Element '{_clip(name)}' is not allowed in a narrative")
+        for attribute, value in attributes.items():
+            self._check_attribute(name, attribute, value)
+        if name == "img":
+            self._content = True
+        self._depth += 1
+
+    def _check_attribute(self, element: str, qualified: str, value: str) -> None:
+        namespace, _, attribute = qualified.rpartition(SEPARATOR)
+        name = f"xml:{attribute}" if namespace == "http://www.w3.org/XML/1998/namespace" else attribute
+        if name not in self._rules.attributes and f"{element}.{name}" not in self._rules.element_attributes:
+            self._issue("txt-1", f"Attribute '{_clip(name)}' is not allowed on '{_clip(element)}' in a narrative")
+        elif name in self._rules.url_attributes and _scheme(value) in self._rules.refused_schemes:
+            self._issue("txt-1", f"A {_scheme(value)}: URL is not allowed in a narrative ('{name}' on '{_clip(element)}')")
+
+    def _end(self, qualified: str) -> None:
+        self._depth -= 1
+
+    def _text(self, data: str) -> None:
+        if data.strip():
+            self._content = True
+
+    def _refuse_declarations(self, *args: object) -> None:
+        raise _Declaration()
+
+    def _issue(self, key: str, message: str) -> None:
+        said = f"Constraint {key} failed: {message}"
+        if not any(i.diagnostics == said for i in self.issues):
+            self.issues.append(Issue("invalid", said, expression=self._path))
+
+
+def _scheme(url: str) -> str:
+    """A URL's scheme as a browser reads it (control characters and spaces ignored), lower case."""
+    cleaned = "".join(c for c in url if c > " ").lower()
+    scheme, colon, _ = cleaned.partition(":")
+    return scheme if colon and scheme.isalnum() else ""
+
+
+def _clip(text: str) -> str:
+    return text[:40]
+
+
+__all__ = ["narrative_issues"]
