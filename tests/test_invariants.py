@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import httpx
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -72,6 +74,17 @@ def test_ext1_shortcut_agrees_with_fhirpathpy(value: dict[str, Any]) -> None:
 @given(periods)
 def test_per1_shortcut_agrees_with_fhirpathpy(value: dict[str, Any]) -> None:
     _agree("Period", "per-1", value)
+
+
+def test_per1_at_mixed_precisions_fails_when_fhirpath_cannot_order_them() -> None:
+    """FHIRPath gives empty for a date start and a dateTime end on the same day; the HL7 Java
+    validator fails per-1 there (validator test case `encounter-period`), and so do we."""
+    per1, _ = _core("Period", "per-1")
+    assert per1.verdict({"start": "2023-06-21", "end": "2023-06-21T06:20:00Z"}, "Period", ROOT) is False
+    assert per1.verdict({"start": "2023-06", "end": "2023-06-21"}, "Period", ROOT) is False
+    assert per1.verdict({"start": "2023-06-20", "end": "2023-06-21T06:20:00Z"}, "Period", ROOT) is True
+    assert per1.verdict({"start": "2023-06-21T08:00:00+02:00", "end": "2023-06-21T06:20:00Z"}, "Period", ROOT) is True
+    assert per1.verdict({"start": "2023-06-21T09:00:00+02:00", "end": "2023-06-21T06:20:00Z"}, "Period", ROOT) is False
 
 
 def test_dom6_shortcut_agrees_with_fhirpathpy() -> None:
@@ -168,3 +181,39 @@ def test_guarded_invariants_agree_with_fhirpathpy(name: str) -> None:
         verdicts.add(judge.verdict(value, type_name, resource))
         assert fast.verdict(value, type_name, resource) == judge.verdict(value, type_name, resource), (name, value)
     assert verdicts == {True, False}, (name, verdicts)  # the samples hold and break it
+
+
+def test_a_contained_resource_may_refer_to_a_sibling() -> None:
+    """ref-1 inside a contained resource: `#p1` names a resource contained by the container
+    (%rootResource), as R4 allows (validator test case `document-manifest`)."""
+    checker = CoreInvariants(spec)
+    role = {
+        "resourceType": "PractitionerRole",
+        "contained": [
+            {"resourceType": "Practitioner", "id": "p1", "name": [{"family": "Martin"}]},
+            {"resourceType": "Organization", "id": "o1", "name": "Cabinet", "endpoint": [{"reference": "#p1"}]},
+        ],
+        "practitioner": {"reference": "#p1"},
+        "organization": {"reference": "#o1"},
+    }
+    assert [i for i in checker.check(role, "PractitionerRole") if i.severity == "error"] == []
+    role["contained"][1]["endpoint"] = [{"reference": "#nobody"}]
+    failed = [i for i in checker.check(role, "PractitionerRole") if i.severity == "error"]
+    assert [(i.diagnostics.split(" ")[1], i.expression) for i in failed] == [("ref-1", "PractitionerRole.contained[1].endpoint[0]")]
+
+
+async def test_every_write_is_held_to_the_core_invariants(client: httpx.AsyncClient) -> None:
+    """Not only resources claiming one of our profiles: a plain Encounter whose period ends
+    before it starts, or a RiskAssessment over 100 %, is refused on create and in a Bundle."""
+    encounter = {"resourceType": "Encounter", "status": "finished", "class": {"code": "IMP"},
+                 "period": {"start": "2026-11-12", "end": "2026-11-02"}}
+    refused = await client.post("/fhir/Encounter", json=encounter)
+    assert refused.status_code == 422
+    assert [(i["diagnostics"].split(" ")[1], i["expression"]) for i in refused.json()["issue"]] == [("per-1", ["Encounter.period"])]
+    risk = {"resourceType": "RiskAssessment", "status": "final", "subject": {"reference": "Patient/x"},
+            "prediction": [{"probabilityDecimal": 120}]}
+    bundle = {"resourceType": "Bundle", "type": "transaction", "entry": [{"resource": risk, "request": {"method": "POST", "url": "RiskAssessment"}}]}
+    refused = await client.post("/fhir", json=bundle)
+    assert refused.status_code == 422 and "ras-2" in refused.json()["issue"][0]["diagnostics"]
+    encounter["period"]["end"] = "2026-11-20"
+    assert (await client.post("/fhir/Encounter", json=encounter)).status_code == 201

@@ -1,9 +1,9 @@
 """Resource validation: structural (base R4), core FHIRPath invariants, and our profiles.
 
-Writes always get the structural pass. A resource whose `meta.profile` names one of our
-profiles also gets the core invariants and that profile; with `enforce_profiles`, a resource
-of a type our guide profiles must name one. `$validate` runs everything and also reports
-warnings.
+Writes always get the structural pass and the core R4 invariants (errors); a resource whose
+`meta.profile` names one of our profiles also gets that profile; with `enforce_profiles`, a
+resource of a type our guide profiles must name one. `$validate` runs everything and also
+reports warnings.
 """
 
 from __future__ import annotations
@@ -38,8 +38,6 @@ class Validator:
         if not claimed and self._enforce and resource_type in self._profiled_types:
             wanted = ", ".join(sorted(self._guide.profiles_for(resource_type)))
             return [Issue("required", f"meta.profile must name one of: {wanted}", expression=f"{resource_type}.meta.profile")]
-        if not claimed:
-            return []
         return [i for i in self._deep(resource, resource_type, claimed) if i.severity in ("error", "fatal")]
 
     def validate_all(self, resource: Any, resource_type: str, profile: str | None = None) -> list[Issue]:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from datetime import datetime
 from functools import lru_cache
 from typing import Any, Callable, Iterator
 
@@ -71,8 +72,27 @@ def _one_of_extension_or_value(value: Any) -> bool | None:
     return True if ("extension" in value) != (not _absent("value", value)) else None
 
 
-def _open_period(value: Any) -> bool | None:
-    return True if isinstance(value, dict) and ("start" not in value or "end" not in value) else None
+def _period_in_order(value: Any) -> bool | None:
+    """per-1, `start <= end`, decided natively. Where the two are at different precisions and
+    the same at the coarser one (a start `2023-06-21`, an end `2023-06-21T06:20:00Z`), FHIRPath
+    gives empty; the HL7 Java validator counts that as a failure, and so does this."""
+    if not isinstance(value, dict):
+        return None
+    start, end = value.get("start"), value.get("end")
+    if start is None or end is None:
+        return True
+    if not (isinstance(start, str) and isinstance(end, str)):
+        return None
+    if "T" in start and "T" in end:
+        try:
+            return datetime.fromisoformat(start.replace("Z", "+00:00")) <= datetime.fromisoformat(end.replace("Z", "+00:00"))
+        except ValueError:
+            return None  # fhirpathpy decides
+    start_day, end_day = start.split("T")[0], end.split("T")[0]
+    if "T" not in start and "T" not in end and len(start_day) == len(end_day):
+        return start_day <= end_day
+    common = min(len(start_day), len(end_day))
+    return start_day[:common] < end_day[:common]
 
 
 def _no_contained(value: Any) -> bool | None:
@@ -101,7 +121,7 @@ SHORTCUTS = {
     "dom-5": _no_contained,
     "ref-1": _no_local_reference,
     "ext-1": _one_of_extension_or_value,
-    "per-1": _open_period,
+    "per-1": _period_in_order,
     "dom-6": _narrative,
     "txt-1": lambda value: True,  # checked by the structural pass (validation/narrative.py)
     "txt-2": lambda value: True,
@@ -129,11 +149,13 @@ class Invariant:
     def guard(self) -> str | None:
         return _vacuous_without(self.expression)
 
-    def verdict(self, value: Any, type_name: str, resource: dict[str, Any]) -> bool | None:
+    def verdict(self, value: Any, type_name: str, resource: dict[str, Any], root: dict[str, Any] | None = None) -> bool | None:
         """False when the expression gives `false` on `value` (of FHIR type `type_name`);
         None when it cannot be evaluated here.
 
-        The type lets FHIRPath see choice elements (`value` for `valueString`).
+        The type lets FHIRPath see choice elements (`value` for `valueString`). `resource` is
+        FHIRPath's %resource, `root` its %rootResource: the container of a contained
+        resource (a `#id` reference there points at a sibling), else `resource` itself.
         """
         if self.guard is not None and isinstance(value, dict) and _absent(self.guard, value):
             return True
@@ -142,15 +164,16 @@ class Invariant:
             return known
         node = ResourceNode.create_node(value, type_name)
         try:
-            result = _compiled(self.expression)(node, {"resource": resource, "rootResource": resource})
+            result = _compiled(self.expression)(node, {"resource": resource, "rootResource": root or resource})
         except Exception:  # noqa: BLE001 - fhirpathpy raises bare Exceptions for what it lacks
             log.debug("invariant %s could not be evaluated", self.key)
             return None
         return result != [False]
 
-    def check(self, value: Any, type_name: str, resource: dict[str, Any], location: str) -> Issue | None:
+    def check(self, value: Any, type_name: str, resource: dict[str, Any], location: str,
+              root: dict[str, Any] | None = None) -> Issue | None:
         """The issue for this value, if any."""
-        verdict = self.verdict(value, type_name, resource)
+        verdict = self.verdict(value, type_name, resource, root)
         if verdict is None:
             return Issue("informational", f"Constraint {self.key} was not checked: its FHIRPath is beyond this validator",
                          severity="information", expression=location)
@@ -261,21 +284,23 @@ class CoreInvariants:
     def check(self, resource: dict[str, Any], resource_type: str) -> list[Issue]:
         """Issues (errors and warnings) for the core invariants `resource` breaks."""
         issues: list[Issue] = []
-        for invariant, value, type_name, root, expression in self._applicable(resource, resource_type, resource, resource_type):
-            issue = invariant.check(value, type_name, root, expression)
+        for invariant, value, type_name, owner, root, expression in self._applicable(resource, resource_type):
+            issue = invariant.check(value, type_name, owner, expression, root)
             if issue is not None:
                 issues.append(issue)
         return issues
 
     def _applicable(
-        self, value: dict[str, Any], structure: str, root: dict[str, Any], path: str
-    ) -> Iterator[tuple[Invariant, Any, str, dict[str, Any], str]]:
-        """(invariant, context value, its type, its resource, location) for every value, iteratively."""
-        stack = [(value, structure, root, path)]
+        self, value: dict[str, Any], structure: str
+    ) -> Iterator[tuple[Invariant, Any, str, dict[str, Any], dict[str, Any], str]]:
+        """(invariant, context value, its type, its resource, that resource's root, location)
+        for every value, iteratively. A contained resource's root is its container's; a
+        Bundle entry's resource is its own root."""
+        stack = [(value, structure, value, value, structure)]
         while stack:
-            current, name, resource, location = stack.pop()
+            current, name, resource, root, location = stack.pop()
             for invariant in self._root.get(name, ()):
-                yield invariant, current, name, resource, location
+                yield invariant, current, name, resource, root, location
             members = self._spec.structures.get(name, {})
             member_invariants = self._members.get(name, {})
             for key, item in current.items():
@@ -287,14 +312,14 @@ class CoreInvariants:
                     child_location = f"{location}.{key}[{index}]" if isinstance(item, list) else f"{location}.{key}"
                     for invariant in member_invariants.get(key, ()):
                         if invariant.key not in self._root_keys.get(info["type"], ()):  # ext-1 once, not twice
-                            yield invariant, child, info["type"], resource, child_location
+                            yield invariant, child, info["type"], resource, root, child_location
                     if not isinstance(child, dict):
                         continue
                     if info["type"] == "Resource":
-                        contained_type = child.get("resourceType", "")
-                        stack.append((child, contained_type, child, child_location))
+                        inner_root = root if key == "contained" else child
+                        stack.append((child, child.get("resourceType", ""), child, inner_root, child_location))
                     else:
-                        stack.append((child, info["type"], resource, child_location))
+                        stack.append((child, info["type"], resource, root, child_location))
 
 
 __all__ = ["CoreInvariants", "Invariant", "invariants_of"]
