@@ -84,3 +84,28 @@ def test_codes_of_required_enumerated_bindings() -> None:
     assert [(i.code, i.expression) for i in issues] == [("code-invalid", "Communication.status")]
     contact = notebook_patient(contact=[{"gender": "femme"}], link=[{"other": {"reference": "Patient/x"}, "type": "seealso"}])
     assert expressions(contact, "Patient") == ["Patient.contact[0].gender"]
+
+
+def test_ids_are_r4_ids_everywhere() -> None:
+    """Resource.id: 1 to 64 of A-Z a-z 0-9 - ., for contained resources too."""
+    assert expressions(notebook_patient(id="x" * 65), "Patient") == ["Patient.id"]
+    patient = notebook_patient(id="x" * 64, contained=[{"resourceType": "Practitioner", "id": "gp 1"}],
+                               generalPractitioner=[{"reference": "#gp 1"}])
+    assert expressions(patient, "Patient") == ["Patient.contained[0].id"]
+
+
+def test_attachment_size_must_match_its_data() -> None:
+    media = {"resourceType": "Media", "status": "completed",
+             "content": {"contentType": "text/plain", "data": "UGFuc2VtZW50IHJlZmFpdA==", "size": 100}}
+    assert expressions(media, "Media") == ["Media.content.size"]
+    media["content"]["size"] = 16
+    assert expressions(media, "Media") == []
+
+
+def test_bundle_full_urls_are_absolute_and_link_relations_unique() -> None:
+    bundle = {"resourceType": "Bundle", "type": "collection",
+              "link": [{"relation": "self", "url": "https://a.example/x"}, {"relation": "self", "url": "https://a.example/y"}],
+              "entry": [{"fullUrl": "Patient/1", "resource": {"resourceType": "Patient"}},
+                        {"fullUrl": "urn:uuid:0a1b2c3d-0000-4000-8000-000000000000", "resource": {"resourceType": "Patient"}},
+                        {"fullUrl": "https://a.example/fhir/Patient/2", "resource": {"resourceType": "Patient"}}]}
+    assert sorted(expressions(bundle, "Bundle")) == ["Bundle.entry[0].fullUrl", "Bundle.link[1]"]

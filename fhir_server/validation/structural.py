@@ -16,6 +16,7 @@ from pydantic import ValidationError
 
 from fhir_server.outcome import Issue
 from fhir_server.spec import Spec
+from fhir_server.validation.element_rules import RULES as ELEMENT_RULES
 from fhir_server.validation.narrative import narrative_issues
 
 ROOT_ONLY = ("resourceType",)
@@ -53,6 +54,17 @@ class StructuralValidator:
             )
             return
         self._check_object(resource, declared, path, issues, is_resource=True)
+        self._check_id(resource.get("id"), path, issues)
+
+    def _check_id(self, resource_id: Any, path: str, issues: list[Issue]) -> None:
+        """Resource.id is an `id` (1 to 64 of A-Z a-z 0-9 - .), though the R4 digest types it
+        `string` (the snapshot's FHIRPath type): checked here, contained resources included."""
+        if not isinstance(resource_id, str):
+            return  # absent, or already reported as not a string
+        pattern = self._spec.primitive_pattern("id")
+        if pattern is not None and pattern.fullmatch(resource_id) is None:
+            issues.append(Issue("value", f"Not a valid id ({len(resource_id)} characters): 1 to 64 of A-Z a-z 0-9 - .",
+                                expression=f"{path}.id"))
 
     def _check_object(
         self, value: dict[str, Any], structure_name: str, path: str, issues: list[Issue], is_resource: bool = False
@@ -90,6 +102,9 @@ class StructuralValidator:
         for label, names in self._required(structure_name):
             if not any(n in value or f"_{n}" in value for n in names):
                 issues.append(Issue("required", f"Missing required element '{label}'", expression=f"{path}.{label}"))
+        rule = ELEMENT_RULES.get(structure_name)
+        if rule is not None:
+            issues.extend(rule(value, path))
 
     def _required(self, structure_name: str) -> list[tuple[str, tuple[str, ...]]]:
         """Required elements of a structure; a required choice is met by any of its types."""

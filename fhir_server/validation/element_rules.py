@@ -1,0 +1,58 @@
+"""Rules of R4 datatypes and resources that neither the digest's shapes nor the FHIRPath
+invariants express, but which the specification states in prose and the HL7 Java validator
+enforces. Each takes one object (already of the right shape) and its location.
+
+- Attachment: `size` is the number of bytes of the content; with `data`, they must agree.
+- Bundle: `entry.fullUrl` is an absolute URL (or a urn:uuid / urn:oid); each `link.relation`
+  occurs once.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+from typing import Any, Callable
+
+from fhir_server.outcome import Issue
+
+ABSOLUTE_URL = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*:\S+")
+
+
+def attachment_issues(attachment: dict[str, Any], path: str) -> list[Issue]:
+    size, data = attachment.get("size"), attachment.get("data")
+    if not isinstance(size, int) or not isinstance(data, str):
+        return []
+    try:
+        actual = len(base64.b64decode("".join(data.split()), validate=True))
+    except (binascii.Error, ValueError):
+        return []  # not base64: the primitive's own check says so
+    if actual == size:
+        return []
+    return [Issue("structure", f"Attachment.size is {size} but data holds {actual} bytes", expression=f"{path}.size")]
+
+
+def bundle_issues(bundle: dict[str, Any], path: str) -> list[Issue]:
+    issues = []
+    for index, entry in enumerate(bundle.get("entry") or []):
+        full_url = entry.get("fullUrl") if isinstance(entry, dict) else None
+        if isinstance(full_url, str) and not ABSOLUTE_URL.fullmatch(full_url):
+            issues.append(Issue("invalid", f"Bundle.entry.fullUrl must be an absolute URL, not {full_url[:60]!r}",
+                                expression=f"{path}.entry[{index}].fullUrl"))
+    seen: set[str] = set()
+    for index, link in enumerate(bundle.get("link") or []):
+        relation = link.get("relation") if isinstance(link, dict) else None
+        if isinstance(relation, str):
+            if relation in seen:
+                issues.append(Issue("invalid", f"The link relation '{relation[:30]}' may occur only once",
+                                    expression=f"{path}.link[{index}]"))
+            seen.add(relation)
+    return issues
+
+
+RULES: dict[str, Callable[[dict[str, Any], str], list[Issue]]] = {
+    "Attachment": attachment_issues,
+    "Bundle": bundle_issues,
+}
+
+__all__ = ["RULES"]
