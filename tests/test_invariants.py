@@ -217,3 +217,15 @@ async def test_every_write_is_held_to_the_core_invariants(client: httpx.AsyncCli
     assert refused.status_code == 422 and "ras-2" in refused.json()["issue"][0]["diagnostics"]
     encounter["period"]["end"] = "2026-11-20"
     assert (await client.post("/fhir/Encounter", json=encounter)).status_code == 201
+
+
+def test_que12_is_applied_as_its_text_says() -> None:
+    """R4 published `enableWhen.count() > 2`; its text (and R4B, R5, the Java validator) say
+    'more than one' (validation/invariant-corrections.json)."""
+    checker = CoreInvariants(spec)
+    question = {"linkId": "2", "type": "string", "enableWhen": [  # answers of `exists` are booleans (que-7)
+        {"question": "1", "operator": "exists", "answerBoolean": True}, {"question": "0", "operator": "exists", "answerBoolean": True}]}
+    questionnaire = {"resourceType": "Questionnaire", "status": "active", "item": [question]}
+    assert [i.diagnostics.split(" ")[1] for i in checker.check(questionnaire, "Questionnaire") if i.severity == "error"] == ["que-12"]
+    question["enableBehavior"] = "all"
+    assert [i for i in checker.check(questionnaire, "Questionnaire") if i.severity == "error"] == []

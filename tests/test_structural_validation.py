@@ -109,3 +109,13 @@ def test_bundle_full_urls_are_absolute_and_link_relations_unique() -> None:
                         {"fullUrl": "urn:uuid:0a1b2c3d-0000-4000-8000-000000000000", "resource": {"resourceType": "Patient"}},
                         {"fullUrl": "https://a.example/fhir/Patient/2", "resource": {"resourceType": "Patient"}}]}
     assert sorted(expressions(bundle, "Bundle")) == ["Bundle.entry[0].fullUrl", "Bundle.link[1]"]
+
+
+def test_coding_systems_are_absolute_and_composites_have_components() -> None:
+    entry = notebook_entry("p1")
+    entry["category"] = [{"coding": [{"system": "Location1", "code": "x"}]}]
+    assert expressions(entry, "Communication") == ["Communication.category[0].coding[0].system"]
+    parameter = {"resourceType": "SearchParameter", "url": "https://calipso.example/sp", "name": "x", "status": "active",
+                 "description": "x", "code": "x", "base": ["DocumentReference"], "type": "composite",
+                 "expression": "DocumentReference.relatesTo"}
+    assert expressions(parameter, "SearchParameter") == ["SearchParameter.component"]

@@ -199,3 +199,15 @@ async def test_validate_refuses_bad_input_clearly(client: httpx.AsyncClient) -> 
     assert not_structural.json()["issue"][0]["severity"] == "error"
     mismatch = await client.post("/fhir/Communication/$validate", json=patient())
     assert mismatch.json()["issue"][0]["severity"] == "error"
+
+
+async def test_a_parameters_resource_is_validated_as_itself(client: httpx.AsyncClient) -> None:
+    """`Parameters/$validate` with a Parameters that has no 'resource' input: the body is the
+    resource to validate (validator test cases params-empty-r4, parameters-reference)."""
+    empty = (await client.post("/fhir/Parameters/$validate", json={"resourceType": "Parameters"})).json()
+    assert [i["severity"] for i in empty["issue"]] == ["information"]
+    member = {"resourceType": "Parameters", "parameter": [{"name": "MemberPatient", "resource": {"resourceType": "Patient", "gender": "x"}}]}
+    broken = (await client.post("/fhir/Parameters/$validate", json=member)).json()
+    assert [i["expression"] for i in broken["issue"] if i["severity"] == "error"] == [["Parameters.parameter[0].resource.gender"]]
+    wrapped = {"resourceType": "Parameters", "parameter": [{"name": "resource", "resource": {"resourceType": "Parameters"}}]}
+    assert [i["severity"] for i in (await client.post("/fhir/Parameters/$validate", json=wrapped)).json()["issue"]] == ["information"]

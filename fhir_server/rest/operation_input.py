@@ -21,6 +21,7 @@ class OperationInput:
 
     values: dict[str, list[Any]] = field(default_factory=dict)
     body: dict[str, Any] | None = None
+    parameters: dict[str, Any] | None = None  # the Parameters body itself, when one was sent
 
     def first(self, name: str) -> Any:
         found = self.values.get(name)
@@ -46,6 +47,7 @@ async def operation_input(request: Request) -> OperationInput:
     if body["resourceType"] != "Parameters":
         found.body = body
         return found
+    found.parameters = body
     for parameter in body.get("parameter", []):
         if not isinstance(parameter, dict) or not isinstance(parameter.get("name"), str):
             raise FhirError.of(400, "structure", "Each Parameters.parameter needs a name")

@@ -42,6 +42,8 @@ async def _validate(request: Request, resource_id: str | None) -> Response:
     if profile is not None and not engine.validator.profiles.knows(profile):
         raise FhirError.of(400, "not-found", f"Unknown profile {profile[:200]}", expression="profile")
     resource: Any = given.first("resource") if given.body is None else given.body
+    if resource is None and resource_type == "Parameters" and given.parameters is not None:
+        resource = given.parameters  # `Parameters/$validate` of a Parameters with no 'resource' input: that Parameters
     if mode == "delete":
         if resource_id is None:
             raise FhirError.of(400, "invalid", "mode=delete needs an instance: [type]/[id]/$validate")

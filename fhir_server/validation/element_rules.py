@@ -5,6 +5,8 @@ enforces. Each takes one object (already of the right shape) and its location.
 - Attachment: `size` is the number of bytes of the content; with `data`, they must agree.
 - Bundle: `entry.fullUrl` is an absolute URL (or a urn:uuid / urn:oid); each `link.relation`
   occurs once.
+- Coding: `system` is an absolute URI (a code system is named by its canonical URL or urn).
+- SearchParameter: a `composite` one has two or more components.
 """
 
 from __future__ import annotations
@@ -50,9 +52,24 @@ def bundle_issues(bundle: dict[str, Any], path: str) -> list[Issue]:
     return issues
 
 
+def coding_issues(coding: dict[str, Any], path: str) -> list[Issue]:
+    system = coding.get("system")
+    if isinstance(system, str) and not ABSOLUTE_URL.fullmatch(system):
+        return [Issue("invalid", f"Coding.system must be an absolute URI, not {system[:60]!r}", expression=f"{path}.system")]
+    return []
+
+
+def search_parameter_issues(parameter: dict[str, Any], path: str) -> list[Issue]:
+    if parameter.get("type") == "composite" and len(parameter.get("component") or []) < 2:
+        return [Issue("invalid", "A composite SearchParameter defines two or more components", expression=f"{path}.component")]
+    return []
+
+
 RULES: dict[str, Callable[[dict[str, Any], str], list[Issue]]] = {
     "Attachment": attachment_issues,
     "Bundle": bundle_issues,
+    "Coding": coding_issues,
+    "SearchParameter": search_parameter_issues,
 }
 
 __all__ = ["RULES"]

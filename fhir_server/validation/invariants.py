@@ -17,10 +17,12 @@ fhirpathpy cannot evaluate is reported as information, never as an error.
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import dataclass
 from datetime import datetime
 from functools import lru_cache
+from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from fhirpathpy import compile as compile_fhirpath
@@ -189,8 +191,10 @@ class Invariant:
 
 
 # fhirpathpy's as() refuses collections, where R4's dom-3 relies on it filtering them;
-# ofType() is the same filter and fhirpathpy accepts it.
-COMPATIBLE_SPELLINGS = (("descendants().as(", "descendants().ofType("),)
+# ofType() is the same filter and fhirpathpy accepts it. fhirpathpy's `is Boolean` (System)
+# is false for a FHIR boolean, which the reference validators take as one (que-7 refused
+# every valid `exists` enableWhen); `is boolean` names the FHIR type it means.
+COMPATIBLE_SPELLINGS = (("descendants().as(", "descendants().ofType("), ("answer is Boolean", "answer is boolean"))
 
 
 @lru_cache(maxsize=None)
@@ -259,8 +263,23 @@ def _single_path_member(part: str, ending: str) -> str | None:
 
 @lru_cache(maxsize=None)
 def invariants_of(entries: tuple[tuple[str, str, str, str], ...]) -> tuple[Invariant, ...]:
-    """Invariant objects for digest entries, shared across calls."""
-    return tuple(Invariant(*entry) for entry in entries)
+    """Invariant objects for digest entries, shared across calls, published errors corrected."""
+    return tuple(Invariant(*_corrected(entry)) for entry in entries)
+
+
+CORRECTIONS_FILE = Path(__file__).with_name("invariant-corrections.json")
+
+
+@lru_cache(maxsize=1)
+def _corrections() -> dict[tuple[str, str], str]:
+    data = json.loads(CORRECTIONS_FILE.read_text(encoding="utf-8"))
+    return {(key, fix["published"]): fix["corrected"] for key, fix in data.items() if not key.startswith("_")}
+
+
+def _corrected(entry: tuple[str, str, str, str]) -> tuple[str, str, str, str]:
+    """The entry with its expression corrected where R4 published a wrong one (invariant-corrections.json)."""
+    key, severity, human, expression = entry
+    return key, severity, human, _corrections().get((key, expression), expression)
 
 
 class CoreInvariants:
