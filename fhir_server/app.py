@@ -23,6 +23,7 @@ from hl7v2_bridge import Bridge, MllpListener, listener_settings
 from fhir_server.outcome import Issue
 from fhir_server.rest.access_log import AccessLog
 from fhir_server.rest.hardening import RateLimiter, SecurityHeaders
+from fhir_server.rest.paths import TrailingSlash
 from fhir_server.rest.responses import outcome_response
 from fhir_server.rest.routes import ROUTES, guarded
 from fhir_server.security import build_gate
@@ -89,7 +90,7 @@ def create_app(settings: Settings, when_ready: Callable[[], None] | None = None)
         openapi_url=None,
     )
     app.state.settings = settings
-    app.router.redirect_slashes = False  # a FHIR URL with a trailing slash is simply not found
+    app.router.redirect_slashes = False  # no redirects: a trailing slash is dropped before routing (rest/paths.py)
     for route in ROUTES:
         app.router.routes.append(Route(route.path, guarded(route), methods=[route.method]))
     app.add_exception_handler(HTTPException, _http_error)
@@ -102,6 +103,7 @@ def create_app(settings: Settings, when_ready: Callable[[], None] | None = None)
                            expose_headers=["ETag", "Location", "Content-Location", "Last-Modified"])
     app.add_middleware(SecurityHeaders)
     app.add_middleware(AccessLog)
+    app.add_middleware(TrailingSlash)
     return app
 
 

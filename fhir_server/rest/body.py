@@ -31,6 +31,9 @@ async def read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
+UTF8_BOM = b"\xef\xbb\xbf"
+
+
 async def read_json(request: Request, limit: int) -> Any:
     """The body as JSON; 400 with the parser's reason when it is not JSON."""
     check_body_type(request)
@@ -48,6 +51,8 @@ async def read_patch(request: Request, limit: int) -> tuple[Any, str]:
 
 async def _parse(request: Request, limit: int) -> Any:
     raw = await read_body(request, limit)
+    if raw.startswith(UTF8_BOM):
+        raw = raw[len(UTF8_BOM):]  # RFC 8259 lets a parser ignore it; many editors and test files write one
     if not raw.strip():
         raise FhirError.of(400, "required", "The request has no body: a FHIR resource in JSON was expected")
     try:

@@ -114,8 +114,16 @@ async def jwks(request: Request) -> Response:
     return JSONResponse(issuer.jwks())
 
 
+FORMAT_PARAMETERS = frozenset({"_format", "_pretty"})
+
+
 async def create(request: Request) -> Response:
     rendering = negotiate(request)
+    given = {name for name, _ in request.query_params.multi_items()} - FORMAT_PARAMETERS
+    if given:
+        # Silently creating would let a client believe it made a conditional create.
+        raise FhirError.of(400, "not-supported", f"POST [type] takes no search parameters ({', '.join(sorted(given))[:80]}): "
+                           "for a conditional create, send the criteria in the If-None-Exist header")
     body = await read_json(request, settings_of(request).max_body_bytes)
     resource_type = request.path_params["type"]
     criteria = request.headers.get("if-none-exist")

@@ -105,6 +105,8 @@ def read_request(params: list[tuple[str, str]], resource_type: str | None, param
         else:
             continue
         request.echoed.append((name, value))
+    if request.count == 0 and request.summary is None:
+        request.summary = "count"  # R4 search: _count=0 is treated as _summary=count (the total, no entries)
     return request
 
 
