@@ -119,3 +119,13 @@ def test_coding_systems_are_absolute_and_composites_have_components() -> None:
                  "description": "x", "code": "x", "base": ["DocumentReference"], "type": "composite",
                  "expression": "DocumentReference.relatesTo"}
     assert expressions(parameter, "SearchParameter") == ["SearchParameter.component"]
+
+
+def test_r4_evidence_is_r4_not_r4b() -> None:
+    """R4B redesigned Evidence: an R4 one (with R4's exposureBackground) is valid R4, and an
+    R4B-only element is not."""
+    evidence = {"resourceType": "Evidence", "status": "active",
+                "exposureBackground": {"reference": "EvidenceVariable/population"},
+                "outcome": [{"reference": "EvidenceVariable/outcome"}]}
+    assert validator.validate(evidence, "Evidence") == []
+    assert expressions({**evidence, "variableDefinition": [{"variableRole": {"text": "x"}}]}, "Evidence") == ["Evidence.variableDefinition"]

@@ -9,7 +9,9 @@ that passed to `fhir.resources.R4B`, the maintained model, as a second opinion.
 
 from __future__ import annotations
 
+import json
 from functools import lru_cache
+from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
@@ -24,6 +26,7 @@ MAX_ISSUES = 50
 MAX_DEPTH = 64  # far beyond any real resource; keeps hostile nesting off the recursion limit
 MAX_STRING = 1024 * 1024  # R4 datatypes: "strings SHALL NOT exceed 1MB in size" (binary data and XHTML aside)
 UNBOUNDED_STRINGS = frozenset({"base64Binary", "xhtml"})
+R4B_DIFFERS_FILE = Path(__file__).with_name("r4b-differs.json")
 
 
 class StructuralValidator:
@@ -255,8 +258,16 @@ def _model_class(resource_type: str) -> Any:
     return get_fhir_model_class(resource_type)
 
 
+@lru_cache(maxsize=1)
+def _r4b_differs() -> frozenset[str]:
+    return frozenset(k for k in json.loads(R4B_DIFFERS_FILE.read_text(encoding="utf-8")) if not k.startswith("_"))
+
+
 def _model_issues(resource: dict[str, Any], resource_type: str) -> list[Issue]:
-    """Second opinion from fhir.resources.R4B (the R4B models; never the R5 package root)."""
+    """Second opinion from fhir.resources.R4B (the R4B models; never the R5 package root),
+    for the types whose R4B model is their R4 definition."""
+    if resource_type in _r4b_differs():
+        return []
     try:
         model = _model_class(resource_type)
     except (KeyError, ValueError):
