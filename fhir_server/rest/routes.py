@@ -12,7 +12,7 @@ import logging
 import traceback
 import uuid
 from dataclasses import dataclass
-from typing import Awaitable, Callable
+from typing import Any, Awaitable, Callable
 from urllib.parse import parse_qsl
 
 from starlette.requests import Request
@@ -29,6 +29,7 @@ from fhir_server.rest.context import base_url, engine_of, settings_of
 from fhir_server.rest.history_bundle import history_bundle
 from fhir_server.rest.hl7v2_ingest import ingest
 from fhir_server.rest.negotiation import Rendering, negotiate
+from fhir_server.rest.openapi import openapi_document
 from fhir_server.rest.preconditions import if_match, not_modified, parse_instant, return_preference, strict_handling
 from fhir_server.rest.search_bundle import search_bundle
 from fhir_server.rest.subrequest import SUBREQUEST
@@ -88,8 +89,17 @@ def _write_response(request: Request, outcome: Outcome, rendering: Rendering) ->
 
 async def metadata(request: Request) -> Response:
     rendering = negotiate(request)
+    return fhir_response(_capability_statement(request), 200, None, rendering)
+
+
+async def openapi(request: Request) -> Response:
+    """The OpenAPI description of what the CapabilityStatement declares (rest/openapi.py)."""
+    return JSONResponse(openapi_document(_capability_statement(request)))
+
+
+def _capability_statement(request: Request) -> dict[str, Any]:
     engine = engine_of(request)
-    statement = capability_statement(
+    return capability_statement(
         engine.spec,
         engine.parameters,
         engine.guide,
@@ -99,7 +109,6 @@ async def metadata(request: Request) -> Response:
         delete_multiple=settings_of(request).conditional_delete_multiple,
         security=rest_security(settings_of(request)),
     )
-    return fhir_response(statement, 200, None, rendering)
 
 
 async def smart_configuration(request: Request) -> Response:
@@ -414,6 +423,7 @@ def _audit(request: Request, permission: Permission | None, status: int, access:
 
 ROUTES: list[FhirRoute] = [
     FhirRoute("/fhir/metadata", "GET", metadata, PUBLIC, "capabilities", "system"),
+    FhirRoute("/fhir/openapi.json", "GET", openapi, PUBLIC),
     FhirRoute("/fhir/.well-known/smart-configuration", "GET", smart_configuration, PUBLIC),
     FhirRoute("/fhir/.well-known/jwks.json", "GET", jwks, PUBLIC),
     FhirRoute("/hl7v2", "POST", ingest, HL7_INBOX),
