@@ -68,6 +68,10 @@ def acknowledge(message: Message | None, code: str, problems: list[Problem] = ()
     return ("\r".join(segments) + "\r").encode(codec, errors="replace")
 
 
+# MSH-15 / MSH-16 (HL7 table 0155): on which outcomes an acknowledgement is sent
+SENT_WHEN = {"AL": ("ok", "error"), "NE": (), "ER": ("error",), "SU": ("ok",)}
+
+
 def ack_code(ack: bytes) -> str:
     """MSA-1 of an ACK (AA, AE, AR, CA…); "" when there is no MSA."""
     for segment in ack.replace(b"\n", b"\r").split(b"\r"):
@@ -85,4 +89,4 @@ def _location(location: str) -> str:
     return f"{segment}^1^{number}" if number.isdigit() else segment
 
 
-__all__ = ["ERROR_TEXTS", "Problem", "ack_code", "acknowledge"]
+__all__ = ["ERROR_TEXTS", "SENT_WHEN", "Problem", "ack_code", "acknowledge"]

@@ -24,8 +24,7 @@ from fhir_server.engine.transaction import BundleLimits, read_request, run_trans
 from fhir_server.outcome import FhirError
 from fhir_server.security.policy import SYSTEM, acting_as
 from fhir_server.storage.store import ConditionFailed
-from hl7v2_bridge.ack import Problem, acknowledge
-from hl7v2_bridge.ack import ack_code
+from hl7v2_bridge.ack import SENT_WHEN, Problem, ack_code, acknowledge
 from hl7v2_bridge.er7 import Er7Error, Message, decode
 from hl7v2_bridge.inbox import APPLIED, FAILED, FINAL, REJECTED, Inbox, digest
 from hl7v2_bridge.mapping import MERGE, OPTIONAL, Mappings, MappingError, load_mappings, to_bundle
@@ -48,8 +47,6 @@ class Outcome:
 
 
 Accept = Callable[[bytes], Awaitable[None]]
-# MSH-15 / MSH-16 (HL7 table 0155): when an acknowledgement is sent, by outcome
-SENT_WHEN = {"AL": ("ok", "error"), "NE": (), "ER": ("error",), "SU": ("ok",)}
 
 
 class Bridge:

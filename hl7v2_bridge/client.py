@@ -35,18 +35,23 @@ class MllpClient:
 
     async def send(self, message: bytes) -> bytes:
         """Send one framed message; the ACK's bytes (ConnectionError if the server hangs up)."""
-        await self.send_raw(frame(message))
+        await self.send_frame(message)
         return await self.receive()
+
+    async def send_frame(self, message: bytes) -> None:
+        """Send one message, framed, without waiting for anything."""
+        await self.send_raw(frame(message))
 
     async def send_raw(self, data: bytes) -> None:
         assert self._writer is not None
         self._writer.write(data)
         await self._writer.drain()
 
-    async def receive(self) -> bytes:
+    async def receive(self, timeout: float | None = None) -> bytes:
+        """The next frame's content; TimeoutError after `timeout` (default: the client's)."""
         assert self._reader is not None
         while not self._ready:
-            data = await asyncio.wait_for(self._reader.read(65536), self._timeout)
+            data = await asyncio.wait_for(self._reader.read(65536), timeout if timeout is not None else self._timeout)
             if not data:
                 raise ConnectionError("the server closed the connection without an ACK")
             self._ready.extend(e.content for e in self._frames.feed(data) if isinstance(e, Frame))
