@@ -282,16 +282,27 @@ def inbox(args: argparse.Namespace) -> int:
 
     from hl7v2_bridge.inbox_cli import inbox_command
 
+    from pymongo.errors import PyMongoError
+
     _configure_logging("warning")
-    with _database(Settings.from_env(data_dir=args.data_dir)) as ready:
-        return asyncio.run(inbox_command(ready, args, sys.stdout))
+    try:
+        with _database(Settings.from_env(data_dir=args.data_dir)) as ready:
+            return asyncio.run(inbox_command(ready, args, sys.stdout))
+    except (EmbeddedDatabaseError, PyMongoError, OSError) as error:
+        print(f"calipso inbox: {error}", file=sys.stderr)
+        return 2
 
 
 @contextmanager
 def _database(settings: Settings) -> Iterator[Settings]:
-    """Settings with a database: CALIPSO_MONGODB_URI, or the embedded one started for the block."""
+    """Settings with a database: CALIPSO_MONGODB_URI, the embedded one a running calipso holds
+    in the data dir, or the embedded one started for the block."""
     if settings.mongodb_uri:
         yield settings
+        return
+    running = EmbeddedDatabase.running_uri(settings.data_dir)
+    if running is not None:
+        yield replace(settings, mongodb_uri=running)
         return
     embedded = EmbeddedDatabase(settings.data_dir)
     try:

@@ -222,3 +222,31 @@ def test_a_request_head_sent_too_slowly_is_cut_off(tmp_path: Path) -> None:
             assert keep_alive.get(f"{served.base}/metadata").status_code == 200
     finally:
         assert served.stop() == 0
+
+
+def test_inbox_reads_the_database_of_a_running_serve(tmp_path: Path) -> None:
+    """`calipso inbox` beside a running `calipso serve` on the same data dir: it finds that
+    server's database (data_dir/database.uri) instead of failing on the data dir's lock."""
+    import asyncio
+
+    from hl7v2_bridge.client import MllpClient, ack_code
+    from tests.bridge_fixtures import sample
+
+    served = Served(tmp_path / "data", mllp=True)
+    try:
+        served.wait_ready()
+
+        async def discharge() -> bytes:
+            async with MllpClient("127.0.0.1", served.mllp_port) as client:
+                return await client.send(sample("A03-discharge-home.hl7"))
+        assert ack_code(asyncio.run(discharge())) == "AA"
+        assert (tmp_path / "data" / "database.uri").exists()
+        env = {k: v for k, v in os.environ.items() if not k.startswith("CALIPSO_")}
+        listed = subprocess.run([*CALIPSO, "inbox", "--data-dir", str(tmp_path / "data"), "list"],
+                                capture_output=True, text=True, env=env, timeout=120)
+        assert listed.returncode == 0, listed.stderr
+        assert "applied" in listed.stdout and "CHT20261120143000017" in listed.stdout
+        assert "Traceback" not in listed.stderr
+    finally:
+        assert served.stop() == 0
+    assert not (tmp_path / "data" / "database.uri").exists()  # a clean stop removes it

@@ -27,6 +27,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -34,6 +35,7 @@ from pathlib import Path
 
 log = logging.getLogger("calipso.embedded")
 
+URI_FILE = "database.uri"  # written while the database runs: how other calipso commands find it
 LISTENING = re.compile(r"listening on (?P<host>[\w.\-:\[\]]+):(?P<port>\d+)")
 LOCKED_MARKERS = ("Device or resource busy", "Resource temporarily unavailable")
 START_TIMEOUT_S = 60.0
@@ -78,6 +80,7 @@ class EmbeddedDatabase:
         self.sync_on_commit = sync_on_commit
         self.storage_path = self.data_dir / "db"
         self.log_path = self.data_dir / "secantusd.log"
+        self.uri_path = self.data_dir / URI_FILE
         self._process: subprocess.Popen[bytes] | None = None
         self.port: int | None = None
 
@@ -121,8 +124,26 @@ class EmbeddedDatabase:
         finally:
             log_file.close()
         self.port = self._wait_for_port(timeout)
+        self.uri_path.write_text(self.uri + "\n", encoding="utf-8")  # for `calipso inbox` beside a running serve
         log.info("embedded database started pid=%s port=%s", self._process.pid, self.port)
         return self.uri
+
+    @staticmethod
+    def running_uri(data_dir: Path) -> str | None:
+        """The URI of the embedded database a running calipso holds in `data_dir`, if one
+        answers there (a file left by a killed process points at nothing and is ignored)."""
+        try:
+            uri = (Path(data_dir) / URI_FILE).read_text(encoding="utf-8").strip()
+        except OSError:
+            return None
+        found = re.match(r"mongodb://(?P<host>[\w.\-]+):(?P<port>\d+)/", uri)
+        if found is None:
+            return None
+        try:
+            socket.create_connection((found["host"], int(found["port"])), timeout=1).close()
+        except OSError:
+            return None
+        return uri
 
     def _wait_for_port(self, timeout: float) -> int:
         assert self._process is not None
@@ -156,6 +177,7 @@ class EmbeddedDatabase:
         process, self._process = self._process, None
         if process is None or process.poll() is not None:
             return
+        self.uri_path.unlink(missing_ok=True)
         process.send_signal(signal.SIGTERM)
         try:
             process.wait(timeout)
