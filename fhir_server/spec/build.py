@@ -13,6 +13,7 @@ the official files.
   compartments, the invariants of each element and type).
 - `fhir_server/spec/r4-base.json.gz`: the full StructureDefinitions that profile snapshots
   are generated from: every complex data type, and the resources `profiles/` constrains.
+- `fhir_server/spec/r4-extensions.json`: the core extensions, their value types and contexts.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 DIGEST_PATH = Path(__file__).with_name("r4.json")
+EXTENSIONS_PATH = Path(__file__).with_name("r4-extensions.json")
 FHIR_VERSION = "4.0.1"
 BASE_DEFINITIONS_PATH = Path(__file__).with_name("r4-base.json.gz")
 PROFILES_DIR = Path(__file__).resolve().parents[2] / "profiles"
@@ -292,6 +294,21 @@ def base_definitions(source: Path, profiles: Path = PROFILES_DIR) -> list[dict[s
     return types + resources
 
 
+def extension_digest(folder: Path) -> dict[str, Any]:
+    """The core extensions: url -> the types their value may have ([] for a complex one) and
+    the contexts (element expressions) they may be used in."""
+    found: dict[str, Any] = {}
+    for entry in _load(folder, "extension-definitions").get("entry", []):
+        sd = entry.get("resource", {})
+        if sd.get("resourceType") != "StructureDefinition" or sd.get("type") != "Extension":
+            continue
+        value = next((e for e in sd["snapshot"]["element"] if e["path"] == "Extension.value[x]"), None)
+        types = [] if value is None or value.get("max") == "0" else sorted({t["code"] for t in value.get("type", [])})
+        contexts = sorted({c["expression"] for c in sd.get("context", []) if c.get("type") == "element"})
+        found[sd["url"]] = {"types": types, "contexts": contexts}
+    return dict(sorted(found.items()))
+
+
 def main(argv: list[str]) -> int:
     """Write the digest from the definitions folder named on the command line."""
     if len(argv) != 1:
@@ -302,6 +319,8 @@ def main(argv: list[str]) -> int:
         json.dumps(digest, ensure_ascii=False, separators=(",", ":"), sort_keys=False) + "\n",
         encoding="utf-8",
     )
+    extensions = extension_digest(Path(argv[0]))
+    EXTENSIONS_PATH.write_text(json.dumps(extensions, ensure_ascii=False, separators=(",", ":")) + "\n", encoding="utf-8")
     definitions = base_definitions(Path(argv[0]))
     payload = json.dumps(definitions, ensure_ascii=False, separators=(",", ":")).encode()
     BASE_DEFINITIONS_PATH.write_bytes(gzip.compress(payload, compresslevel=9, mtime=0))

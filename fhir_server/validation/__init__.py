@@ -1,6 +1,7 @@
 """Resource validation: structural (base R4), core FHIRPath invariants, and our profiles.
 
-Writes always get the structural pass and the core R4 invariants (errors); a resource whose
+Writes always get the structural pass, the core extensions' rules and the core R4 invariants
+(errors); a resource whose
 `meta.profile` names one of our profiles also gets that profile; with `enforce_profiles`, a
 resource of a type our guide profiles must name one. `$validate` runs everything and also
 reports warnings.
@@ -13,9 +14,13 @@ from typing import Any
 from fhir_server.ig import ImplementationGuide
 from fhir_server.outcome import Issue
 from fhir_server.spec import Spec
+from fhir_server.validation.extensions import ExtensionChecker
 from fhir_server.validation.invariants import CoreInvariants
 from fhir_server.validation.profile import ProfileValidator
 from fhir_server.validation.structural import StructuralValidator
+
+
+BLOCKING = ("error", "fatal")
 
 
 class Validator:
@@ -23,6 +28,7 @@ class Validator:
 
     def __init__(self, spec: Spec, guide: ImplementationGuide, enforce_profiles: bool = False):
         self.structural = StructuralValidator(spec)
+        self.extensions = ExtensionChecker(spec)
         self.invariants = CoreInvariants(spec)
         self.profiles = ProfileValidator(guide)
         self._guide = guide
@@ -38,7 +44,7 @@ class Validator:
         if not claimed and self._enforce and resource_type in self._profiled_types:
             wanted = ", ".join(sorted(self._guide.profiles_for(resource_type)))
             return [Issue("required", f"meta.profile must name one of: {wanted}", expression=f"{resource_type}.meta.profile")]
-        return [i for i in self._deep(resource, resource_type, claimed) if i.severity in ("error", "fatal")]
+        return [i for i in self._deep(resource, resource_type, claimed) if i.severity in BLOCKING]
 
     def validate_all(self, resource: Any, resource_type: str, profile: str | None = None) -> list[Issue]:
         """Everything `$validate` reports: errors, warnings, and which profiles were checked."""
@@ -58,7 +64,7 @@ class Validator:
         return [url for url in declared if isinstance(url, str) and self.profiles.knows(url)]
 
     def _deep(self, resource: dict[str, Any], resource_type: str, profiles: list[str]) -> list[Issue]:
-        issues = self.invariants.check(resource, resource_type)
+        issues = self.extensions.check(resource, resource_type) + self.invariants.check(resource, resource_type)
         for url in profiles:
             if self.profiles.profile_type(url) != resource_type:
                 issues.append(Issue("invalid", f"Profile {url} is for {self.profiles.profile_type(url)}, not {resource_type}", expression=f"{resource_type}.meta.profile"))
