@@ -1,10 +1,13 @@
 """Extensions checked against what defines them.
 
 - A core R4 extension (spec/r4-extensions.json) must carry a value of a type its definition
-  allows (none for a complex one) and sit where one of its contexts allows: on an element of
-  that type (`HumanName`), at that path (`Patient.birthDate`), on that element of a type
-  (`HumanName.family`: the `_family` of any HumanName), anywhere (`Element`), on a resource
-  (`Resource`, `DomainResource`). An error when it does not, as in the HL7 Java validator.
+  allows (none for a complex one): an error otherwise, as in the HL7 Java validator. It should
+  sit where one of its contexts allows: on an element of that type (`HumanName`), at that path
+  (`Patient.birthDate`), on that element of a type (`HumanName.family`: the `_family` of any
+  HumanName), anywhere (`Element`), on a resource (`Resource`, `DomainResource`). Out of context
+  is a warning, not an error: R4's own definitions break their contexts (the snapshots put
+  `structuredefinition-fhir-type` on `ElementDefinition.type`, its context says `.type.code`),
+  and a hospital's data must not bounce on that.
 - An extension nobody here defines (a national or a vendor one) is accepted: a warning in
   `$validate` says it was not checked. Refusing it would bounce a hospital's data for an
   extension calipso has not been told about.
@@ -122,8 +125,8 @@ def _misuse(extension: dict[str, Any], url: str, definition: Definition, place: 
             issues.append(Issue("structure", f"Extension {url} takes a value of type {allowed}, not {key}",
                                 expression=f"{location}.{key}"))
     if not _allowed_at(definition.contexts, place):
-        issues.append(Issue("structure", f"Extension {url} may not be used here (its contexts: {', '.join(definition.contexts)[:200]})",
-                            expression=location))
+        issues.append(Issue("structure", f"Extension {url} is used outside its contexts ({', '.join(definition.contexts)[:200]})",
+                            severity="warning", expression=location))
     return issues
 
 
