@@ -36,11 +36,12 @@ from zoneinfo import ZoneInfo
 import jsonschema
 import yaml
 
+from fhir_server.data_folders import source_or_installed
 from hl7v2_bridge.er7 import Message, Segment, leaf
 
 OPTIONAL = "optional"  # marks an entry the bridge drops when its conditional target does not exist
 MERGE = "merge"  # names a list the bridge merges with the stored resource's instead of replacing it
-MAPPINGS_DIR = Path(__file__).resolve().parents[1] / "mappings"
+MAPPINGS_DIR = source_or_installed(Path(__file__).resolve().parents[1] / "mappings", "hl7v2_bridge.mappings")
 PLACEHOLDER = re.compile(r"\{([^{}]+)\}")
 FIELD = re.compile(r"^(?P<segment>[A-Z][A-Z0-9]{2})-(?P<field>\d+)(?:\[(?P<select>[^\]]+)\])?(?:\.(?P<component>\d+))?(?:\.(?P<sub>\d+))?$")
 CURRENT = re.compile(r"^~(?:\.(?P<component>\d+))?(?:\.(?P<sub>\d+))?$")

@@ -16,11 +16,12 @@ from typing import Any
 
 import orjson
 
+from fhir_server.data_folders import source_or_installed
 from fhir_server.ig.snapshot import SnapshotError, generate_snapshot
 from fhir_server.ig.terminology import Concept, Terminology
 from fhir_server.spec import base_definitions
 
-PROFILES_DIR = Path(__file__).resolve().parents[2] / "profiles"
+PROFILES_DIR = source_or_installed(Path(__file__).resolve().parents[2] / "profiles", "fhir_server.guide_profiles")
 GUIDE_PATH_SUFFIX = "/ImplementationGuide/"
 CONFORMANCE_TYPES = ("StructureDefinition", "CodeSystem", "ValueSet", "ConceptMap", "SearchParameter", "ImplementationGuide")
 
