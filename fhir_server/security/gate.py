@@ -14,11 +14,13 @@ import asyncio
 import logging
 import time
 from collections import OrderedDict
+from datetime import datetime, timezone
 from typing import Any, Callable
 
 from starlette.requests import Request
 
 from fhir_server.outcome import FhirError, Issue
+from fhir_server.security.objection import objecting
 from fhir_server.security.permissions import Permission
 from fhir_server.security.policy import NOBODY, NOTEBOOK_TYPES, UNRESTRICTED, Access, care_circle
 from fhir_server.security.scopes import Grant
@@ -122,11 +124,17 @@ class Gate:
         kind, _, ident = fhir_user.partition("/")
         if kind == "Patient":
             return Access(grant, "user", frozenset({ident}), who=fhir_user)
+        now = datetime.now(timezone.utc)
         if kind == "RelatedPerson":
-            return Access(grant, "user", await self._linked_patient(ident), NOTEBOOK_TYPES, who=fhir_user)
+            linked = await self._linked_patient(ident)
+            objecting_patients = await objecting(self._resources, linked, [fhir_user], {}, now)
+            return Access(grant, "user", linked - objecting_patients, NOTEBOOK_TYPES, who=fhir_user)
         if kind in ("Practitioner", "PractitionerRole"):
-            circle = await care_circle(self._resources, await self._identities(kind, ident))
-            return Access(grant, "user", circle.patients, who=fhir_user, coordinates=circle.coordinates)
+            members = await self._identities(kind, ident)
+            circle = await care_circle(self._resources, members, now)
+            objecting_patients = await objecting(self._resources, circle.patients, members, circle.roles, now)
+            return Access(grant, "user", circle.patients - objecting_patients, who=fhir_user,
+                          coordinates=circle.coordinates - objecting_patients)
         return Access(grant, "user", frozenset(), who=fhir_user)
 
     async def _identities(self, kind: str, ident: str) -> list[str]:

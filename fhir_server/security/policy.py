@@ -36,7 +36,7 @@ from fhir_server.values import date_range, key
 
 NOTEBOOK_TYPES = frozenset({"Patient", "Communication", "CarePlan", "CareTeam"})
 SYSTEM_TYPES = frozenset({"AuditEvent"})
-CIRCLE_TYPES = frozenset({"CareTeam", "PractitionerRole", "RelatedPerson"})  # writes to these change who reaches whom  # the audit trail: system/ scopes only
+CIRCLE_TYPES = frozenset({"CareTeam", "PractitionerRole", "RelatedPerson", "Consent"})  # writes to these change who reaches whom  # the audit trail: system/ scopes only
 NOTHING: dict[str, Any] = {"_id": {"$in": []}}
 
 
@@ -126,10 +126,12 @@ def current_clause(resource_type: str, compartments: dict[str, list[str]]) -> di
 
 @dataclass(frozen=True)
 class Circle:
-    """Where a practitioner stands: the patients it reaches, and those whose circle it coordinates."""
+    """Where a practitioner stands: the patients it reaches, those whose circle it coordinates,
+    and the roles it holds in each patient's care team."""
 
     patients: frozenset[str]
     coordinates: frozenset[str]
+    roles: dict[str, frozenset[tuple[str, str]]] = field(default_factory=dict)
 
 
 def _coordinating_roles() -> frozenset[tuple[str, str]]:
@@ -147,10 +149,11 @@ async def care_circle(collection: Any, members: list[str], now: datetime | None 
     keys = [key("participant", member) for member in members]
     found: set[str] = set()
     coordinated: set[str] = set()
+    roles: dict[str, set[tuple[str, str]]] = {}
     query = {"type": "CareTeam", "ix.rf": {"$in": keys}, "deleted": False}
     async for doc in collection.find(query, {"raw": 1}).limit(10_000):
         team = orjson.loads(doc["raw"])
-        if team.get("status") != "active" or not _within(team.get("period"), now):
+        if team.get("status") != "active" or not within(team.get("period"), now):
             continue
         subject = (team.get("subject") or {}).get("reference", "")
         if not subject.startswith("Patient/"):
@@ -158,11 +161,20 @@ async def care_circle(collection: Any, members: list[str], now: datetime | None 
         patient = subject.split("/", 1)[1]
         for participant in team.get("participant", []):
             member = (participant.get("member") or {}).get("reference")
-            if member in members and _within(participant.get("period"), now):
+            if member in members and within(participant.get("period"), now):
                 found.add(patient)
+                roles.setdefault(patient, set()).update(_roles(participant))
                 if _coordinates(participant):
                     coordinated.add(patient)
-    return Circle(frozenset(found), frozenset(coordinated))
+    return Circle(frozenset(found), frozenset(coordinated), {p: frozenset(r) for p, r in roles.items()})
+
+
+def _roles(participant: dict[str, Any]) -> Iterator[tuple[str, str]]:
+    for role in participant.get("role") or []:
+        codings = role.get("coding") if isinstance(role, dict) else None
+        for coding in codings or []:
+            if isinstance(coding, dict):
+                yield coding.get("system"), coding.get("code")
 
 
 def _coordinates(participant: dict[str, Any]) -> bool:
@@ -170,7 +182,7 @@ def _coordinates(participant: dict[str, Any]) -> bool:
     return any((c.get("system"), c.get("code")) in COORDINATING_ROLES for c in codings)
 
 
-def _within(period: Any, now: datetime) -> bool:
+def within(period: Any, now: datetime) -> bool:
     """Whether a Period (absent: always) covers `now`; a date-only end covers its whole day."""
     if not isinstance(period, dict):
         return True
@@ -186,4 +198,4 @@ def _instant(text: Any, upper: bool) -> datetime | None:
 
 
 __all__ = ["ACCESS", "Access", "CIRCLE_TYPES", "NOBODY", "NOTEBOOK_TYPES", "SYSTEM", "UNRESTRICTED", "Circle", "acting_as",
-           "care_circle", "current_clause"]
+           "care_circle", "current_clause", "within"]

@@ -10,7 +10,9 @@ For a token limited to some patients (a practitioner, a patient, a caregiver):
 2. **Granting is a right of its own.** Writes that decide who reaches whom need more than
    reach: CareTeam and RelatedPerson only from a participant of every patient concerned whose
    role there coordinates the circle (coordinating-roles.json), before and after;
-   PractitionerRole, Group, and a Patient with `link`s only from `system/` scopes.
+   PractitionerRole, Group, and a Patient with `link`s only from `system/` scopes. A Consent
+   can only take access away (security/objection.py): anyone who reaches the patient may record
+   one, but only the patient may change or withdraw it, since that can give access back.
 3. **Absent and unreachable look alike.** What a token cannot replace answers 404, as for a
    resource that does not exist; so such tokens do not create with a client-chosen id (PUT to
    a new id), which would tell a taken id from a free one. They create with POST.
@@ -28,6 +30,7 @@ from fhir_server.values import SEPARATOR
 
 GRANTED_BY_COORDINATORS = frozenset({"CareTeam", "RelatedPerson"})
 GRANTED_BY_SYSTEM = frozenset({"PractitionerRole", "Group"})
+OBJECTIONS = frozenset({"Consent"})  # recorded by anyone who reaches the patient, changed by the patient only
 LINK = "link" + SEPARATOR
 
 
@@ -60,6 +63,8 @@ def check_replaceable(access: Access, resource_type: str, resource_id: str, refe
     patients = filed_under(resource_type, resource_id, references, compartments)
     if patients is not None and (not patients or not patients <= access.patients):
         raise not_known(resource_type, resource_id)
+    if resource_type in OBJECTIONS and not (patients and all(access.who == f"Patient/{p}" for p in patients)):
+        raise _forbidden("Only the patient may change or withdraw a Consent (it may give access back)")
     _check_granting(access, resource_type, references, patients)
 
 
