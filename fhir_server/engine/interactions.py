@@ -335,8 +335,9 @@ def check_if_match(current: Current | Version | None, if_match: int | None) -> N
 
 
 def _inside(clause: dict[str, Any], resource_type: str, resource_id: str, references: list[str]) -> bool:
-    """Whether a stored resource with these reference entries satisfies an access clause."""
-    return matches({"_id": f"{resource_type}/{resource_id}", "type": resource_type, "ix": {"rf": references}}, clause)
+    """Whether a stored resource with these access entries (references and security labels,
+    store.access_entries) satisfies an access clause."""
+    return matches({"_id": f"{resource_type}/{resource_id}", "type": resource_type, "ix": {"rf": references, "tk": references}}, clause)
 
 
 def _stamp(resource: dict[str, Any], resource_type: str, resource_id: str, version: int, updated: datetime) -> dict[str, Any]:

@@ -27,6 +27,7 @@ from fhir_server.search.windows import WINDOWS_PER_PAGE
 from fhir_server.search.windows import WindowEstimates
 from fhir_server.security.policy import ACCESS, NOTHING
 from fhir_server.spec import Spec
+from fhir_server.storage.store import ACCESS_FIELDS
 
 DEFAULT_COUNT = 20
 MAX_COUNT = 1000
@@ -209,9 +210,19 @@ def _without_parents(fields: set[str]) -> set[str]:
     return {f for f in fields if not any(f.startswith(other + ".") for other in fields if other != f)}
 
 
+def _still_needed(restriction: dict[str, Any], clauses: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The part of the access restriction the search's own clauses do not already imply: its
+    compartment part is implied by `subject=` a patient the token reaches (then the search keeps
+    its one-query plan); its masking part (security labels) never is."""
+    compartment = {k: v for k, v in restriction.items() if k in ("_id", "ix.rf")}
+    rest = {k: v for k, v in restriction.items() if k not in compartment}
+    if len(compartment) == 1 and _implied(compartment, clauses):
+        return rest or None
+    return restriction
+
+
 def _implied(restriction: dict[str, Any], clauses: list[dict[str, Any]]) -> bool:
-    """Whether another clause already keeps every row inside the restriction: e.g. `subject=`
-    a patient the token reaches (then the search keeps its one-query plan)."""
+    """Whether another clause already keeps every row inside a one-field restriction."""
     (name, condition), = restriction.items()
     allowed = condition["$in"] if isinstance(condition, dict) else [condition]
     for clause in clauses:
@@ -284,8 +295,8 @@ class Searcher:
         compiler = QueryCompiler(self._parameters, self._inner, base_url, self._value_sets)
         criteria = await compiler.compile(resource_type, params, strict)
         restriction = self._restriction(resource_type)
-        if restriction is not None and _implied(restriction, criteria.clauses):
-            restriction = None
+        if restriction is not None:
+            restriction = _still_needed(restriction, criteria.clauses)
         criteria.clauses += [c for c in (extra, restriction) if c]
         sort = [*request.sort, ("_id", request.sort[-1][1] if request.sort else 1)]
         return request, criteria, criteria.filter(), sort
@@ -531,7 +542,7 @@ class Searcher:
         if not self._visible([{"_id": owner, "type": "Patient", "id": patient_id}]):
             raise FhirError.of(404, "not-found", f"{owner} is not known")
         rows: list[dict[str, Any]] = []
-        fields = {"_id": 1, "type": 1, "id": 1, "updated": 1, "deleted": 1, "ix.rf": 1}
+        fields = {"_id": 1, "type": 1, "id": 1, "updated": 1, "deleted": 1, **ACCESS_FIELDS}
         if types is None or "Patient" in types:
             rows += [d async for d in self._collection.find({"_id": owner}, fields)]
         for resource_type in wanted:  # one indexed query per type: the planner needs `type` first
@@ -621,7 +632,7 @@ class Searcher:
         if not references:
             return []
         query = {"_id": {"$in": sorted(set(references))}}
-        found = [d async for d in self._collection.find(query, {**BASE_FIELDS, "ix.rf": 1, "deleted": 1}).limit(MAX_INCLUDED + 1)]
+        found = [d async for d in self._collection.find(query, {**BASE_FIELDS, **ACCESS_FIELDS, "deleted": 1}).limit(MAX_INCLUDED + 1)]
         found = [d for d in self._visible(found) if not d.get("deleted")]
         found = [d for d in found if d["_id"] not in seen]
         seen.update(d["_id"] for d in found)
@@ -632,7 +643,7 @@ class Searcher:
             raise bad("_revinclude needs Type:parameter")
         keys = [key(code, doc["_id"]) for doc in docs]
         query = {"type": source, "ix.rf": {"$in": keys}}  # tombstones have no index entries
-        cursor = self._collection.find(query, {**BASE_FIELDS, "ix.rf": 1}).limit(MAX_INCLUDED + 1)
+        cursor = self._collection.find(query, {**BASE_FIELDS, **ACCESS_FIELDS}).limit(MAX_INCLUDED + 1)
         found = [d async for d in cursor]
         found = [d for d in self._visible(found) if d["_id"] not in seen]
         seen.update(d["_id"] for d in found)

@@ -22,7 +22,7 @@ from starlette.requests import Request
 from fhir_server.outcome import FhirError, Issue
 from fhir_server.security.objection import objecting
 from fhir_server.security.permissions import Permission
-from fhir_server.security.policy import NOBODY, NOTEBOOK_TYPES, UNRESTRICTED, Access, care_circle
+from fhir_server.security.policy import NOBODY, NOTEBOOK_TYPES, UNRESTRICTED, VISIBILITY, Access, care_circle
 from fhir_server.security.scopes import Grant
 from fhir_server.security.tokens import InvalidToken, KeysUnavailable, TokenVerifier
 from fhir_server.values import key
@@ -117,24 +117,28 @@ class Gate:
             patient = claims.patient or (claims.fhir_user.split("/", 1)[1] if (claims.fhir_user or "").startswith("Patient/") else None)
             if patient is None:
                 raise forbidden("patient/ scopes need a patient launch context")
-            return Access(grant, "patient", frozenset({patient}), who=f"Patient/{patient}"), expires
+            return Access(grant, "patient", frozenset({patient}), who=f"Patient/{patient}",
+                          audiences=VISIBILITY.audiences_of("Patient"), authors=frozenset({f"Patient/{patient}"})), expires
         raise forbidden("The token grants no FHIR scope this server knows (patient/, user/ or system/)")
 
     async def _user_access(self, grant: Grant, fhir_user: str) -> Access:
         kind, _, ident = fhir_user.partition("/")
         if kind == "Patient":
-            return Access(grant, "user", frozenset({ident}), who=fhir_user)
+            return Access(grant, "user", frozenset({ident}), who=fhir_user, audiences=VISIBILITY.audiences_of(kind),
+                          authors=frozenset({fhir_user}))
         now = datetime.now(timezone.utc)
         if kind == "RelatedPerson":
-            linked = await self._linked_patient(ident)
+            linked, relationships = await self._related_person(ident)
             objecting_patients = await objecting(self._resources, linked, [fhir_user], {}, now)
-            return Access(grant, "user", linked - objecting_patients, NOTEBOOK_TYPES, who=fhir_user)
+            return Access(grant, "user", linked - objecting_patients, NOTEBOOK_TYPES, who=fhir_user,
+                          audiences=VISIBILITY.audiences_of(kind, relationships), authors=frozenset({fhir_user}))
         if kind in ("Practitioner", "PractitionerRole"):
             members = await self._identities(kind, ident)
             circle = await care_circle(self._resources, members, now)
             objecting_patients = await objecting(self._resources, circle.patients, members, circle.roles, now)
             return Access(grant, "user", circle.patients - objecting_patients, who=fhir_user,
-                          coordinates=circle.coordinates - objecting_patients)
+                          coordinates=circle.coordinates - objecting_patients,
+                          audiences=VISIBILITY.audiences_of(kind), authors=frozenset(members))
         return Access(grant, "user", frozenset(), who=fhir_user)
 
     async def _identities(self, kind: str, ident: str) -> list[str]:
@@ -149,10 +153,14 @@ class Gate:
             members += [doc["_id"] async for doc in self._resources.find(query, {"_id": 1}).limit(100)]
         return members
 
-    async def _linked_patient(self, ident: str) -> frozenset[str]:
-        person = await self._resources.find_one({"_id": f"RelatedPerson/{ident}", "deleted": False}, {"ix.rf": 1})
-        links = [r.split("\x1f", 1)[1] for r in (person or {}).get("ix", {}).get("rf", []) if r.startswith("patient\x1f")]
-        return frozenset(link.split("/", 1)[1] for link in links if link.startswith("Patient/"))
+    async def _related_person(self, ident: str) -> tuple[frozenset[str], frozenset[tuple[str, str]]]:
+        """The patient a RelatedPerson is linked to, and its relationship codings (system, code)."""
+        person = await self._resources.find_one({"_id": f"RelatedPerson/{ident}", "deleted": False}, {"ix.rf": 1, "ix.tk": 1})
+        index = (person or {}).get("ix", {})
+        links = [r.split("\x1f", 1)[1] for r in index.get("rf", []) if r.startswith("patient\x1f")]
+        relationships = [t.split("\x1f")[1:3] for t in index.get("tk", []) if t.startswith("relationship\x1f") and t.count("\x1f") == 2]
+        return (frozenset(link.split("/", 1)[1] for link in links if link.startswith("Patient/")),
+                frozenset((system, code) for system, code in relationships))
 
     @staticmethod
     def authorize(request: Request, permission: Permission | None, access: Access) -> None:

@@ -38,6 +38,36 @@ NOTEBOOK_TYPES = frozenset({"Patient", "Communication", "CarePlan", "CareTeam"})
 SYSTEM_TYPES = frozenset({"AuditEvent"})
 CIRCLE_TYPES = frozenset({"CareTeam", "PractitionerRole", "RelatedPerson", "Consent"})  # writes to these change who reaches whom  # the audit trail: system/ scopes only
 NOTHING: dict[str, Any] = {"_id": {"$in": []}}
+HIDDEN = "\x00hidden"  # the cache entry of the labels hidden from an Access
+
+
+@dataclass(frozen=True)
+class Visibility:
+    """security/visibility-labels.json: the labels, who they hide from, and authors' parameters."""
+
+    system: str
+    hides: dict[str, frozenset[str]]
+    audiences: dict[str, frozenset[str]]
+    legal_representatives: frozenset[tuple[str, str]]
+    authors: dict[str, str]
+
+    def audiences_of(self, kind: str, relationships: frozenset[tuple[str, str]] = frozenset()) -> frozenset[str]:
+        """The audiences of a user of this kind ("Practitioner", "Patient", "RelatedPerson")."""
+        found = set(self.audiences.get(kind, ()))
+        if kind == "RelatedPerson" and relationships & self.legal_representatives:
+            found.add("legal-representative")
+        return frozenset(found)
+
+
+def _visibility() -> Visibility:
+    table = orjson.loads(files("fhir_server.security").joinpath("visibility-labels.json").read_bytes())
+    legal = table["legal_representatives"]
+    return Visibility(table["system"], {code: frozenset(a) for code, a in table["hides"].items()},
+                      {kind: frozenset(a) for kind, a in table["audiences"].items()},
+                      frozenset((legal["system"], code) for code in legal["codes"]), dict(table["authors"]))
+
+
+VISIBILITY = _visibility()
 
 
 class Keys(list):  # type: ignore[type-arg]
@@ -63,6 +93,8 @@ class Access:
     types: frozenset[str] | None = None  # None: any type the scopes grant
     who: str = "anonymous"  # for the audit trail: "Practitioner/x", "system:client", ...
     coordinates: frozenset[str] = frozenset()  # patients whose care circle this user may change (see writes.py)
+    audiences: frozenset[str] = frozenset()  # who the user is for the visibility labels: "patient", "health-professional", ...
+    authors: frozenset[str] = frozenset()  # the user's references: what it wrote stays visible to it
     _clauses: dict[str, Keys] = field(default_factory=dict, compare=False, repr=False)
 
     @property
@@ -88,11 +120,38 @@ class Access:
         if self.patients is None:
             return None
         if resource_type == "Patient":
-            return {"_id": {"$in": self._keys("Patient", ())}}
+            return {"_id": {"$in": self._keys("Patient", ())}, **self._mask(resource_type)}
         codes = compartments.get(resource_type)
         if codes is None:
             return None  # not patient data: readable under the scopes
-        return {"ix.rf": {"$in": self._keys(resource_type, tuple(codes))}}
+        return {"ix.rf": {"$in": self._keys(resource_type, tuple(codes))}, **self._mask(resource_type)}
+
+    def _mask(self, resource_type: str) -> dict[str, Any]:
+        """What the visibility labels hide from this user, unless the user wrote it ({}: nothing)."""
+        hidden = self._hidden()
+        if not hidden:
+            return {}
+        unlabelled = {"ix.tk": {"$nin": hidden}}
+        author = VISIBILITY.authors.get(resource_type)
+        if author is None or not self.authors:
+            return unlabelled
+        return {"$or": [unlabelled, {"ix.rf": {"$in": Keys(key(author, ref) for ref in self.authors)}}]}
+
+    def masked(self, resource_type: str, entries: list[str]) -> bool:
+        """Whether a stored resource with these access entries (its reference and security label
+        index entries) is hidden from this user by a visibility label it did not write."""
+        hidden = self._hidden()
+        if not hidden or not any(entry in hidden for entry in entries):
+            return False
+        author = VISIBILITY.authors.get(resource_type)
+        return not (author and any(key(author, ref) in entries for ref in self.authors))
+
+    def _hidden(self) -> Keys:
+        cache = self._clauses
+        if HIDDEN not in cache:
+            cache[HIDDEN] = Keys(key("_security", VISIBILITY.system, code)
+                                 for code, audiences in VISIBILITY.hides.items() if audiences & self.audiences)
+        return cache[HIDDEN]
 
     def _keys(self, resource_type: str, codes: tuple[str, ...]) -> Keys:
         """The compartment keys of the reachable patients for one type (built once per Access)."""
@@ -198,4 +257,4 @@ def _instant(text: Any, upper: bool) -> datetime | None:
 
 
 __all__ = ["ACCESS", "Access", "CIRCLE_TYPES", "NOBODY", "NOTEBOOK_TYPES", "SYSTEM", "UNRESTRICTED", "Circle", "acting_as",
-           "care_circle", "current_clause", "within"]
+           "VISIBILITY", "care_circle", "current_clause", "within"]

@@ -63,6 +63,8 @@ def check_replaceable(access: Access, resource_type: str, resource_id: str, refe
     patients = filed_under(resource_type, resource_id, references, compartments)
     if patients is not None and (not patients or not patients <= access.patients):
         raise not_known(resource_type, resource_id)
+    if access.masked(resource_type, references):
+        raise not_known(resource_type, resource_id)  # hidden from this user by its visibility label
     if resource_type in OBJECTIONS and not (patients and all(access.who == f"Patient/{p}" for p in patients)):
         raise _forbidden("Only the patient may change or withdraw a Consent (it may give access back)")
     _check_granting(access, resource_type, references, patients)

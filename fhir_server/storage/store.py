@@ -63,6 +63,18 @@ CURRENT_FIELDS = {"_id": 0, "version": 1, "updated": 1, "deleted": 1}
 READ_FIELDS = {"_id": 0, "type": 1, "id": 1, "version": 1, "updated": 1, "deleted": 1, "raw": 1}
 
 
+ACCESS_FIELDS = {"ix.rf": 1, "ix.tk": 1}
+SECURITY_LABEL = "_security\x1f"
+
+
+def access_entries(doc: dict[str, Any]) -> list[str]:
+    """What an access decision reads of a stored resource: its reference index entries (the
+    patients it is filed under, its author) and its security label entries (masking). The two
+    kinds of keys never share a prefix, so one list holds both."""
+    index = doc.get("ix") or {}
+    return list(index.get("rf", [])) + [t for t in index.get("tk", []) if t.startswith(SECURITY_LABEL)]
+
+
 class VersionConflict(Exception):
     """Another writer committed a version of this resource first."""
 
@@ -183,9 +195,9 @@ class ResourceStore:
         return version
 
     async def read_with_references(self, resource_type: str, resource_id: str) -> tuple[Version | None, list[str]]:
-        """The current version and its reference index entries (`ix.rf`), in one query: what an
-        access check needs to tell whether the resource lies in a patient's compartment."""
-        return await self._read(resource_type, resource_id, CURRENT_FIELDS | {"raw": 1, "ix.rf": 1})
+        """The current version and its access entries (see `access_entries`), in one query: what
+        an access check needs to tell whether the token reaches the resource."""
+        return await self._read(resource_type, resource_id, CURRENT_FIELDS | {"raw": 1, **ACCESS_FIELDS})
 
     async def _read(self, resource_type: str, resource_id: str, fields: dict[str, int]) -> tuple[Version | None, list[str]]:
         doc = await self._resources.find_one({"_id": f"{resource_type}/{resource_id}"}, fields)
@@ -194,12 +206,12 @@ class ResourceStore:
         raw = doc.get("raw")
         version = Version(resource_type, resource_id, doc["version"], doc["updated"], doc.get("deleted", False),
                           bytes(raw) if raw is not None else None)
-        return version, list((doc.get("ix") or {}).get("rf", []))
+        return version, access_entries(doc)
 
     async def references(self, resource_type: str, resource_id: str) -> list[str] | None:
-        """The reference index entries of the current version (None: no such resource)."""
-        doc = await self._resources.find_one({"_id": f"{resource_type}/{resource_id}"}, {"_id": 1, "ix.rf": 1})
-        return None if doc is None else list((doc.get("ix") or {}).get("rf", []))
+        """The access entries of the current version (None: no such resource)."""
+        doc = await self._resources.find_one({"_id": f"{resource_type}/{resource_id}"}, {"_id": 1, **ACCESS_FIELDS})
+        return None if doc is None else access_entries(doc)
 
     async def read_many(self, keys: list[str]) -> dict[str, Version]:
         """Current versions by "Type/id" (one query; absent keys are left out)."""
