@@ -34,6 +34,11 @@ async def reached(client: httpx.AsyncClient, headers: dict[str, str]) -> dict[st
     found["searched entries"] = len(entries.get("entry", []))
     everything = await client.get("/fhir/Patient/helene/$everything", headers=headers)
     found["$everything"] = len(everything.json().get("entry", [])) if everything.status_code == 200 else everything.status_code
+    counted = (await client.get("/fhir/Communication", params={"_total": "accurate", "_count": "0"}, headers=headers)).json()
+    found["total"] = counted.get("total", -1)
+    included = (await client.get("/fhir/Communication", params={"_include": "Communication:subject"}, headers=headers)).json()
+    found["included patients"] = sum(1 for e in included.get("entry", []) if e["resource"]["resourceType"] == "Patient")
+    found["entry history"] = (await client.get("/fhir/Communication/entry-helene/_history", headers=headers)).status_code
     return found
 
 
@@ -44,7 +49,8 @@ async def test_an_objection_to_a_practitioner_removes_its_access_everywhere_and_
     recorded = await client.post("/fhir/Consent", json=objection(actor("Practitioner/nurse")), headers=tokens["patient"])
     assert recorded.status_code == 201, recorded.text
     after = await reached(client, tokens["nurse"])
-    assert after == {**{path: 404 for path in READS}, "searched entries": 0, "$everything": 404}
+    assert after == {**{path: 404 for path in READS}, "searched entries": 0, "$everything": 404, "total": 0,
+                     "included patients": 0, "entry history": 404}
     gp = await reached(client, tokens["gp"])  # the others keep theirs (the Consent is one more in $everything)
     assert {k: v for k, v in gp.items() if k != "$everything"} == {k: v for k, v in before.items() if k != "$everything"}
     lifted = {**recorded.json(), "status": "inactive"}
