@@ -31,6 +31,7 @@ from fhir_server.security.audit import AuditTrail, engine_committer, message_rec
 from fhir_server.settings import Settings
 from fhir_server.spec import load_spec
 from fhir_server.storage.store import ResourceStore
+from fhir_server.storage.versions import check_server
 
 log = logging.getLogger("calipso.app")
 
@@ -54,6 +55,7 @@ def create_app(settings: Settings, when_ready: Callable[[], None] | None = None)
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         client = connect(settings.mongodb_uri or "")
+        await check_server(client)
         store = ResourceStore(client, settings.database)
         await store.ensure_indexes()
         engine = Engine(store, load_spec(), enforce_profiles=settings.enforce_profiles)

@@ -44,3 +44,24 @@ async def test_at_or_after_is_exact_to_the_microsecond(database_uri: str) -> Non
         assert await history.count_documents({"updated": at_or_after(base + timedelta(microseconds=2001))}) == 0
     finally:
         await client.close()
+
+
+def test_a_mongodb_older_than_8_is_refused_with_a_clear_reason() -> None:
+    from fhir_server.storage.versions import version_problem
+
+    assert version_problem([8, 2, 11, 0]) is None
+    assert version_problem([8, 0, 0, 0]) is None
+    said = version_problem([7, 0, 14, 0], "7.0.14")
+    assert said is not None and "7.0.14" in said and "8.0" in said
+    assert version_problem(None) is not None
+
+
+async def test_the_embedded_database_passes_the_start_up_check(database_uri: str) -> None:
+    from fhir_server.app import connect
+    from fhir_server.storage.versions import check_server
+
+    client = connect(database_uri)
+    try:
+        await check_server(client)  # raises UnsupportedDatabase otherwise
+    finally:
+        await client.close()
