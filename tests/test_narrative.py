@@ -22,11 +22,12 @@ REFUSED = {
     "no XHTML namespace": "<div>Note</div>",
     "not well-formed": f"<div {XHTML}><p>Note</div>",
     "entity declaration": f'<!DOCTYPE div [<!ENTITY a "aaaaaaaaaa">]><div {XHTML}>&a;&a;</div>',
+    "HTML named entity (XML has five)": f"<div {XHTML}>Plaie propre&nbsp;: pansement Hypafix&reg;</div>",
 }
 
 ACCEPTED = {
     "paragraph": f"<div {XHTML}><p>Pansement refait, plaie propre.</p></div>",
-    "HTML character references": f"<div {XHTML}>Plaie propre&nbsp;: pansement &eacute;tanche &lt;24 h&gt;</div>",
+    "XML and numeric character references": f"<div {XHTML}>Plaie propre&#160;: pansement &#233;tanche &lt;24 h&gt;</div>",
     "table, image, link": (f'<div {XHTML} xml:lang="fr" lang="fr"><table border="1"><tr><td colspan="2" style="color: red">'
                            f'<a href="https://example.org/protocole">protocole</a> <img src="#photo" alt="plaie"/></td></tr></table></div>'),
     "an image alone": f'<div {XHTML}><img src="data:image/png;base64,iVBORw0KGgo=" alt=""/></div>',
