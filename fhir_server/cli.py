@@ -71,6 +71,9 @@ def _parser() -> argparse.ArgumentParser:
     show.add_argument("key")
     replay = inbox_commands.add_parser("replay", help="apply again the failed (or rejected) messages, e.g. after a mapping fix")
     replay.add_argument("--status", choices=["failed", "rejected"], default="failed")
+    doctor = commands.add_parser("doctor", help="check an operator's MongoDB before go-live (version, replica set, writes, indexes)")
+    doctor.add_argument("--mongodb-uri", default=None, help="the MongoDB to check (default: CALIPSO_MONGODB_URI)")
+    doctor.add_argument("--database", default=None, help="the database calipso will use (default: CALIPSO_DATABASE or calipso)")
     validate = commands.add_parser("validate", help="validate resource files offline (base R4 and our profiles)")
     validate.add_argument("paths", nargs="+", type=Path, metavar="FILE")
     validate.add_argument("--profile", default=None, help="validate against this profile url (default: meta.profile)")
@@ -311,9 +314,27 @@ def _database(settings: Settings) -> Iterator[Settings]:
         embedded.stop()
 
 
+def doctor(args: argparse.Namespace) -> int:
+    """One line per check; 0 when nothing failed, 1 when something did, 2 without a URI."""
+    import asyncio
+
+    from fhir_server.storage.doctor import examine
+
+    settings = Settings.from_env()
+    uri = args.mongodb_uri or settings.mongodb_uri
+    if not uri:
+        print("calipso doctor: give --mongodb-uri (or set CALIPSO_MONGODB_URI)", file=sys.stderr)
+        return 2
+    findings = asyncio.run(examine(uri, args.database or settings.database))
+    for finding in findings:
+        print(finding.line())
+    return 1 if any(f.verdict == "FAIL" for f in findings) else 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    commands = {"serve": serve, "token": token, "load": load, "validate": validate, "ig": ig, "send": send, "mllp": mllp, "inbox": inbox}
+    commands = {"serve": serve, "token": token, "load": load, "validate": validate, "ig": ig, "send": send, "mllp": mllp, "inbox": inbox,
+                "doctor": doctor}
     return commands[args.command](args)
 
 
