@@ -11,7 +11,7 @@ DATA_DIR ?= ./data
 # off: the local quick start (loopback only, with a loud warning); on: tokens from `calipso token` (dev issuer)
 AUTH ?= off
 
-.PHONY: run test bench digest clean
+.PHONY: run test lint bench digest clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -23,8 +23,13 @@ run: $(STAMP)
 	$(BIN)/calipso serve --host $(HOST) --port $(PORT) --mllp-port $(MLLP_PORT) --data-dir $(DATA_DIR) \
 		--auth $(AUTH) $(if $(filter on,$(AUTH)),--dev-issuer)
 
-test: $(STAMP)
+test: lint
 	$(BIN)/python -m pytest -q
+
+# ruff and mypy at the settings pyproject.toml states (test runs it first)
+lint: $(STAMP)
+	$(BIN)/ruff check fhir_server hl7v2_bridge conformance tests bench
+	$(BIN)/mypy
 
 bench: $(STAMP)
 	command -v wrk >/dev/null || apt-get install -y wrk || { echo "bench needs wrk (Debian package wrk)"; exit 1; }

@@ -20,9 +20,9 @@ async def inbox_command(settings: Settings, args: argparse.Namespace, out: TextI
         await store.ensure_indexes()
         bridge = Bridge(Engine(store, load_spec()), settings.hl7_default_charset)
         if args.inbox_command == "list":
-            for doc in await bridge.inbox.listing(args.status, args.limit):
-                error = doc.get("error", {})
-                print(f"{doc['received']:%Y-%m-%d %H:%M:%S}  {doc['status']:<9} {doc.get('event', ''):<4} {doc['_id']}"
+            for listed in await bridge.inbox.listing(args.status, args.limit):
+                error = listed.get("error", {})
+                print(f"{listed['received']:%Y-%m-%d %H:%M:%S}  {listed['status']:<9} {listed.get('event', ''):<4} {listed['_id']}"
                       + (f"  [{error.get('code')}] {error.get('text', '')[:80]}" if error else ""), file=out)
             return 0
         if args.inbox_command == "show":

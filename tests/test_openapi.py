@@ -4,7 +4,6 @@ against a real `calipso serve`: no 5xx, and every error answer is an OperationOu
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import pytest

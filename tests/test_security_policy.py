@@ -332,7 +332,7 @@ async def test_chains_and_has_see_only_what_the_token_reaches(secured: tuple[Fas
     assert _ids(reverse.json()) == {"Patient/helene"} and reverse.json()["total"] == 1
     paged = await client.get("/fhir/Communication", params={"_count": "2", "_total": "accurate"}, headers=gp)
     walked = _ids(paged.json())
-    while (after := next((l["url"] for l in paged.json().get("link", []) if l["relation"] == "next"), None)):
+    while (after := next((link["url"] for link in paged.json().get("link", []) if link["relation"] == "next"), None)):
         paged = await client.get(after.split("calipso.test", 1)[-1], headers=gp)
         walked |= _ids(paged.json())
     assert walked == {f"Communication/entry-helene-{n}" for n in range(3)}

@@ -15,10 +15,10 @@ from typing import Any
 FHIR_JSON = "application/fhir+json"
 JSON_PATCH = "application/json-patch+json"
 ID_PATTERN = "^[A-Za-z0-9\\-\\.]{1,64}$"
-SEARCH_TYPES = {"number": {"type": "string"}, "date": {"type": "string"}, "string": {"type": "string"},
+SEARCH_TYPES: dict[str, dict[str, Any]] = {"number": {"type": "string"}, "date": {"type": "string"}, "string": {"type": "string"},
                 "token": {"type": "string"}, "reference": {"type": "string"}, "composite": {"type": "string"},
                 "quantity": {"type": "string"}, "uri": {"type": "string"}, "special": {"type": "string"}}
-RESULT_PARAMETERS = [
+RESULT_PARAMETERS: list[tuple[str, dict[str, Any]]] = [
     ("_count", {"type": "integer", "minimum": 0}),
     ("_sort", {"type": "string"}),
     ("_total", {"type": "string", "enum": ["none", "estimate", "accurate"]}),

@@ -392,7 +392,9 @@ class Searcher:
         self.windows.served += 1
         if attempt:
             self.windows.widened += 1
-        rows.sort(key=cmp_to_key(lambda a, b: _compare(a[0], b[0], sort)))
+        def by_sort_keys(a: tuple[list[Any], dict[str, Any]], b: tuple[list[Any], dict[str, Any]]) -> int:
+            return _compare(a[0], b[0], sort)
+        rows.sort(key=cmp_to_key(by_sort_keys))
         page = [doc for _, doc in rows[: request.count]]
         previous_cursor = encode_cursor(page[0], sort, before=True) if position is not None else None
         included = await self._includes(page, request)
@@ -421,10 +423,10 @@ class Searcher:
             criteria.clauses += [c for c in (self._restriction(resource_type),) if c]
             compiled.append(criteria)
         groups: dict[tuple[str, str], list[tuple[int, Criteria]]] = {}  # (type, driving field): the planner needs both
-        for position, criteria in enumerate(compiled):
-            driver = criteria.driver() if criteria is not None else None
-            if criteria is not None and driver is not None and "_id" not in driver:
-                groups.setdefault((lookups[position][0], next(iter(driver))), []).append((position, criteria))
+        for position, compiled_criteria in enumerate(compiled):
+            driver = compiled_criteria.driver() if compiled_criteria is not None else None
+            if compiled_criteria is not None and driver is not None and "_id" not in driver:
+                groups.setdefault((lookups[position][0], next(iter(driver))), []).append((position, compiled_criteria))
         answers: list[list[str] | None] = [None] * len(lookups)
 
         async def answer(resource_type: str, name: str, group: list[tuple[int, Criteria]]) -> None:

@@ -137,8 +137,7 @@ class ExpressionCompiler:
 
     def compile(self, expression: str, base: str) -> Extractor | None:
         """An extractor of the values `expression` selects on a `base` resource, or None."""
-        parts = [_steps(part, base) for part in split_top(expression, "|")]
-        parts = [p for p in parts if p is not None]
+        parts = [steps for part in split_top(expression, "|") if (steps := _steps(part, base)) is not None]
         if not parts:
             return None
         choices, types = self._choices, self._types

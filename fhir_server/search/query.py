@@ -234,7 +234,7 @@ class QueryCompiler:
         if modifier == "below":
             return _or([{"ix.ur": {"$regex": "^" + re.escape(key(p.code, unescape(v)))}} for v in values])
         if modifier == "above":
-            keys = []
+            keys: list[str] = []
             for value in map(unescape, values):
                 parts = value.split("/")
                 keys.extend(key(p.code, "/".join(parts[:n])) for n in range(3, len(parts) + 1))

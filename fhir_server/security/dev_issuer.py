@@ -34,7 +34,10 @@ class DevIssuer:
             descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             with os.fdopen(descriptor, "wb") as handle:
                 handle.write(pem)
-        self._private = serialization.load_pem_private_key(path.read_bytes(), password=None)
+        private = serialization.load_pem_private_key(path.read_bytes(), password=None)
+        if not isinstance(private, ec.EllipticCurvePrivateKey):
+            raise ValueError(f"{path} does not hold an EC private key (the dev issuer signs ES256)")
+        self._private = private
         public = json.loads(jwt.algorithms.ECAlgorithm.to_jwk(self._private.public_key()))
         self.kid = jwt.PyJWK(public, "ES256").key_id or _thumbprint(public)
         self._public = {**public, "kid": self.kid, "use": "sig", "alg": "ES256"}

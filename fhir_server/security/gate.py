@@ -114,7 +114,8 @@ class Gate:
         if "user" in contexts and claims.fhir_user:
             return await self._user_access(grant, claims.fhir_user), expires
         if "patient" in contexts:
-            patient = claims.patient or (claims.fhir_user.split("/", 1)[1] if (claims.fhir_user or "").startswith("Patient/") else None)
+            fhir_user = claims.fhir_user or ""
+            patient = claims.patient or (fhir_user.split("/", 1)[1] if fhir_user.startswith("Patient/") else None)
             if patient is None:
                 raise forbidden("patient/ scopes need a patient launch context")
             return Access(grant, "patient", frozenset({patient}), who=f"Patient/{patient}",

@@ -232,8 +232,8 @@ def _roles(participant: dict[str, Any]) -> Iterator[tuple[str, str]]:
     for role in participant.get("role") or []:
         codings = role.get("coding") if isinstance(role, dict) else None
         for coding in codings or []:
-            if isinstance(coding, dict):
-                yield coding.get("system"), coding.get("code")
+            if isinstance(coding, dict) and isinstance(coding.get("system"), str) and isinstance(coding.get("code"), str):
+                yield coding["system"], coding["code"]
 
 
 def _coordinates(participant: dict[str, Any]) -> bool:

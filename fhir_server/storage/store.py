@@ -20,6 +20,7 @@ import asyncio
 import random
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from collections.abc import Mapping
 from typing import Any
 
 from bson import Binary
@@ -65,6 +66,11 @@ READ_FIELDS = {"_id": 0, "type": 1, "id": 1, "version": 1, "updated": 1, "delete
 
 ACCESS_FIELDS = {"ix.rf": 1, "ix.tk": 1}
 SECURITY_LABEL = "_security\x1f"
+
+
+def _error_field(error: Any, name: str) -> Any:
+    """A field of one write error of a client bulk write (the driver hands them over as mappings)."""
+    return error.get(name) if isinstance(error, Mapping) else getattr(error, name, None)
 
 
 def access_entries(doc: dict[str, Any]) -> list[str]:
@@ -293,11 +299,11 @@ class ResourceStore:
         try:
             result = await self.client.bulk_write(operations, session=session, ordered=True, verbose_results=verbose)
         except ClientBulkWriteException as error:
-            if any(e.get("code") in TOO_LARGE for e in error.write_errors or []):
+            if any(_error_field(e, "code") in TOO_LARGE for e in error.write_errors or []):
                 raise TooLargeToStore(checks[0][1]) from None
-            duplicates = [e for e in error.write_errors or [] if e.get("code") == DUPLICATE_KEY]
+            duplicates = [e for e in error.write_errors or [] if _error_field(e, "code") == DUPLICATE_KEY]
             if duplicates:
-                kind, key = checks[duplicates[0].get("idx", 0)]
+                kind, key = checks[_error_field(duplicates[0], "idx") or 0]
                 raise GuardTaken(key) if kind == "guard" else VersionConflict(key) from error
             raise
         except DocumentTooLarge:  # the driver's own check, before sending
@@ -362,7 +368,7 @@ def _is_transient(error: OperationFailure) -> bool:
         inner = error.error
         if isinstance(inner, OperationFailure) and _is_transient(inner):
             return True
-        return any(e.get("code") == WRITE_CONFLICT for e in error.write_errors or [])
+        return any(_error_field(e, "code") == WRITE_CONFLICT for e in error.write_errors or [])
     return False
 
 
