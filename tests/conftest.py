@@ -17,6 +17,7 @@ import orjson
 import pytest
 from fastapi import FastAPI
 
+from conformance.server import Served
 from fhir_server.app import create_app
 from fhir_server.settings import Settings
 from fhir_server.storage.embedded import EmbeddedDatabase
@@ -124,3 +125,15 @@ def notebook_entry(patient_id: str, text: str = "Pansement refait, plaie propre.
 
 def project_root() -> Path:
     return Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+    """One real `calipso serve` (auth off, a data dir of its own) shared by a test module."""
+    server = Served(tmp_path_factory.mktemp("served") / "data", log_level="warning")
+    try:
+        server.wait_ready()
+        yield server
+    finally:
+        server.stop()
+

@@ -8,25 +8,13 @@ import json
 import shutil
 import subprocess
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
 
 from conformance.server import Served
 from tests.conftest import notebook_patient, project_root
 
 CLIENTS_DIR = project_root() / "conformance" / "clients"
-
-
-@pytest.fixture(scope="module")
-def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
-    server = Served(tmp_path_factory.mktemp("clients") / "data")
-    try:
-        server.wait_ready()
-        yield server
-    finally:
-        server.stop()
 
 
 def transaction(family: str) -> dict:

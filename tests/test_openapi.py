@@ -3,10 +3,8 @@ against a real `calipso serve`: no 5xx, and every error answer is an OperationOu
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 
 import httpx
-import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
 
@@ -16,16 +14,6 @@ from conformance.server import Served
 FUZZED_PATHS = ("/metadata", "/", "/_history", "/Patient", "/Communication", "/CarePlan", "/CareTeam", "/Encounter",
                 "/Practitioner", "/PractitionerRole", "/RelatedPerson", "/Bundle")
 EXAMPLES_PER_OPERATION = 12
-
-
-@pytest.fixture(scope="module")
-def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
-    server = Served(tmp_path_factory.mktemp("openapi") / "data", log_level="warning")
-    try:
-        server.wait_ready()
-        yield server
-    finally:
-        server.stop()
 
 
 def test_the_document_describes_what_the_capability_statement_declares(served: Served) -> None:
