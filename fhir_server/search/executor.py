@@ -13,7 +13,7 @@ import binascii
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from functools import cmp_to_key
-from typing import Any
+from typing import Any, overload
 
 import orjson
 
@@ -297,6 +297,8 @@ class Searcher:
         restriction = self._restriction(resource_type)
         if restriction is not None:
             restriction = _still_needed(restriction, criteria.clauses)
+            if restriction is not None and not ({"_id", "ix.rf"} & set(restriction)):
+                criteria.mask = restriction  # masking alone (see _page)
         criteria.clauses += [c for c in (extra, restriction) if c]
         sort = [*request.sort, ("_id", request.sort[-1][1] if request.sort else 1)]
         return request, criteria, criteria.filter(), sort
@@ -330,11 +332,17 @@ class Searcher:
         driver = criteria.driver()
         if driver is not None:
             residual = _residual(resource_type, criteria, driver)
-            single = not residual and "_id" not in driver  # tombstones have ids, never index entries
+            masked = bool(residual) and all(c is criteria.mask for c in residual)
+            single = (not residual or masked) and "_id" not in driver  # tombstones have ids, never index entries
             if single and not request.cursor and request.total == "none" and request.summary != "count":
-                # the whole search is one indexed clause: the first page is one plain query
+                # the whole search is one indexed clause: the first page is one plain query. With the
+                # access mask as the only other clause, the page is read the same way and checked
+                # here: a masked row on it (rare) sends the search down the two-phase plan below.
+                # (In the query itself, the mask makes the embedded database leave the index.)
                 direct = _driving_query(resource_type, driver)
-                return await self._page_from_database(criteria, direct, request, sort)
+                page = await self._page_from_database(criteria, direct, request, sort, criteria.mask if masked else None)
+                if page is not None:
+                    return page
             fields = _fields(residual) | {name for name, _ in sort} | ({"ix.rf"} if request.include else set())
             candidates = await self._candidates(resource_type, driver, fields)
             if candidates is not None:
@@ -485,10 +493,22 @@ class Searcher:
         included = await self._includes(matches_, request)
         return SearchResult(matches_, included, next_cursor, total, criteria, request, previous_cursor)
 
+    @overload
     async def _page_from_database(
-        self, criteria: Criteria, query: dict[str, Any], request: SearchRequest, sort: list[tuple[str, int]]
-    ) -> SearchResult:
-        """No indexed clause to start from: the database filters, sorts and cuts the page."""
+        self, criteria: Criteria, query: dict[str, Any], request: SearchRequest, sort: list[tuple[str, int]], mask: None = None
+    ) -> SearchResult: ...
+
+    @overload
+    async def _page_from_database(
+        self, criteria: Criteria, query: dict[str, Any], request: SearchRequest, sort: list[tuple[str, int]], mask: dict[str, Any] | None
+    ) -> SearchResult | None: ...
+
+    async def _page_from_database(
+        self, criteria: Criteria, query: dict[str, Any], request: SearchRequest, sort: list[tuple[str, int]],
+        mask: dict[str, Any] | None = None,
+    ) -> SearchResult | None:
+        """The database filters, sorts and cuts the page. With `mask`: None when a row of the
+        page does not pass it (the caller then searches another way)."""
         total = None
         if request.total != "none" or request.summary == "count":
             total = await self._collection.count_documents(query)
@@ -502,8 +522,12 @@ class Searcher:
         projection = {**BASE_FIELDS, **{name: 1 for name, _ in sort}}
         if request.include:
             projection["ix.rf"] = 1
+        if mask is not None:
+            projection.update(ACCESS_FIELDS)
         cursor = self._collection.find(page_query, projection).sort(order).limit(request.count + 1)
         rows = [doc async for doc in cursor]
+        if mask is not None and not all(matches(row, mask) for row in rows):
+            return None
         more = len(rows) > request.count  # more in the direction read
         rows = rows[: request.count]
         if before:

@@ -52,6 +52,7 @@ class Criteria:
     clauses: list[dict[str, Any]] = field(default_factory=list)
     used: list[tuple[str, str]] = field(default_factory=list)
     ignored: list[str] = field(default_factory=list)
+    mask: dict[str, Any] | None = None  # the access policy's masking clause, when it is one of `clauses`
 
     def filter(self) -> dict[str, Any]:
         return {"$and": self.clauses} if len(self.clauses) > 1 else (self.clauses[0] if self.clauses else {})
