@@ -5,11 +5,9 @@ from __future__ import annotations
 import asyncio
 import logging
 from contextlib import asynccontextmanager
-from datetime import timezone
-from typing import Any, AsyncIterator, Callable
+from typing import AsyncIterator, Callable
 
 from fastapi import FastAPI
-from pymongo import AsyncMongoClient
 from starlette.exceptions import HTTPException
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
@@ -17,9 +15,8 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from fhir_server import __version__
-from fhir_server.engine import Engine
 from fhir_server.ig.install import install_guide
-from hl7v2_bridge import Bridge, MllpListener, listener_settings
+from hl7v2_bridge import MllpListener, listener_settings
 from fhir_server.outcome import Issue
 from fhir_server.rest.access_log import AccessLog
 from fhir_server.rest.hardening import RateLimiter, SecurityHeaders
@@ -27,22 +24,14 @@ from fhir_server.rest.paths import TrailingSlash
 from fhir_server.rest.responses import outcome_response
 from fhir_server.rest.routes import ROUTES, guarded
 from fhir_server.security import build_gate
-from fhir_server.security.audit import AuditTrail, engine_committer, message_recorder
+from fhir_server.security.audit import message_recorder
 from fhir_server.settings import Settings
-from fhir_server.spec import load_spec
-from fhir_server.storage.store import ResourceStore
-from fhir_server.storage.versions import check_server
+from fhir_server.services import build_services
+from fhir_server.storage.connection import connect
 
 log = logging.getLogger("calipso.app")
 
 HTTP_ISSUE_CODES = {404: "not-found", 405: "not-supported"}
-
-
-def connect(uri: str) -> AsyncMongoClient[dict[str, Any]]:
-    """A client whose datetimes come back timezone-aware in UTC, and whose writes are
-    acknowledged only once journaled on a majority of the replica set (`w: majority, j: true`):
-    a 201 or an AA must survive a crash or a failover."""
-    return AsyncMongoClient(uri, tz_aware=True, tzinfo=timezone.utc, uuidRepresentation="standard", w="majority", journal=True)
 
 
 def create_app(settings: Settings, when_ready: Callable[[], None] | None = None) -> FastAPI:
@@ -54,19 +43,14 @@ def create_app(settings: Settings, when_ready: Callable[[], None] | None = None)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        client = connect(settings.mongodb_uri or "")
-        await check_server(client)
-        store = ResourceStore(client, settings.database)
-        await store.ensure_indexes()
-        engine = Engine(store, load_spec(), enforce_profiles=settings.enforce_profiles)
+        services = await build_services(settings)
+        engine, store = services.engine, services.store
         if settings.serve_guide:
             await install_guide(engine)
         app.state.engine = engine
         app.state.gate, app.state.dev_issuer = build_gate(settings, store.current_versions, lambda: engine.care_circle_changes)
-        app.state.audit = AuditTrail(engine_committer(engine), settings.data_dir / "audit") if settings.audit else None
-        if app.state.audit is not None:
-            await app.state.audit.start()
-        app.state.bridge = Bridge(engine, settings.hl7_default_charset)
+        app.state.audit = services.audit
+        app.state.bridge = services.bridge
         listener = None
         if settings.mllp_port is not None:
             listener = MllpListener(app.state.bridge, listener_settings(settings), message_recorder(app.state.audit))
@@ -79,9 +63,7 @@ def create_app(settings: Settings, when_ready: Callable[[], None] | None = None)
         finally:
             if listener is not None:
                 await listener.stop()
-            if app.state.audit is not None:
-                await app.state.audit.stop()
-            await client.close()
+            await services.close()
 
     app = FastAPI(
         title="calipso",

@@ -5,20 +5,18 @@ from __future__ import annotations
 import argparse
 from typing import TextIO
 
-from fhir_server.app import connect
-from fhir_server.engine import Engine
+from fhir_server.security.audit import message_recorder
+from fhir_server.services import build_services
 from fhir_server.settings import Settings
-from fhir_server.spec import load_spec
-from fhir_server.storage.store import ResourceStore
-from hl7v2_bridge.bridge import Bridge
 
 
 async def inbox_command(settings: Settings, args: argparse.Namespace, out: TextIO) -> int:
-    client = connect(settings.mongodb_uri or "")
+    """On the services `calipso serve` runs on (fhir_server/services.py): a replay is validated,
+    enforced and audited as the listener's messages are."""
+    services = await build_services(settings, role="inbox")
+    record = message_recorder(services.audit)
     try:
-        store = ResourceStore(client, settings.database)
-        await store.ensure_indexes()
-        bridge = Bridge(Engine(store, load_spec()), settings.hl7_default_charset)
+        bridge = services.bridge
         if args.inbox_command == "list":
             for listed in await bridge.inbox.listing(args.status, args.limit):
                 error = listed.get("error", {})
@@ -42,13 +40,15 @@ async def inbox_command(settings: Settings, args: argparse.Namespace, out: TextI
         for key, raw in await bridge.inbox.raw_of(args.status):
             await bridge.inbox.reopen(key)
             outcome = await bridge.handle(raw, "replay")
+            if record is not None:
+                record(outcome.code, "replay", key)
             replayed += 1
             failures += outcome.code != "AA"
             print(f"{key}: {outcome.code}", file=out)
         print(f"replayed {replayed} messages, {replayed - failures} applied", file=out)
         return 1 if failures else 0
     finally:
-        await client.close()
+        await services.close()
 
 
 __all__ = ["inbox_command"]

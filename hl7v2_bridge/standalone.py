@@ -6,26 +6,17 @@ import asyncio
 import logging
 import signal
 
-from fhir_server.app import connect
-from fhir_server.engine import Engine
-from fhir_server.security.audit import AuditTrail, engine_committer, message_recorder
+from fhir_server.security.audit import message_recorder
+from fhir_server.services import build_services
 from fhir_server.settings import Settings
-from fhir_server.spec import load_spec
-from fhir_server.storage.store import ResourceStore
-from hl7v2_bridge import Bridge, MllpListener, listener_settings
+from hl7v2_bridge import MllpListener, listener_settings
 
 log = logging.getLogger("calipso.mllp")
 
 
 async def run_listener(settings: Settings) -> int:
-    client = connect(settings.mongodb_uri or "")
-    store = ResourceStore(client, settings.database)
-    await store.ensure_indexes()
-    engine = Engine(store, load_spec(), enforce_profiles=settings.enforce_profiles)
-    trail = AuditTrail(engine_committer(engine), settings.data_dir / "audit", role="mllp") if settings.audit else None
-    if trail is not None:
-        await trail.start()
-    listener = MllpListener(Bridge(engine, settings.hl7_default_charset), listener_settings(settings), message_recorder(trail))
+    services = await build_services(settings, role="mllp")
+    listener = MllpListener(services.bridge, listener_settings(settings), message_recorder(services.audit))
     port = await listener.start()
     print(f"calipso MLLP listener on {settings.host}:{port}", flush=True)
     stop = asyncio.Event()
@@ -34,9 +25,7 @@ async def run_listener(settings: Settings) -> int:
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
     await listener.stop()
-    if trail is not None:
-        await trail.stop()
-    await client.close()
+    await services.close()
     return 0
 
 

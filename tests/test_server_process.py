@@ -250,3 +250,29 @@ def test_inbox_reads_the_database_of_a_running_serve(tmp_path: Path) -> None:
     finally:
         assert served.stop() == 0
     assert not (tmp_path / "data" / "database.uri").exists()  # a clean stop removes it
+
+
+def test_inbox_replay_is_audited_like_the_listener(tmp_path: Path) -> None:
+    """`calipso inbox replay` runs on the same services as `calipso serve` (services.py): a
+    replayed message gets its AuditEvent, as one received over MLLP does."""
+    import asyncio
+
+    from hl7v2_bridge.client import MllpClient, ack_code
+    from tests.bridge_fixtures import SAMPLES
+
+    served = Served(tmp_path / "data", mllp=True)
+    try:
+        served.wait_ready()
+
+        async def send() -> bytes:
+            async with MllpClient("127.0.0.1", served.mllp_port) as client:
+                return await client.send((SAMPLES / "bad" / "a03-without-pv1.hl7").read_bytes())
+        assert ack_code(asyncio.run(send())) in ("AE", "AR")
+        env = {k: v for k, v in os.environ.items() if not k.startswith("CALIPSO_")}
+        replayed = subprocess.run([*CALIPSO, "inbox", "--data-dir", str(tmp_path / "data"), "replay", "--status", "rejected"],
+                                  capture_output=True, text=True, env=env, timeout=120)
+        assert "replayed 1 messages" in replayed.stdout, replayed.stdout + replayed.stderr
+        events = httpx.get(f"{served.base}/AuditEvent", params={"_count": "100"}).json().get("entry", [])
+        assert any("hl7:replay" in str(e["resource"]) for e in events), [e["resource"].get("agent") for e in events]
+    finally:
+        assert served.stop() == 0

@@ -1,0 +1,55 @@
+"""The one composition root: what `calipso serve`, `calipso mllp` and `calipso inbox` run on.
+
+Each of them used to build its own engine and bridge, and they drifted: the inbox's replay ran
+without the profile enforcement the server applied, and without the audit trail. Now the
+database client (version checked), the store (indexes ensured), the engine (as the settings
+configure it), the audit trail and the bridge are built here, once, the same way for all.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from fhir_server.engine import Engine
+from fhir_server.security.audit import AuditTrail, engine_committer
+from fhir_server.settings import Settings
+from fhir_server.spec import load_spec
+from fhir_server.storage.connection import connect
+from fhir_server.storage.store import ResourceStore
+from fhir_server.storage.versions import check_server
+from hl7v2_bridge.bridge import Bridge
+
+
+@dataclass
+class Services:
+    client: Any
+    store: ResourceStore
+    engine: Engine
+    audit: AuditTrail | None
+    bridge: Bridge
+
+    async def close(self) -> None:
+        if self.audit is not None:
+            await self.audit.stop()
+        await self.client.close()
+
+
+async def build_services(settings: Settings, role: str = "api") -> Services:
+    """Everything but the listeners; `role` names the audit journal ("api", "mllp", "inbox")."""
+    client = connect(settings.mongodb_uri or "")
+    try:
+        await check_server(client)
+        store = ResourceStore(client, settings.database)
+        await store.ensure_indexes()
+        engine = Engine(store, load_spec(), enforce_profiles=settings.enforce_profiles)
+        audit = AuditTrail(engine_committer(engine), settings.data_dir / "audit", role=role) if settings.audit else None
+        if audit is not None:
+            await audit.start()
+    except BaseException:
+        await client.close()
+        raise
+    return Services(client, store, engine, audit, Bridge(engine, settings.hl7_default_charset))
+
+
+__all__ = ["Services", "build_services"]
