@@ -23,8 +23,10 @@ run: $(STAMP)
 	$(BIN)/calipso serve --host $(HOST) --port $(PORT) --mllp-port $(MLLP_PORT) --data-dir $(DATA_DIR) \
 		--auth $(AUTH) $(if $(filter on,$(AUTH)),--dev-issuer)
 
+# `make test MONGODB_URI=mongodb://...`: the suite on an operator's MongoDB (8.0+, a replica set)
+# instead of the embedded one; each test uses a database of its own there.
 test: lint
-	$(BIN)/python -m pytest -q
+	$(if $(MONGODB_URI),CALIPSO_TEST_MONGODB_URI='$(MONGODB_URI)') $(BIN)/python -m pytest -q
 
 # ruff and mypy at the settings pyproject.toml states (test runs it first)
 lint: $(STAMP)
