@@ -106,6 +106,17 @@ class Engine:
         if references is None or not _inside(clause, resource_type, resource_id, references):
             raise FhirError.of(404, "not-found", f"{resource_type}/{_clip(resource_id)} is not known")
 
+    async def _current_to_write(self, resource_type: str, resource_id: str, if_match: int | None) -> Current | None:
+        """The current version an update or delete would replace, once the token may replace it
+        (or, where there is none, may write there) and `If-Match` holds."""
+        current = await self.store.current(resource_type, resource_id)
+        if current is not None and not current.deleted:
+            await self.check_replaceable(resource_type, resource_id)
+        else:
+            check_absent(ACCESS.get(), resource_type, resource_id)
+        check_if_match(current, if_match)
+        return current
+
     async def check_replaceable(self, resource_type: str, resource_id: str) -> None:
         """404, as for a resource that does not exist, unless the request's token may replace or
         delete the stored version (security/writes.py)."""
@@ -165,12 +176,7 @@ class Engine:
                 expression=f"{resource_type}.id",
             )
         for attempt in range(MAX_WRITE_ATTEMPTS):
-            current = await self.store.current(resource_type, resource_id)
-            if current is not None and not current.deleted:
-                await self.check_replaceable(resource_type, resource_id)
-            else:
-                check_absent(ACCESS.get(), resource_type, resource_id)
-            check_if_match(current, if_match)
+            current = await self._current_to_write(resource_type, resource_id, if_match)
             try:
                 write = self.prepare(resource_type, resource_id, resource, "PUT", current, self.next_time(current))
                 await self._commit(write)
@@ -188,12 +194,7 @@ class Engine:
         self.check_type(resource_type)
         self.check_id(resource_id)
         for attempt in range(MAX_WRITE_ATTEMPTS):
-            current = await self.store.current(resource_type, resource_id)
-            if current is not None and not current.deleted:
-                await self.check_replaceable(resource_type, resource_id)
-            else:
-                check_absent(ACCESS.get(), resource_type, resource_id)
-            check_if_match(current, if_match)
+            current = await self._current_to_write(resource_type, resource_id, if_match)
             if current is None or current.deleted:
                 return None
             write = self.prepare_delete(resource_type, resource_id, current, self.next_time(current))
