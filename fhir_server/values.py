@@ -33,6 +33,11 @@ def clean(text: str) -> str:
 
 
 def key(*parts: str) -> str:
+    """The parts joined by SEPARATOR, which is removed from the parts themselves (a value that
+    holds one cannot pass for two parts). One join in the usual case: ~170 keys per write."""
+    joined = SEPARATOR.join(parts)
+    if joined.count(SEPARATOR) == len(parts) - 1:
+        return joined
     return SEPARATOR.join(clean(p) for p in parts)
 
 
