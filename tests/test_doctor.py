@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from typing import Any
 
 from conformance.server import free_port
 
@@ -33,3 +34,11 @@ def test_an_unreachable_database_is_one_clear_failure() -> None:
     assert done.stdout.split()[:2] == ["FAIL", "reachable"] and "Traceback" not in done.stderr
     without = doctor()
     assert without.returncode == 2 and "--mongodb-uri" in without.stderr
+
+
+async def test_a_database_calipso_started_on_has_its_indexes(app: Any, settings: Any) -> None:
+    """The app fixture ran calipso's start-up on `settings.database`: every index is there."""
+    import asyncio
+
+    done = await asyncio.to_thread(doctor, "--mongodb-uri", settings.mongodb_uri, "--database", settings.database)
+    assert next(line for line in done.stdout.splitlines() if line.split()[1] == "indexes").startswith("OK")

@@ -17,13 +17,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from pymongo import AsyncMongoClient
+from pymongo import AsyncMongoClient, WriteConcern
 from pymongo.errors import PyMongoError
 
 from fhir_server.storage.store import INDEXES
 from fhir_server.storage.versions import version_problem
 
 PROBES = "calipso_doctor"
+DURABLE = WriteConcern(w="majority", j=True)  # what calipso's writes ask for (storage/connection.py)
 
 
 @dataclass(frozen=True)
@@ -66,7 +67,7 @@ async def _topology(client: AsyncMongoClient[dict[str, Any]]) -> Finding:
 
 
 async def _durable_write(client: AsyncMongoClient[dict[str, Any]], database: str) -> Finding:
-    probes = client[database].get_collection(PROBES).with_options(write_concern=_majority())
+    probes = client[database].get_collection(PROBES).with_options(write_concern=DURABLE)
     try:
         await probes.insert_one({"_id": "durable-write-probe"})
         await probes.delete_one({"_id": "durable-write-probe"})
@@ -81,7 +82,7 @@ async def _transaction(client: AsyncMongoClient[dict[str, Any]], database: str) 
         if PROBES not in await client[database].list_collection_names():
             await client[database].create_collection(PROBES, check_exists=False)
         async with client.start_session() as session:
-            async with await session.start_transaction(write_concern=_majority()):
+            async with await session.start_transaction(write_concern=DURABLE):
                 await probes.insert_one({"_id": "transaction-probe"}, session=session)
                 await probes.delete_one({"_id": "transaction-probe"}, session=session)
     except PyMongoError as error:
@@ -99,18 +100,12 @@ async def _indexes(client: AsyncMongoClient[dict[str, Any]], database: str) -> F
     for collection, indexes in INDEXES.items():
         present = {tuple(spec["key"].items()) async for spec in await client[database][collection].list_indexes()}
         for keys, options in indexes:
-            wanted = tuple((name, direction) for name, direction in (keys if isinstance(keys, list) else [(keys, 1)]))
+            wanted = tuple(keys)
             if wanted not in present:
                 missing.append(f"{collection}:{options.get('name') or ','.join(k for k, _ in wanted)}")
     if missing:
         return Finding("indexes", "WARN", f"{len(missing)} missing (calipso creates them at its first start): {', '.join(missing[:6])}")
     return Finding("indexes", "OK", "every index calipso queries with is there")
-
-
-def _majority() -> Any:
-    from pymongo import WriteConcern
-
-    return WriteConcern(w="majority", j=True)
 
 
 __all__ = ["Finding", "examine"]
