@@ -56,6 +56,11 @@ def _parser() -> argparse.ArgumentParser:
     send.add_argument("--host", default="127.0.0.1")
     send.add_argument("--port", type=int, default=2575)
     send.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for each ACK")
+    demo = commands.add_parser("demo", help="load a French example notebook into a running calipso (A03 over MLLP, a week of entries)")
+    demo.add_argument("--server", default="http://127.0.0.1:8080/fhir", help="FHIR base URL (default http://127.0.0.1:8080/fhir)")
+    demo.add_argument("--mllp-host", default="127.0.0.1")
+    demo.add_argument("--mllp-port", type=int, default=2575)
+    demo.add_argument("--data-dir", type=Path, default=None, help="the server's data dir (its dev issuer signs the demo's tokens)")
     mllp = commands.add_parser("mllp", help="run the MLLP listener alone (no FHIR API)")
     mllp.add_argument("--host", default=None)
     mllp.add_argument("--mllp-port", type=int, default=None)
@@ -267,6 +272,22 @@ def send(args: argparse.Namespace) -> int:
         return 2
 
 
+def demo(args: argparse.Namespace) -> int:
+    """Load the demo notebook; 1 when a step failed (the message says which)."""
+    from fhir_server.demo import DemoError, load_demo
+
+    settings = Settings.from_env(data_dir=args.data_dir)
+    try:
+        summary = load_demo(args.server, args.mllp_host, args.mllp_port, settings.data_dir, settings.auth_audience)
+    except (DemoError, OSError) as error:
+        print(f"calipso demo: {error}", file=sys.stderr)
+        return 1
+    origin = args.server.rstrip("/").rsplit("/fhir", 1)[0]
+    print(f"demo loaded: {summary.patient}, {summary.entries} entries, {summary.receipts} read receipts")
+    print(f"open {origin}/app/ and sign in as one of them (the dev sign-in page lists them)")
+    return 0
+
+
 def mllp(args: argparse.Namespace) -> int:
     """The listener alone: the same engine and bridge, without the HTTP API."""
     import asyncio
@@ -334,7 +355,7 @@ def doctor(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     commands = {"serve": serve, "token": token, "load": load, "validate": validate, "ig": ig, "send": send, "mllp": mllp, "inbox": inbox,
-                "doctor": doctor}
+                "doctor": doctor, "demo": demo}
     return commands[args.command](args)
 
 

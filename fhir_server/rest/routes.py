@@ -32,6 +32,8 @@ from fhir_server.rest.negotiation import Rendering, negotiate
 from fhir_server.rest.openapi import openapi_document
 from fhir_server.rest.preconditions import if_match, not_modified, parse_instant, return_preference, strict_handling
 from fhir_server.rest.search_bundle import search_bundle
+from fhir_server.rest.sign_in import authorize_choice, authorize_page
+from fhir_server.rest.sign_in import token as sign_in_token
 from fhir_server.rest.subrequest import SUBREQUEST
 from fhir_server.rest.terminology_operations import expand, lookup, validate_code
 from fhir_server.rest.validate_operation import validate_instance, validate_type
@@ -45,6 +47,7 @@ from fhir_server.security.permissions import (BUNDLES, CREATES, DELETES, EVERYTH
                                               TYPE_HISTORY, UPDATES, VALIDATES, VREADS, Permission)
 from fhir_server.security.policy import NOBODY, Access, acting_as
 from fhir_server.storage.store import Version
+from fhir_server.webapp.serving import app_file, app_root
 
 log = logging.getLogger("calipso.rest")
 
@@ -427,6 +430,12 @@ ROUTES: list[FhirRoute] = [
     FhirRoute("/fhir/.well-known/smart-configuration", "GET", smart_configuration, PUBLIC),
     FhirRoute("/fhir/.well-known/jwks.json", "GET", jwks, PUBLIC),
     FhirRoute("/hl7v2", "POST", ingest, HL7_INBOX),
+    # the notebook web app (static, no data) and the dev issuer's sign-in (development only)
+    FhirRoute("/app", "GET", app_root, PUBLIC),
+    FhirRoute("/app/{path:path}", "GET", app_file, PUBLIC),
+    FhirRoute("/dev-auth/authorize", "GET", authorize_page, PUBLIC),
+    FhirRoute("/dev-auth/authorize", "POST", authorize_choice, PUBLIC),
+    FhirRoute("/dev-auth/token", "POST", sign_in_token, PUBLIC),
     # operations first: `$name` would otherwise be read as an id
     FhirRoute("/fhir/ValueSet/$expand", "GET", expand, EXPANDS),
     FhirRoute("/fhir/ValueSet/$expand", "POST", expand, EXPANDS),

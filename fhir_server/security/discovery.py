@@ -37,10 +37,15 @@ def smart_configuration(settings: Settings, base_url: str) -> dict[str, Any]:
         config["jwks_uri"] = settings.auth_jwks_url
     elif settings.dev_issuer:
         config["jwks_uri"] = f"{base_url}/.well-known/jwks.json"
+    origin = base_url.rsplit("/fhir", 1)[0]
     if settings.auth_authorize_url:
         config["authorization_endpoint"] = settings.auth_authorize_url
+    elif settings.dev_issuer:  # the dev issuer's sign-in page (security/dev_sign_in.py): development only
+        config["authorization_endpoint"] = f"{origin}/dev-auth/authorize"
     if settings.auth_token_url:
         config["token_endpoint"] = settings.auth_token_url
+    elif settings.dev_issuer:
+        config["token_endpoint"] = f"{origin}/dev-auth/token"
     return config
 
 
