@@ -24,7 +24,7 @@ from fhir_server.storage.embedded import EmbeddedDatabase
 from tests.fhir_schema import assert_conforms
 
 FHIR_JSON = "application/fhir+json"
-pytest_plugins = ["tests.bridge_fixtures"]  # the `bridged` fixture (an app with its MLLP listener)
+pytest_plugins = ["tests.bridge_fixtures", "tests.webapp_fixtures"]  # `bridged` (an app with its MLLP listener), `demo_server`
 
 
 @pytest.fixture(scope="session")
