@@ -11,7 +11,7 @@ DATA_DIR ?= ./data
 # off: the local quick start (loopback only, with a loud warning); on: tokens from `calipso token` (dev issuer)
 AUTH ?= off
 
-.PHONY: run test lint bench digest clean
+.PHONY: run test lint bench digest clean demo browser webapp-vendor
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -25,8 +25,23 @@ run: $(STAMP)
 
 # `make test MONGODB_URI=mongodb://...`: the suite on an operator's MongoDB (8.0+, a replica set)
 # instead of the embedded one; each test uses a database of its own there.
-test: lint
+test: lint browser
 	$(if $(MONGODB_URI),CALIPSO_TEST_MONGODB_URI='$(MONGODB_URI)') $(BIN)/python -m pytest -q
+
+# The web app's browser tests drive Debian's chromium (package chromium): installed here when it
+# is missing and this machine can (root with apt-get); otherwise those tests say why they skip.
+browser:
+	@command -v chromium >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+		{ apt-get install -y -q chromium >/dev/null || { apt-get update -q >/dev/null && apt-get install -y -q chromium >/dev/null; }; }; } || \
+		echo "chromium is not installed (apt-get install chromium): the browser tests will be skipped"
+
+# A French example notebook in the server `make run` started (AUTH=on for the sign-in page).
+demo: $(STAMP)
+	$(BIN)/calipso demo --server http://$(HOST):$(PORT)/fhir --mllp-port $(MLLP_PORT) --data-dir $(DATA_DIR)
+
+# Copy the web app's third-party files from npm (versions locked in fhir_server/webapp/package-lock.json).
+webapp-vendor: $(STAMP)
+	$(BIN)/python -m fhir_server.webapp.vendor
 
 # ruff and mypy at the settings pyproject.toml states (test runs it first)
 lint: $(STAMP)

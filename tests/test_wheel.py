@@ -16,7 +16,7 @@ from tests.bridge_fixtures import sample
 from tests.conftest import project_root
 
 
-def test_a_wheel_installed_alone_serves_the_guide_and_maps_discharges(tmp_path: Path) -> None:
+def test_a_wheel_installed_alone_serves_the_guide_the_app_and_maps_discharges(tmp_path: Path) -> None:
     built = subprocess.run([sys.executable, "-m", "pip", "wheel", str(project_root()), "--no-deps", "-q", "-w", str(tmp_path / "dist")],
                            capture_output=True, text=True, timeout=600)
     assert built.returncode == 0, built.stderr[-2000:]
@@ -57,6 +57,12 @@ def test_a_wheel_installed_alone_serves_the_guide_and_maps_discharges(tmp_path: 
             async with MllpClient("127.0.0.1", mllp_port) as client:
                 return await client.send(sample("A03-discharge-home.hl7"))
         assert ack_code(asyncio.run(discharge())) == "AA"
+        origin = base.rsplit("/fhir", 1)[0]  # the web app and its vendored libraries ship in the wheel
+        for path in ("/app/", "/app/js/main.js", "/app/vendor/preact.module.js", "/app/guide.json"):
+            assert httpx.get(f"{origin}{path}", timeout=10).status_code == 200, path
+        demo = subprocess.run([sys.executable, "-m", "fhir_server.cli", "demo", "--server", base, "--mllp-port", str(mllp_port),
+                               "--data-dir", str(tmp_path / "data")], capture_output=True, text=True, cwd=tmp_path, env=env, timeout=120)
+        assert demo.returncode == 0 and "11 entries" in demo.stdout, demo.stderr  # the demo's data ship too
     finally:
         server.terminate()
         server.wait(60)

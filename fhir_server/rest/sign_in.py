@@ -13,7 +13,7 @@ from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Re
 
 from fhir_server.outcome import FhirError
 from fhir_server.rest.body import read_body
-from fhir_server.rest.context import base_url, engine_of, settings_of
+from fhir_server.rest.context import base_url, engine_of
 from fhir_server.security.dev_sign_in import REQUEST_FIELDS, DevSignIn, Identity, OAuthError
 from fhir_server.security.policy import SYSTEM, acting_as
 
