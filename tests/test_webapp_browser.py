@@ -254,3 +254,70 @@ def test_every_screen_passes_axe(browser: Browser, demo_server: DemoServer, erro
     page.context.close()
     assert {screen: v for screen, v in found.items() if v} == {}
     assert errors == []
+
+
+def tab_to(page: Page, name: str, presses: int = 80) -> None:
+    """Press Tab until the focused element's text or label is `name` (fails if it never is)."""
+    for _ in range(presses):
+        page.keyboard.press("Tab")
+        focused = page.evaluate("() => { const e = document.activeElement;"
+                                " return (e.getAttribute('aria-label') || e.labels?.[0]?.textContent || e.textContent || '').trim(); }")
+        if focused == name:
+            return
+    raise AssertionError(f"{name!r} is not reachable with the Tab key")
+
+
+def test_the_notebook_works_with_the_keyboard_alone(browser: Browser, demo_server: DemoServer, errors: list[str]) -> None:
+    text = f"Écrit au clavier seul ({uuid.uuid4().hex[:6]})."
+    page = new_page(browser, errors)
+    page.goto(f"http://127.0.0.1:{demo_server.served.port}/app/")
+    tab_to(page, "Se connecter")
+    page.keyboard.press("Enter")
+    page.wait_for_url("**/dev-auth/authorize**")
+    tab_to(page, "Claire PETIT Infirmier(e) libéral(e)")
+    page.keyboard.press("Enter")
+    expect(page.get_by_role("heading", level=1)).to_have_text("Mes patients")
+    tab_to(page, PATIENT)
+    page.keyboard.press("Enter")
+    expect(page.get_by_role("heading", level=1)).to_have_text(f"Carnet de {PATIENT}")
+    tab_to(page, "Nouvelle entrée")
+    page.keyboard.press("Enter")
+    tab_to(page, "Texte")
+    page.keyboard.type(text)
+    tab_to(page, "Ajouter au carnet")
+    page.keyboard.press("Enter")
+    expect(entry(page, text)).to_have_count(1)
+    page.context.close()
+    assert errors == []
+
+
+def test_the_notebook_filters_by_kind_and_pages(browser: Browser, demo_server: DemoServer, errors: list[str]) -> None:
+    token = demo_server.system_token()
+    patient, physio = demo_server.reference("patient"), demo_server.reference("physio")
+    observation = {"system": "https://fhir.hopitauxchampagnesud.fr/calipso/CodeSystem/entry-kind", "code": "observation"}
+    import httpx
+
+    for n in range(21):  # more than a page, whatever the other tests wrote
+        created = httpx.post(f"{demo_server.served.base}/Communication", headers={"Authorization": f"Bearer {token}"}, json={
+            "resourceType": "Communication", "status": "completed", "category": [{"coding": [observation]}],
+            "subject": {"reference": patient}, "sent": f"2026-11-30T{n:02d}:10:00Z", "sender": {"reference": physio},
+            "payload": [{"contentString": f"Marche dans le couloir, séance {n}."}]}, timeout=30)
+        assert created.status_code == 201, created.text
+    page = new_page(browser, errors)
+    sign_in(page, demo_server, "Hélène MOREAU")
+    open_notebook(page)
+    top_kinds = page.locator("ol.entries > li > article > header > .badge.kind")
+    page.get_by_label("Afficher").select_option(label="Alerte")
+    expect(top_kinds).to_have_text(["Alerte"])  # the demo's one alert, and nothing else
+    page.get_by_label("Afficher").select_option(label="Toutes les entrées")
+    older = page.get_by_role("button", name="Entrées plus anciennes")
+    expect(older).to_be_visible()
+    assert page.locator("ol.entries > li").count() <= 20  # one page at a time
+    expect(page.locator("article.discharge")).to_have_count(0)  # the oldest entry is not on the first page
+    while older.count():
+        older.click()
+        page.wait_for_load_state("networkidle")
+    expect(page.locator("article.discharge")).to_have_count(1)  # the hospital's discharge entry stands out
+    expect(page.locator("article.discharge .badge.kind")).to_have_text("Informations de sortie")
+    page.context.close()
+    assert errors == []
