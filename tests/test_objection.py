@@ -11,7 +11,7 @@ import httpx
 
 from tests.test_security_writes import ROLES, circle  # noqa: F401 - the fixture
 
-READS = ("/fhir/Patient/helene", "/fhir/Communication/entry-helene", "/fhir/CarePlan/plan-helene")
+READS = ("/fhir/Patient/helene", "/fhir/Communication/entry-helene", "/fhir/CarePlan/plan-helene", "/cdl/DocumentReference/entry-helene")
 
 
 def objection(*actors: dict[str, Any], status: str = "active") -> dict[str, Any]:
@@ -39,6 +39,8 @@ async def reached(client: httpx.AsyncClient, headers: dict[str, str]) -> dict[st
     included = (await client.get("/fhir/Communication", params={"_include": "Communication:subject"}, headers=headers)).json()
     found["included patients"] = sum(1 for e in included.get("entry", []) if e["resource"]["resourceType"] == "Patient")
     found["entry history"] = (await client.get("/fhir/Communication/entry-helene/_history", headers=headers)).status_code
+    notes = (await client.get("/cdl/DocumentReference", params={"patient": "Patient/helene"}, headers=headers)).json()
+    found["cdl notes"] = len(notes.get("entry", []))
     return found
 
 
@@ -50,7 +52,7 @@ async def test_an_objection_to_a_practitioner_removes_its_access_everywhere_and_
     assert recorded.status_code == 201, recorded.text
     after = await reached(client, tokens["nurse"])
     assert after == {**{path: 404 for path in READS}, "searched entries": 0, "$everything": 404, "total": 0,
-                     "included patients": 0, "entry history": 404}
+                     "included patients": 0, "entry history": 404, "cdl notes": 0}
     gp = await reached(client, tokens["gp"])  # the others keep theirs (the Consent is one more in $everything)
     assert {k: v for k, v in gp.items() if k != "$everything"} == {k: v for k, v in before.items() if k != "$everything"}
     lifted = {**recorded.json(), "status": "inactive"}

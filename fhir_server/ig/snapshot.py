@@ -2,7 +2,7 @@
 
 Covers what our profiles use: tightened cardinality, types and target profiles, fixed and
 pattern values, bindings, extra constraints, elements inside a data type (`CarePlan.period.start`)
-and slices with their own children (`Patient.identifier:INS-NIR.system`). Children of a data
+and slices with their own children (`Patient.identifier:INS-NIR.system`, `Bundle.entry:X.resource`). Children of a data
 type are copied from that type's definition, re-rooted under the element, as the HL7 snapshot
 generator does.
 """
@@ -79,9 +79,15 @@ def _add_slice(elements: list[dict[str, Any]], sliced_id: str, name: str, defini
     }
     slice_element["id"] = f"{sliced_id}:{name}"
     slice_element["sliceName"] = name
-    position = _subtree_end(elements, sliced)
-    elements.insert(position, slice_element)
-    return position
+    # A backbone element's children (Bundle.entry.resource) belong to each slice too.
+    end = _subtree_end(elements, sliced)
+    children = []
+    for child in elements[sliced + 1 : end]:
+        rest = child["id"][len(sliced_id) :]
+        if rest.startswith(".") and ":" not in rest:
+            children.append({**copy.deepcopy(child), "id": slice_element["id"] + rest})
+    elements[end:end] = [slice_element, *children]
+    return end
 
 
 def _expand_type(elements: list[dict[str, Any]], index: int, definitions: dict[str, dict[str, Any]]) -> None:

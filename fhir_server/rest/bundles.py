@@ -40,8 +40,16 @@ async def transaction_or_batch(request: Request) -> Response:
 
 async def _transaction_or_batch(request: Request, pacer: Pacer) -> Response:
     rendering = negotiate(request)
+    body = await read_json(request, settings_of(request).max_bundle_bytes)
+    kind, response_entries = await apply_bundle(request, body, pacer)
+    bundle = assemble(f"{kind}-response", [], None, response_entries)
+    return fhir_response(bundle, 200, None, rendering)
+
+
+async def apply_bundle(request: Request, body: Any, pacer: Pacer) -> tuple[str, list[bytes]]:
+    """Run a transaction or batch Bundle; its kind and the response entries, in request order
+    (the CdL base posts its translated Bundles here too)."""
     settings, engine, base = settings_of(request), engine_of(request), base_url(request)
-    body = await read_json(request, settings.max_bundle_bytes)
     limits = BundleLimits(settings.max_bundle_entries, settings.conditional_delete_multiple)
     kind, entries = read_bundle(body, limits)
     results: dict[int, EntryResult] = {}
@@ -58,11 +66,9 @@ async def _transaction_or_batch(request: Request, pacer: Pacer) -> Response:
     results.update(await run(engine, requests, base, limits, pacer=pacer))
     reads = {r.index: await _read(request, r) for r in requests if not r.writes}
     preference = return_preference(request)
-    response_entries = [
+    return kind, [
         _read_entry(reads[i]) if i in reads else _write_entry(results[i], base, preference) for i in range(len(entries))
     ]
-    bundle = assemble(f"{kind}-response", [], None, response_entries)
-    return fhir_response(bundle, 200, None, rendering)
 
 
 async def _read(request: Request, entry: BundleRequest) -> SubResponse:
@@ -131,4 +137,4 @@ def _last_modified(http_date: str) -> str:
         return http_date
 
 
-__all__ = ["transaction_or_batch"]
+__all__ = ["apply_bundle", "transaction_or_batch"]

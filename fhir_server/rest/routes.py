@@ -24,6 +24,7 @@ from fhir_server.engine.patch import patch
 from fhir_server.outcome import FhirError, Issue, operation_outcome
 from fhir_server.rest.body import read_body, read_json, read_patch
 from fhir_server.rest.bundles import transaction_or_batch
+from fhir_server.rest import cdl
 from fhir_server.rest.capability import capability_statement
 from fhir_server.rest.context import base_url, engine_of, settings_of
 from fhir_server.rest.history_bundle import history_bundle
@@ -43,8 +44,9 @@ from fhir_server.security.discovery import rest_security
 from fhir_server.security.discovery import smart_configuration as smart_discovery
 from fhir_server.security.audit import audit_event
 from fhir_server.security.permissions import (BUNDLES, CREATES, DELETES, EVERYTHING, EXPANDS, HL7_INBOX, INSTANCE_HISTORY,
-                                              LOOKS_UP, PATCHES, PUBLIC, READS, SEARCHES, SYSTEM_HISTORY, SYSTEM_SEARCHES,
-                                              TYPE_HISTORY, UPDATES, VALIDATES, VREADS, Permission)
+                                              LOOKS_UP, NOTE_DELETES, NOTE_READS, NOTE_SEARCHES, NOTE_UPDATES, PATCHES, PUBLIC,
+                                              READS, SEARCHES, SYSTEM_HISTORY, SYSTEM_SEARCHES, TYPE_HISTORY, UPDATES,
+                                              VALIDATES, VREADS, Permission)
 from fhir_server.security.policy import NOBODY, Access, acting_as
 from fhir_server.storage.store import Version
 from fhir_server.webapp.serving import app_file, app_root
@@ -436,6 +438,13 @@ ROUTES: list[FhirRoute] = [
     FhirRoute("/dev-auth/authorize", "GET", authorize_page, PUBLIC),
     FhirRoute("/dev-auth/authorize", "POST", authorize_choice, PUBLIC),
     FhirRoute("/dev-auth/token", "POST", sign_in_token, PUBLIC),
+    # the ANS Cahier de liaison base: notebook entries seen as CdLDocumentReference (rest/cdl.py)
+    FhirRoute("/cdl/metadata", "GET", cdl.metadata, PUBLIC),
+    FhirRoute("/cdl", "POST", cdl.transaction, BUNDLES),
+    FhirRoute("/cdl/DocumentReference", "GET", cdl.search_notes, NOTE_SEARCHES),
+    FhirRoute("/cdl/DocumentReference/{id}", "GET", cdl.read_note, NOTE_READS),
+    FhirRoute("/cdl/DocumentReference/{id}", "PUT", cdl.update_note, NOTE_UPDATES),
+    FhirRoute("/cdl/DocumentReference/{id}", "DELETE", cdl.delete_note, NOTE_DELETES),
     # operations first: `$name` would otherwise be read as an id
     FhirRoute("/fhir/ValueSet/$expand", "GET", expand, EXPANDS),
     FhirRoute("/fhir/ValueSet/$expand", "POST", expand, EXPANDS),

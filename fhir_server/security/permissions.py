@@ -45,6 +45,11 @@ class Permission:
     per_entry: bool = False  # transaction / batch: each entry is checked as it is read
 
 
+def notes(request: Request) -> list[str]:
+    """The CdL base's notes: the type the client names and the type they are stored as."""
+    return ["DocumentReference", "Communication"]
+
+
 PUBLIC = Permission(None, "capabilities", "R", public=True)
 READS = Permission(READ, "read", "R")
 VREADS = Permission(READ, "vread", "R")
@@ -63,7 +68,11 @@ VALIDATES = Permission(READ, "operation", "E")
 EXPANDS = Permission(READ, "operation", "E", types=fixed("ValueSet"))
 LOOKS_UP = Permission(READ, "operation", "E", types=fixed("CodeSystem"))
 HL7_INBOX = Permission(None, "create", "C", system_only=True)
+NOTE_READS = Permission(READ, "read", "R", types=notes)
+NOTE_SEARCHES = Permission(SEARCH, "search-type", "E", types=notes)
+NOTE_UPDATES = Permission(UPDATE, "update", "U", types=notes)
+NOTE_DELETES = Permission(DELETE, "delete", "D", types=notes)
 
 __all__ = ["BUNDLES", "CREATES", "DELETES", "EVERYTHING", "EXPANDS", "HL7_INBOX", "INSTANCE_HISTORY", "LOOKS_UP", "PATCHES",
-           "PUBLIC", "Permission", "READS", "SEARCHES", "SYSTEM_HISTORY", "SYSTEM_SEARCHES", "TYPE_HISTORY", "UPDATES",
+           "NOTE_DELETES", "NOTE_READS", "NOTE_SEARCHES", "NOTE_UPDATES", "PUBLIC", "Permission", "READS", "SEARCHES", "SYSTEM_HISTORY", "SYSTEM_SEARCHES", "TYPE_HISTORY", "UPDATES",
            "VALIDATES", "VREADS"]

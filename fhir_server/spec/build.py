@@ -29,6 +29,7 @@ EXTENSIONS_PATH = Path(__file__).with_name("r4-extensions.json")
 FHIR_VERSION = "4.0.1"
 BASE_DEFINITIONS_PATH = Path(__file__).with_name("r4-base.json.gz")
 PROFILES_DIR = Path(__file__).resolve().parents[2] / "profiles"
+NATIONAL_DIR = Path(__file__).resolve().parents[1] / "national"  # the French guides' definitions calipso checks against
 # Checked natively by the structural validator (no empty elements); fhirpathpy lacks hasValue().
 NATIVE_INVARIANTS = frozenset({"ele-1"})
 
@@ -275,11 +276,12 @@ def _add_root_invariants(invariants: dict[str, list[list[str]]], sd: dict[str, A
         invariants[sd["type"]] = found
 
 
-def base_definitions(source: Path, profiles: Path = PROFILES_DIR) -> list[dict[str, Any]]:
-    """The complex types, and the resources our profiles constrain, as full StructureDefinitions."""
+def base_definitions(source: Path, profiles: Path = PROFILES_DIR, national: Path = NATIONAL_DIR) -> list[dict[str, Any]]:
+    """The complex types, and the resources our profiles and the national ones constrain, as
+    full StructureDefinitions."""
     constrained = {
         json.loads(path.read_text(encoding="utf-8"))["type"]
-        for path in sorted(profiles.glob("StructureDefinition-*.json"))
+        for path in sorted([*profiles.glob("StructureDefinition-*.json"), *national.glob("*/StructureDefinition-*.json")])
     }
     types = [
         sd

@@ -49,6 +49,8 @@ class Rule:
     children: list["Rule"] = field(default_factory=list)
     slicing: Slicing | None = None
     slice_name: str | None = None
+    resource_type: str | None = None  # a resource-valued element (Bundle.entry.resource) constrained to one type
+    resource_profile: str | None = None  # ... and to one of the guide's profiles, checked on the nested resource
 
     def child(self, name: str) -> "Rule | None":
         for rule in self.children:
@@ -141,7 +143,8 @@ def _rule_of(element: dict[str, Any], profile_url: str, guide: ImplementationGui
         slice_name=element.get("sliceName"),
     )
     binding = element.get("binding", {})
-    if binding.get("strength") == "required" and binding.get("valueSet", "").startswith(guide.canonical):
+    if binding.get("strength") == "required" and (binding.get("valueSet", "").startswith(guide.canonical)
+                                                   or guide.terminology.members(binding.get("valueSet", "")) is not None):
         rule.value_set = binding["valueSet"]
     targets = {
         _profile_type(target, guide)
@@ -151,6 +154,11 @@ def _rule_of(element: dict[str, Any], profile_url: str, guide: ImplementationGui
     }
     if targets and "Resource" not in targets:
         rule.targets = frozenset(targets)
+    types = element.get("type", [])
+    if element["path"].endswith(".resource") and len(types) == 1 and types[0].get("code") not in ("Resource", None):
+        rule.resource_type = types[0]["code"]
+        profiles = [p for p in types[0].get("profile", []) if p in guide.profiles]
+        rule.resource_profile = profiles[0] if profiles else None
     rule.invariants = tuple(
         Invariant(c["key"], c["severity"], c["human"], c["expression"], core=False)
         for c in element.get("constraint", [])
@@ -204,6 +212,9 @@ class _Walk:
             issue = invariant.check(value, type_name or _type_of(rule), self._resource, location)
             if issue is not None:
                 self._issues.append(issue)
+        if rule.resource_type is not None and isinstance(value, dict):
+            self._check_resource(rule, value, location)
+            return
         if isinstance(value, dict):
             for child in rule.children:
                 self.check_member(child, value, location)
@@ -249,6 +260,9 @@ class _Walk:
                 return False
             target = child
         candidates = [value] if path == "$this" else list(_descend(value, path.split(".")))
+        if kind in ("type", "profile"):  # the resource's type (a profile discriminator: the type its profile constrains)
+            return target.resource_type is not None and any(isinstance(c, dict) and c.get("resourceType") == target.resource_type
+                                                             for c in candidates)
         if target.fixed is not None:
             return any(c == target.fixed for c in candidates)
         if target.pattern is not None:
@@ -256,6 +270,16 @@ class _Walk:
         if target.value_set is not None:
             return any(self._in_value_set(target.value_set, c) for c in candidates)
         return False
+
+    def _check_resource(self, rule: Rule, value: dict[str, Any], location: str) -> None:
+        """A resource inside another (a Bundle entry's): its type, and the profile the slice asks for."""
+        if value.get("resourceType") != rule.resource_type:
+            self._issue("structure", f"must be a {rule.resource_type}", location)
+            return
+        if rule.resource_profile is not None:
+            for issue in self._validator.validate(value, rule.resource_profile):
+                expression = f"{location}.{issue.expression.split('.', 1)[1]}" if issue.expression and "." in issue.expression else location
+                self._issues.append(Issue(issue.code, f"{location}: {issue.diagnostics}", issue.severity, expression))
 
     def _check_count(self, rule: Rule, count: int, location: str, slice_name: str | None = None) -> None:
         what = f"slice '{slice_name}' of {location.rsplit('.', 1)[-1]}" if slice_name else location.rsplit(".", 1)[-1]

@@ -22,6 +22,7 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
 from fhir_server.ig import PROFILES_DIR
+from fhir_server.ig.entry_kinds import entry_kinds
 from fhir_server.outcome import FhirError
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
@@ -44,24 +45,6 @@ def _policy(index: bytes) -> str:
     hashes = " ".join(f"'sha256-{base64.b64encode(hashlib.sha256(m).digest()).decode()}'" for m in IMPORT_MAP.findall(index))
     return ("default-src 'none'; script-src 'self' " + hashes + "; style-src 'self'; img-src 'self' data:; "
             "connect-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'")
-
-
-def entry_kinds(profiles: Path = PROFILES_DIR) -> list[dict[str, Any]]:
-    """The notebook entry kinds of the guide, with their French display and ANS note type (the
-    guide's ConceptMap); `ack` is a read receipt, not a kind a user writes."""
-    system = orjson.loads((profiles / "CodeSystem-entry-kind.json").read_bytes())
-    concept_map = orjson.loads((profiles / "ConceptMap-entry-kind-to-note-type.json").read_bytes())
-    note_types = {element["code"]: (group["target"], element["target"][0]["code"])
-                  for group in concept_map["group"] for element in group["element"] if element.get("target")}
-    kinds = []
-    for concept in system["concept"]:
-        code = concept["code"]
-        kind: dict[str, Any] = {"system": system["url"], "code": code, "display": concept.get("display", code),
-                                "receipt": code == "ack"}
-        if code in note_types:
-            kind["noteType"] = {"system": note_types[code][0], "code": note_types[code][1]}
-        kinds.append(kind)
-    return kinds
 
 
 def guide_summary(profiles: Path = PROFILES_DIR) -> dict[str, Any]:
@@ -114,4 +97,4 @@ async def app_file(request: Request) -> Response:
     return WEB_APP.response(request.path_params.get("path", ""), request)
 
 
-__all__ = ["WEB_APP", "WebApp", "app_file", "app_root", "entry_kinds", "guide_summary"]
+__all__ = ["WEB_APP", "WebApp", "app_file", "app_root", "guide_summary"]
