@@ -16,7 +16,7 @@ from pathlib import Path
 
 from conformance.scenario import Recorded, profiles_served, run_scenario
 from conformance.server import Served
-from conformance.validators import Verdict, calipso_validator, hl7_java, json_schema, medplum
+from conformance.validators import Verdict, calipso_validator, cdl_profiles, hl7_java, json_schema, medplum
 
 MAX_SHOWN = 20
 
@@ -32,6 +32,7 @@ def main(argv: list[str] | None = None) -> int:
         verdicts = [
             json_schema(recorded.bodies),
             calipso_validator(recorded.bodies),
+            cdl_profiles(recorded.bodies),
             medplum(recorded.bodies, profiles_served(recorded)),
             hl7_java(recorded.bodies, package),
         ]

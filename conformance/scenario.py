@@ -19,6 +19,7 @@ FHIR_JSON = "application/fhir+json"
 EXAMPLES = Path(__file__).resolve().parents[1] / "profiles" / "examples"
 INS_SYSTEM = "urn:oid:1.2.250.1.213.1.4.10"
 ADT_SAMPLES = Path(__file__).resolve().parents[1] / "tests" / "data" / "hl7v2" / "fr"
+CDL_EXAMPLE = Path(__file__).resolve().parents[1] / "tests" / "data" / "cdl" / "cdl-bundle-creation-note.json"
 ADT_STORY = ["A01-admission-cardio.hl7", "A03-discharge-home.hl7", "A13-cancel-discharge.hl7", "A08-update-address.hl7",
              "A03-discharge-had-utf8.hl7", "A40-merge-duplicate.hl7"]
 
@@ -40,11 +41,13 @@ class Ehr:
         self.http = httpx.Client(timeout=60, headers={"Accept": FHIR_JSON, "Content-Type": FHIR_JSON})
         self.recorded = Recorded()
 
-    def call(self, method: str, path: str, expect: int, body: Any = None, **params: str) -> dict[str, Any]:
+    def call(self, method: str, path: str, expect: int, body: Any = None, base: str | None = None, **params: str) -> dict[str, Any]:
         content = None if body is None else orjson.dumps(body)
-        url = f"{self.base}/{path}" if path else self.base
+        base = base or self.base
+        url = f"{base}/{path}" if path else base
         response = self.http.request(method, url, content=content, params=params or None)
-        label = f"{method} {path}{'?' + str(response.request.url.query, 'ascii') if params else ''} -> {response.status_code}"
+        where = "" if base == self.base else base.rsplit("/", 1)[-1] + ": "
+        label = f"{where}{method} {path}{'?' + str(response.request.url.query, 'ascii') if params else ''} -> {response.status_code}"
         found: dict[str, Any] = {}
         if response.content and response.headers.get("content-type", "").startswith(FHIR_JSON):
             found = orjson.loads(response.content)
@@ -75,6 +78,7 @@ def run_scenario(base_url: str, mllp_port: int | None = None) -> Recorded:
     ehr.call("GET", f"Patient/{patient}/$everything", 200)
     ehr.call("GET", "_history", 200, _count="50")
     _conformance_resources(ehr)
+    _cdl_view(ehr, patient, entry_id)
     _errors(ehr)
     if mllp_port is None:
         ehr.recorded.skipped.append("ADT ingestion of the French samples: no MLLP port given")
@@ -174,6 +178,20 @@ def _search(ehr: Ehr, patient: str, entry_id: str) -> None:
     ehr.call("GET", "CarePlan", 200, subject=f"Patient/{patient}", status="active", _include="CarePlan:care-team")
     ehr.call("GET", "Patient", 200, identifier=f"{INS_SYSTEM}|241031075123456")
     ehr.call("GET", "Communication", 200, _lastUpdated="gt2026-01-01T00:00:00Z", _count="5")
+
+
+def _cdl_view(ehr: Ehr, patient: str, entry_id: str) -> None:
+    """The ANS Cahier de liaison base, as a national CdL client uses it (conformance/validators.py
+    checks what it serves against the CdL definitions)."""
+    cdl = ehr.base.rsplit("/fhir", 1)[0] + "/cdl"
+    ehr.call("GET", "metadata", 200, base=cdl)
+    ehr.call("GET", "DocumentReference", 200, base=cdl, patient=f"Patient/{patient}", _include="DocumentReference:author")
+    ehr.call("GET", f"DocumentReference/{entry_id}", 200, base=cdl)
+    example = orjson.loads((CDL_EXAMPLE).read_bytes())
+    created = ehr.call("POST", "", 200, example, base=cdl)
+    note = next((e["response"]["location"] for e in created.get("entry", []) if e["response"]["location"].startswith("DocumentReference/")), None)
+    if note:
+        ehr.call("GET", note.split("/_history")[0], 200, base=cdl)
 
 
 def _conformance_resources(ehr: Ehr) -> None:

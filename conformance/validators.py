@@ -61,6 +61,27 @@ def calipso_validator(bodies: Bodies) -> Verdict:
     return verdict
 
 
+def cdl_profiles(bodies: Bodies) -> Verdict:
+    """What the Cahier de liaison base serves, against the CdL definitions calipso carries
+    (fhir_server/national/cdl: CdLDocumentReference, the search result Bundle)."""
+    from fhir_server.national.cdl_view import view_table
+    from fhir_server.rest.cdl import cdl_validator
+
+    profiles = view_table()["profiles"]
+    verdict = Verdict("ANS Cahier de liaison profiles (CdL base)")
+    for label, body in bodies:
+        if not label.startswith("cdl: "):
+            continue
+        profile = profiles["document"] if body.get("resourceType") == "DocumentReference" else (
+            profiles["searchset"] if body.get("resourceType") == "Bundle" and body.get("type") == "searchset" else None)
+        if profile is None:
+            continue
+        verdict.checked += 1
+        verdict.errors.extend(f"{label}: {i.expression or ''}: {i.diagnostics}" for i in cdl_validator().validate(body, profile)
+                              if i.severity in BLOCKING)
+    return verdict
+
+
 def medplum(bodies: Bodies, profiles: list[dict[str, Any]]) -> Verdict:
     """@medplum/core in Node: base R4 for every body, our profiles for resources that claim them."""
     verdict = Verdict("@medplum/core validateResource (Node)")

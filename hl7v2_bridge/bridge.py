@@ -260,9 +260,19 @@ def _keeping_stored(name: str, named: frozenset[tuple[str, str, str]]) -> Callab
 
     def merge(stored: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
         kept = [item for item in stored.get(name, []) if _identity(item.get("member", {})) not in named]
-        return {**new, name: kept + new.get(name, [])} if kept else new
+        joined = {_identity(item.get("member", {})): item["period"]["start"] for item in stored.get(name, [])
+                  if isinstance(item.get("period"), dict) and item["period"].get("start")}
+        renewed = [_since(item, joined.get(_identity(item.get("member", {})))) for item in new.get(name, [])]
+        return {**new, name: kept + renewed}
 
     return merge
+
+
+def _since(item: dict[str, Any], start: str | None) -> dict[str, Any]:
+    """A member named again keeps the date it joined (participant.period.start)."""
+    if start is None or not isinstance(item.get("period"), dict):
+        return item
+    return {**item, "period": {**item["period"], "start": start}}
 
 
 def _patient_key(message: Message) -> str:

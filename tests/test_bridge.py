@@ -72,6 +72,11 @@ async def test_the_french_story_builds_the_notebook(bridged: tuple[FastAPI, http
     rpps = {_rpps(practitioners[r.split("/")[1]]) for r in members if r.startswith("Practitioner/")}
     assert rpps == {"10009988776", "10001122334", "10005566778", "10007788990"}  # attending, GP, nurse, physio
     assert any(r.startswith("RelatedPerson/") for r in members)  # the daughter (NK1 of the admission)
+    joined = {_rpps(practitioners[p["member"]["reference"].split("/")[1]]): p["period"]["start"]
+              for p in teams[0]["participant"] if p["member"]["reference"].startswith("Practitioner/")}
+    admitted, discharged = "2026-11-15T09:00:00+01:00", "2026-11-20T14:00:00+01:00"
+    assert joined == {"10009988776": admitted, "10001122334": admitted,  # named again at discharge: they keep their date
+                      "10005566778": discharged, "10007788990": discharged}  # the home nurse and physio join at discharge
 
     for resource in [patient, *stays, entry, *plans, *teams, *practitioners.values(), *(await search(client, "RelatedPerson"))]:
         errors = [i for i in validator.validate_all(resource, resource["resourceType"]) if i.severity == "error"]
@@ -251,3 +256,19 @@ async def test_a_settled_message_keeps_its_record_and_its_ack(bridged: tuple[Fas
     apart = await app.state.bridge.inbox.get(f"{key}|{digest(impostor)}")
     assert apart is not None and apart["status"] == REJECTED and bytes(apart["raw"]) == impostor
     assert len(await search(client, "Communication")) == 1
+
+
+async def test_the_cercle_de_soins_search_parameters_find_the_bridged_team(bridged: tuple[FastAPI, httpx.AsyncClient, int]) -> None:
+    """The ANS Cercle de soins parameters (fhir_server/national/cds): start, end, participant-start,
+    participant-end, managingOrganization, beside R4's participant and status."""
+    app, client, port = bridged
+    acks = await _send(port, sample(STORY[0]), sample(STORY[1]))
+    assert [ack_code(a) for a in acks] == ["AA", "AA"]
+    assert len(await search(client, "CareTeam", start="ge2026-11-20", status="active")) == 1  # the home circle, from discharge
+    assert await search(client, "CareTeam", start="gt2026-11-21") == []
+    assert len(await search(client, "CareTeam", **{"participant-start": "ge2026-11-20"})) == 1  # the home nurse joined then
+    assert await search(client, "CareTeam", **{"participant-start": "gt2026-11-21"}) == []
+    assert len(await search(client, "CareTeam", **{"end:missing": "true", "participant-end:missing": "true"})) == 1
+    statement = (await client.get("/fhir/metadata")).json()
+    team = next(r for r in statement["rest"][0]["resource"] if r["type"] == "CareTeam")
+    assert {"start", "end", "participant-start", "participant-end", "managingOrganization"} <= {p["name"] for p in team["searchParam"]}

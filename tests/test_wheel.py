@@ -58,7 +58,7 @@ def test_a_wheel_installed_alone_serves_the_guide_the_app_and_maps_discharges(tm
                 return await client.send(sample("A03-discharge-home.hl7"))
         assert ack_code(asyncio.run(discharge())) == "AA"
         origin = base.rsplit("/fhir", 1)[0]  # the web app and its vendored libraries ship in the wheel
-        for path in ("/app/", "/app/js/main.js", "/app/vendor/preact.module.js", "/app/guide.json"):
+        for path in ("/app/", "/app/js/main.js", "/app/vendor/preact.module.js", "/app/guide.json", "/cdl/metadata"):
             assert httpx.get(f"{origin}{path}", timeout=10).status_code == 200, path
         demo = subprocess.run([sys.executable, "-m", "fhir_server.cli", "demo", "--server", base, "--mllp-port", str(mllp_port),
                                "--data-dir", str(tmp_path / "data")], capture_output=True, text=True, cwd=tmp_path, env=env, timeout=120)

@@ -24,6 +24,7 @@ from fhir_server.spec import Spec
 from fhir_server.search.windows import sort_indexes
 from fhir_server.storage.store import (INDEXES, RESOURCES, Bookkeeping, Current, ResourceStore, StorageBusy, TooLargeToStore, Version,
                                        VersionConflict, Write, back_off)
+from fhir_server.national import national_search_parameters
 from fhir_server.engine.pacing import Workload
 from fhir_server.ig import ImplementationGuide, load_guide
 from fhir_server.security.policy import ACCESS, CIRCLE_TYPES
@@ -73,7 +74,7 @@ class Engine:
         self.spec = spec
         self.guide = guide or load_guide()
         self.validator = Validator(spec, self.guide, enforce_profiles)
-        self.parameters = parameters_for(spec, self.guide.search_parameters())
+        self.parameters = parameters_for(spec, (*self.guide.search_parameters(), *national_search_parameters()))
         self.searcher = Searcher(store.current_versions, spec, self.parameters, self.guide.terminology.members,
                                  sort_indexes(INDEXES[RESOURCES]))
         self._clock = clock
