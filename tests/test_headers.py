@@ -110,3 +110,26 @@ async def test_xml_is_refused_with_406_and_415(client: httpx.AsyncClient) -> Non
     assert xml_body.status_code == 415
     form = await client.post("/fhir/Patient", content=b"a=b", headers={"Content-Type": "application/x-www-form-urlencoded"})
     assert form.status_code == 415
+
+
+async def test_a_search_page_has_an_etag_that_says_when_it_changed(client: httpx.AsyncClient) -> None:
+    """A polling client (the notebook app) sends the page's ETag back: 304 while nothing on the
+    page changed, whatever the Bundle's own id and time; a new or changed entry, a new page."""
+    from tests.conftest import notebook_entry
+
+    patient = (await client.post("/fhir/Patient", json=notebook_patient())).json()["id"]
+    first = (await client.post("/fhir/Communication", json=notebook_entry(patient))).json()
+    query = {"subject": f"Patient/{patient}", "_sort": "-sent", "_revinclude": "Communication:in-response-to"}
+    page = await client.get("/fhir/Communication", params=query)
+    etag = page.headers["etag"]
+    assert etag.startswith('W/"')
+    again = await client.get("/fhir/Communication", params=query, headers={"If-None-Match": etag})
+    assert again.status_code == 304 and again.headers["etag"] == etag and again.content == b""
+    reply = {**notebook_entry(patient, "Vu."), "inResponseTo": [{"reference": f"Communication/{first['id']}"}]}
+    assert (await client.post("/fhir/Communication", json=reply)).status_code == 201
+    changed = await client.get("/fhir/Communication", params=query, headers={"If-None-Match": etag})
+    assert changed.status_code == 200 and changed.headers["etag"] != etag
+    corrected = {**first, "status": "entered-in-error"}
+    assert (await client.put(f"/fhir/Communication/{first['id']}", json=corrected)).status_code == 200
+    latest = changed.headers["etag"]
+    assert (await client.get("/fhir/Communication", params=query, headers={"If-None-Match": latest})).status_code == 200

@@ -207,6 +207,9 @@ def test_a_new_entry_appears_without_reload(browser: Browser, demo_server: DemoS
     page = new_page(browser, errors)
     sign_in(page, demo_server, "Claire PETIT")
     open_notebook(page)
+    # the app polls the first page with its ETag: nothing changed, so 304 and no body
+    unchanged = page.wait_for_event("response", lambda r: "/fhir/Communication?" in r.url and r.status == 304, timeout=30_000)
+    assert unchanged.request.headers.get("if-none-match", "").startswith('W/"')
     text = f"Kinésithérapie décalée à 11 h ({uuid.uuid4().hex[:6]})."
     physio = demo_server.reference("physio")
     token = demo_server.served.token("--sub", "physio", "--scope", "user/*.cruds", "--fhir-user", physio)

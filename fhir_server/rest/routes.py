@@ -32,7 +32,7 @@ from fhir_server.rest.hl7v2_ingest import ingest
 from fhir_server.rest.negotiation import Rendering, negotiate
 from fhir_server.rest.openapi import openapi_document
 from fhir_server.rest.preconditions import if_match, not_modified, parse_instant, return_preference, strict_handling
-from fhir_server.rest.search_bundle import search_bundle
+from fhir_server.rest.search_bundle import search_bundle, search_etag, unchanged
 from fhir_server.rest.sign_in import authorize_choice, authorize_page
 from fhir_server.rest.sign_in import token as sign_in_token
 from fhir_server.rest.subrequest import SUBREQUEST
@@ -322,8 +322,11 @@ async def _search(request: Request, resource_type: str, path: str, extra: dict |
     engine.check_type(resource_type)
     params = await _search_parameters(request)
     result = await engine.searcher.search(resource_type, params, strict_handling(request), base_url(request), extra)
+    etag = search_etag(result)
+    if unchanged(request.headers.get("if-none-match"), etag):
+        return Response(status_code=304, headers={"ETag": etag})
     body_bytes = search_bundle(result, engine.spec, base_url(request), path)
-    return fhir_response(body_bytes, 200, None, rendering)
+    return fhir_response(body_bytes, 200, {"ETag": etag}, rendering)
 
 
 async def patch_instance(request: Request) -> Response:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+
 import orjson
 
 from fhir_server.outcome import Issue, operation_outcome
@@ -31,4 +33,20 @@ def search_bundle(result: SearchResult, spec: Spec, base_url: str, path: str) ->
     return assemble("searchset", links, result.total, entries)
 
 
-__all__ = ["search_bundle"]
+def search_etag(result: SearchResult) -> str:
+    """A weak validator of a search page: what it holds (every matched and included version),
+    its total and its links, not the Bundle's own id and time. A client polling a notebook sends
+    it back in If-None-Match and gets a 304 while nothing changed."""
+    digest = hashlib.sha256()
+    for doc in (*result.matches, *result.included):
+        digest.update(bytes(doc["raw"]))
+        digest.update(b"\x1e")
+    digest.update(orjson.dumps([result.total, result.next_cursor, result.previous_cursor, result.criteria.ignored]))
+    return f'W/"{digest.hexdigest()[:32]}"'
+
+
+def unchanged(if_none_match: str | None, etag: str) -> bool:
+    return if_none_match is not None and any(tag.strip() in (etag, "*") for tag in if_none_match.split(","))
+
+
+__all__ = ["search_bundle", "search_etag", "unchanged"]

@@ -18,6 +18,19 @@ export async function get(client, url) {
   return client.request({ url, headers: { 'Cache-Control': 'no-cache' } }, { flat: false, pageLimit: 1 });
 }
 
+/** GET a search with the ETag of the copy we have: null when the server says 304 (unchanged),
+ * else { bundle, etag }. */
+export async function getUnlessUnchanged(client, url, etag) {
+  const headers = { 'Cache-Control': 'no-cache', ...(etag ? { 'If-None-Match': etag } : {}) };
+  try {
+    const { body, response } = await client.request({ url, headers, includeResponse: true }, { flat: false, pageLimit: 1 });
+    return { bundle: body, etag: response.headers.get('ETag') };
+  } catch (error) {
+    if (error.status === 304) return null;
+    throw error;
+  }
+}
+
 /** Create, conditionally: a retry after a network error or a second click makes no second
  * resource (the server finds the first one by `criteria`). Retries a few times on network
  * errors only; an answer from the server (even an error) is final. */

@@ -1,5 +1,5 @@
 // The notebook's reads and writes: entries, replies, read receipts, care circle and plan.
-import { createOnce, get, unbundle } from './fhir.js';
+import { createOnce, get, getUnlessUnchanged, unbundle } from './fhir.js';
 
 const PAGE_SIZE = 20;
 const UNREAD_WINDOW = 100; // the latest entries looked at for the unread count
@@ -54,14 +54,17 @@ async function unreadSummary(client, patientId, me, guide) {
 }
 
 /** One page of the notebook, newest first: entries with their replies threaded and their read
- * receipts, the people they name, and the next page's URL. */
-export async function notebookPage(client, patientId, guide, { kind = '', url = null } = {}) {
+ * receipts, the people they name, the next page's URL and the page's ETag. With `etag` (the
+ * first page we show), null when the server says nothing changed (304). */
+export async function notebookPage(client, patientId, guide, { kind = '', url = null, etag = null } = {}) {
   const receipt = encodeURIComponent(token(guide.receipt));
   const filter = kind ? `&category=${encodeURIComponent(token(guide.byCode.get(kind)))}` : '';
   const first = `Communication?subject=Patient/${patientId}&category:not=${receipt}${filter}&_sort=-sent&_count=${PAGE_SIZE}`
     + '&_include=Communication:sender&_revinclude=Communication:in-response-to&_include:iterate=Communication:sender';
-  const page = unbundle(await get(client, url ?? first));
-  return { ...page, threads: thread(page, guide) };
+  const answer = await getUnlessUnchanged(client, url ?? first, etag);
+  if (answer === null) return null;
+  const page = unbundle(answer.bundle);
+  return { ...page, etag: answer.etag, threads: thread(page, guide) };
 }
 
 function thread({ matches, included }, guide) {
@@ -82,18 +85,6 @@ function thread({ matches, included }, guide) {
     replies: (replies.get(`Communication/${entry.id}`) ?? []).sort((a, b) => a.sent.localeCompare(b.sent)).map(node),
   });
   return matches.filter(e => !present.has(parentOf(e))).map(node);
-}
-
-/** Whether anything in this notebook changed since `since` (a server instant): a count only. */
-export async function changedSince(client, patientId, since) {
-  if (!since) return false;
-  const bundle = await get(client, `Communication?subject=Patient/${patientId}&_lastUpdated=gt${encodeURIComponent(since)}&_summary=count`);
-  return (bundle.total ?? 0) > 0;
-}
-
-/** The newest meta.lastUpdated among resources (where the next poll starts). */
-export function newestUpdate(resources, previous = null) {
-  return resources.reduce((best, r) => (r.meta?.lastUpdated && (!best || r.meta.lastUpdated > best) ? r.meta.lastUpdated : best), previous);
 }
 
 /** A new entry (or a reply), made exactly once per `clientId` however often it is sent. */

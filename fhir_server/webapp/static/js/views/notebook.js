@@ -1,11 +1,11 @@
 // One patient's notebook: entries newest first, replies threaded, read receipts, "Lu".
-// New entries appear without reloading: a count of what changed since the last load is
-// asked for every POLL_SECONDS, and the first page is loaded again when it is not zero.
+// New entries appear without reloading: every POLL_SECONDS the first page is asked for again
+// with the ETag of the one shown (If-None-Match); a 304 costs nothing, a new page replaces it.
 import { useEffect, useRef, useState } from 'preact/hooks';
 import { html } from '../ui.js';
 import { errorText, get } from '../fhir.js';
 import { personName, referenceName, when } from '../format.js';
-import { acknowledge, changedSince, kindOf, memberRoles, newestUpdate, notebookPage } from '../notebook.js';
+import { acknowledge, kindOf, memberRoles, notebookPage } from '../notebook.js';
 import { EntryForm } from './entry-form.js';
 import { Heading } from './layout.js';
 
@@ -20,12 +20,13 @@ export function Notebook({ session, guide, patientId }) {
   const [error, setError] = useState(null);
   const [writing, setWriting] = useState(false);
   const [news, setNews] = useState('');
-  const since = useRef(null);
+  const shown = useRef(null); // the ETag of the first page on screen
 
-  async function load(announce = '') {
+  async function load(announce = '', etag = null) {
     try {
-      const page = await notebookPage(session.client, patientId, guide, { kind });
-      since.current = newestUpdate([...page.matches, ...page.included], since.current);
+      const page = await notebookPage(session.client, patientId, guide, { kind, etag });
+      if (page === null) return; // unchanged
+      shown.current = page.etag;
       setPages([page]);
       setError(null);
       setNews(announce);
@@ -55,7 +56,7 @@ export function Notebook({ session, guide, patientId }) {
     const timer = setInterval(async () => {
       if (document.hidden) return;
       try {
-        if (await changedSince(session.client, patientId, since.current)) await load('Le carnet a été mis à jour.');
+        await load('Le carnet a été mis à jour.', shown.current);
       } catch { /* the next poll tries again */ }
     }, POLL_SECONDS * 1000);
     return () => clearInterval(timer);
