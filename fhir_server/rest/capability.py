@@ -73,30 +73,36 @@ def capability_statement(
         }
         for resource_type in types
     ]
+    rest = {
+        "mode": "server",
+        **({"security": security} if security else {}),
+        "resource": resources,
+        "interaction": [{"code": code} for code in system_interactions],
+    }
+    statement = instance_statement("calipso FHIR R4 server for the home-care liaison notebook", base_url, [guide.guide["url"]], rest,
+                                   fhir_version=spec.fhir_version)
+    if "patch" in type_interactions:
+        statement["patchFormat"] = ["application/json-patch+json", "application/fhir+json"]
+    return statement
+
+
+def instance_statement(description: str, url: str, guides: list[str], rest: dict[str, Any],
+                       instantiates: list[str] | None = None, fhir_version: str = "4.0.1") -> dict[str, Any]:
+    """The CapabilityStatement of one of calipso's FHIR bases (the R4 API, the CdL base)."""
     return {
         "resourceType": "CapabilityStatement",
         "status": "active",
         "date": PUBLISHED,
         "publisher": "calipso",
         "kind": "instance",
+        **({"instantiates": instantiates} if instantiates else {}),
         "software": {"name": SOFTWARE_NAME, "version": __version__},
-        "implementation": {
-            "description": "calipso FHIR R4 server for the home-care liaison notebook",
-            "url": base_url,
-        },
-        "fhirVersion": spec.fhir_version,
-        "implementationGuide": [guide.guide["url"]],
+        "implementation": {"description": description, "url": url},
+        "fhirVersion": fhir_version,
+        "implementationGuide": guides,
         "format": ["json", "application/fhir+json"],
-        **({"patchFormat": ["application/json-patch+json", "application/fhir+json"]} if "patch" in type_interactions else {}),
-        "rest": [
-            {
-                "mode": "server",
-                **({"security": security} if security else {}),
-                "resource": resources,
-                "interaction": [{"code": code} for code in system_interactions],
-            }
-        ],
+        "rest": [rest],
     }
 
 
-__all__ = ["capability_statement"]
+__all__ = ["capability_statement", "instance_statement"]

@@ -17,14 +17,13 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
-from fhir_server import __version__
 from fhir_server.ig import load_guide
 from fhir_server.national.cdl_view import DOCUMENT, NOTE, is_note, to_communication, to_document_reference, translate_search, view_table
 from fhir_server.outcome import FhirError, Issue, operation_outcome
 from fhir_server.rest.body import read_json
 from fhir_server.rest.bundle import assemble, paging_links
 from fhir_server.rest.bundles import apply_bundle
-from fhir_server.rest.capability import PUBLISHED
+from fhir_server.rest.capability import instance_statement
 from fhir_server.rest.context import base_url, engine_of, settings_of
 from fhir_server.rest.negotiation import negotiate
 from fhir_server.rest.preconditions import if_match, not_modified, strict_handling
@@ -255,20 +254,8 @@ def capability_statement(request: Request) -> dict[str, Any]:
     security = rest_security(settings_of(request))
     if security:
         rest["security"] = security
-    return {
-        "resourceType": "CapabilityStatement",
-        "status": "active",
-        "date": PUBLISHED,
-        "publisher": "calipso",
-        "kind": "instance",
-        "instantiates": [table["capability"]],
-        "software": {"name": "calipso", "version": __version__},
-        "implementation": {"description": "calipso — vue Cahier de liaison (ANS) du carnet", "url": cdl_base(request)},
-        "fhirVersion": "4.0.1",
-        "format": ["application/fhir+json", "json"],
-        "implementationGuide": [guide.guide["url"] + "|" + guide.version],
-        "rest": [rest],
-    }
+    return instance_statement("calipso — vue Cahier de liaison (ANS) du carnet", cdl_base(request),
+                              [guide.guide["url"] + "|" + guide.version], rest, instantiates=[table["capability"]])
 
 
 __all__ = ["capability_statement", "cdl_validator", "delete_note", "metadata", "read_note", "search_notes", "transaction", "update_note"]
