@@ -28,6 +28,7 @@ from fhir_server.security.audit import message_recorder
 from fhir_server.security.dev_sign_in import DevSignIn
 from fhir_server.settings import Settings
 from fhir_server.services import build_services
+from fhir_server.storage.circle import CircleStore
 from fhir_server.storage.connection import connect
 
 log = logging.getLogger("calipso.app")
@@ -49,7 +50,7 @@ def create_app(settings: Settings, when_ready: Callable[[], None] | None = None)
         if settings.serve_guide:
             await install_guide(engine)
         app.state.engine = engine
-        app.state.gate, app.state.dev_issuer = build_gate(settings, store.current_versions, lambda: engine.care_circle_changes)
+        app.state.gate, app.state.dev_issuer = build_gate(settings, CircleStore(store.current_versions), lambda: engine.care_circle_changes)
         if app.state.dev_issuer is not None:
             app.state.dev_sign_in = DevSignIn(app.state.dev_issuer, settings.auth_audience)
         app.state.audit = services.audit

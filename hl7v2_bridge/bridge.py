@@ -26,7 +26,7 @@ from fhir_server.security.policy import SYSTEM, acting_as
 from fhir_server.storage.store import ConditionFailed
 from hl7v2_bridge.ack import SENT_WHEN, Problem, ack_code, acknowledge
 from hl7v2_bridge.er7 import Er7Error, Message, decode
-from hl7v2_bridge.inbox import APPLIED, FAILED, FINAL, REJECTED, Inbox, digest
+from fhir_server.storage.inbox import APPLIED, FAILED, FINAL, REJECTED, Inbox, digest
 from hl7v2_bridge.mapping import MERGE, OPTIONAL, Mappings, MappingError, load_mappings, to_bundle
 from hl7v2_bridge.ordering import PatientTurns
 

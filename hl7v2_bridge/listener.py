@@ -16,7 +16,7 @@ from typing import Callable
 
 from hl7v2_bridge.ack import Problem, acknowledge
 from hl7v2_bridge.bridge import Bridge
-from hl7v2_bridge.inbox import digest
+from fhir_server.storage.inbox import digest
 from hl7v2_bridge.mllp import DEFAULT_MAX_MESSAGE, Discarded, Frame, FrameReader, Oversized, frame
 
 log = logging.getLogger("calipso.mllp")

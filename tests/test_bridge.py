@@ -12,7 +12,7 @@ from fhir_server.ig import load_guide
 from fhir_server.spec import load_spec
 from fhir_server.validation import Validator
 from hl7v2_bridge.client import MllpClient, ack_code
-from hl7v2_bridge.inbox import APPLIED, REJECTED, digest
+from fhir_server.storage.inbox import APPLIED, REJECTED, digest
 from hl7v2_bridge.ordering import PatientTurns
 from tests.bridge_fixtures import STORY, counts, sample, search
 

@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from hl7v2_bridge.client import MllpClient, ack_code
-from hl7v2_bridge.inbox import REJECTED
+from fhir_server.storage.inbox import REJECTED
 from hl7v2_bridge.mllp import Discarded, Frame, FrameReader, Oversized, frame
 from tests.bridge_fixtures import SAMPLES, STORY, counts, sample
 

@@ -91,7 +91,8 @@ async def test_guide_json_offers_the_guides_entry_kinds(web: httpx.AsyncClient) 
 
 
 def test_the_vendored_files_are_the_locked_npm_packages() -> None:
-    """static/vendor holds exactly what `npm ci` installs from package-lock.json (no hand edits)."""
+    """static/vendor holds exactly the files of the npm packages package-lock.json pins (their
+    tarballs checked against its integrity): no hand edits."""
     from fhir_server.webapp.vendor import VENDOR_DIR, install, vendored_files
 
     modules = install()

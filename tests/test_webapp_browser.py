@@ -235,7 +235,7 @@ def axe_violations(page: Page, axe_source: str) -> list[str]:
 def test_every_screen_passes_axe(browser: Browser, demo_server: DemoServer, errors: list[str]) -> None:
     """WCAG 2 A/AA by axe-core (the locked npm package) on each screen; the page's CSP is
     bypassed only so that axe itself can be injected."""
-    axe_source = (install() / "axe-core" / "axe.min.js").read_text(encoding="utf-8")
+    axe_source = (install(("axe-core",)) / "axe-core" / "axe.min.js").read_text(encoding="utf-8")
     page = new_page(browser, errors, bypass_csp=True)
     found: dict[str, list[str]] = {}
     page.goto(f"http://127.0.0.1:{demo_server.served.port}/app/")

@@ -11,12 +11,11 @@ import base64
 import binascii
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any
 
 import orjson
 
 from fhir_server.outcome import FhirError
-from fhir_server.storage.store import ResourceStore, Version, at_or_after, history_key
+from fhir_server.storage.store import ResourceStore, Version, history_key
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,20 +53,12 @@ async def read_history(
     cursor: str | None,
 ) -> HistoryPage:
     """One page of history; `resource_type`/`resource_id` narrow it to a type or an instance."""
-    query: dict[str, Any] = {}
-    if resource_id is not None:
-        # the versions of one resource are the history keys "Type/id/<n>": an _id range scan
-        prefix = f"{resource_type}/{resource_id}/"
-        query["_id"] = {"$gt": prefix, "$lt": prefix[:-1] + chr(ord("/") + 1)}
-    elif resource_type is not None:
-        query["type"] = resource_type
-    if since is not None:
-        query["updated"] = at_or_after(since)
     after = decode_cursor(cursor) if cursor else None
-    rows = await store.history(query, count + 1, after)
+    scope = (resource_type, resource_id)
+    rows = await store.history(scope, since, count + 1, after)
     more = len(rows) > count
     rows = rows[:count]
-    total = await store.count_history(query) if resource_id is not None else None
+    total = await store.count_history(scope, since) if resource_id is not None else None
     return HistoryPage(rows, encode_cursor(rows[-1]) if more and rows else None, total)
 
 

@@ -15,7 +15,7 @@ import logging
 import time
 from collections import OrderedDict
 from datetime import datetime, timezone
-from typing import Any, Callable
+from typing import Callable
 
 from starlette.requests import Request
 
@@ -24,8 +24,8 @@ from fhir_server.security.objection import objecting
 from fhir_server.security.permissions import Permission
 from fhir_server.security.policy import NOBODY, NOTEBOOK_TYPES, UNRESTRICTED, VISIBILITY, Access, care_circle
 from fhir_server.security.scopes import Grant
+from fhir_server.storage.circle import CircleStore
 from fhir_server.security.tokens import InvalidToken, KeysUnavailable, TokenVerifier
-from fhir_server.values import key
 
 log = logging.getLogger("calipso.security")
 
@@ -49,10 +49,10 @@ class Gate:
     change to a care team, a practitioner role or a related person. Another process's change
     is seen within ACCESS_TTL."""
 
-    def __init__(self, verifier: TokenVerifier | None, resources: Any, circle_changes: Callable[[], int] = lambda: 0,
+    def __init__(self, verifier: TokenVerifier | None, circles: CircleStore, circle_changes: Callable[[], int] = lambda: 0,
                  clock: Callable[[], float] = time.time):
         self._verifier = verifier  # None: auth off
-        self._resources = resources  # the current versions (care teams, related persons)
+        self._circles = circles  # care teams, roles, related persons, consents
         self._circle_changes = circle_changes
         self._clock = clock
         self._cache: OrderedDict[str, tuple[Access, float, int]] = OrderedDict()
@@ -130,13 +130,13 @@ class Gate:
         now = datetime.now(timezone.utc)
         if kind == "RelatedPerson":
             linked, relationships = await self._related_person(ident)
-            objecting_patients = await objecting(self._resources, linked, [fhir_user], {}, now)
+            objecting_patients = await objecting(self._circles, linked, [fhir_user], {}, now)
             return Access(grant, "user", linked - objecting_patients, NOTEBOOK_TYPES, who=fhir_user,
                           audiences=VISIBILITY.audiences_of(kind, relationships), authors=frozenset({fhir_user}))
         if kind in ("Practitioner", "PractitionerRole"):
             members = await self._identities(kind, ident)
-            circle = await care_circle(self._resources, members, now)
-            objecting_patients = await objecting(self._resources, circle.patients, members, circle.roles, now)
+            circle = await care_circle(self._circles, members, now)
+            objecting_patients = await objecting(self._circles, circle.patients, members, circle.roles, now)
             return Access(grant, "user", circle.patients - objecting_patients, who=fhir_user,
                           coordinates=circle.coordinates - objecting_patients,
                           audiences=VISIBILITY.audiences_of(kind), authors=frozenset(members))
@@ -145,23 +145,14 @@ class Gate:
     async def _identities(self, kind: str, ident: str) -> list[str]:
         """The references under which this user may sit in a care team: the practitioner and
         its roles (or the role and its practitioner)."""
-        members = [f"{kind}/{ident}"]
         if kind == "PractitionerRole":
-            role = await self._resources.find_one({"_id": f"PractitionerRole/{ident}", "deleted": False}, {"ix.rf": 1})
-            members += [r.split("\x1f", 1)[1] for r in (role or {}).get("ix", {}).get("rf", []) if r.startswith("practitioner\x1f")]
-        else:
-            query = {"type": "PractitionerRole", "ix.rf": key("practitioner", f"Practitioner/{ident}"), "deleted": False}
-            members += [doc["_id"] async for doc in self._resources.find(query, {"_id": 1}).limit(100)]
-        return members
+            return [f"{kind}/{ident}", *await self._circles.practitioners_of_role(ident)]
+        return [f"{kind}/{ident}", *await self._circles.roles_of_practitioner(ident)]
 
     async def _related_person(self, ident: str) -> tuple[frozenset[str], frozenset[tuple[str, str]]]:
         """The patient a RelatedPerson is linked to, and its relationship codings (system, code)."""
-        person = await self._resources.find_one({"_id": f"RelatedPerson/{ident}", "deleted": False}, {"ix.rf": 1, "ix.tk": 1})
-        index = (person or {}).get("ix", {})
-        links = [r.split("\x1f", 1)[1] for r in index.get("rf", []) if r.startswith("patient\x1f")]
-        relationships = [t.split("\x1f")[1:3] for t in index.get("tk", []) if t.startswith("relationship\x1f") and t.count("\x1f") == 2]
-        return (frozenset(link.split("/", 1)[1] for link in links if link.startswith("Patient/")),
-                frozenset((system, code) for system, code in relationships))
+        links, relationships = await self._circles.related_person(ident)
+        return (frozenset(link.split("/", 1)[1] for link in links if link.startswith("Patient/")), frozenset(relationships))
 
     @staticmethod
     def authorize(request: Request, permission: Permission | None, access: Access) -> None:

@@ -17,24 +17,18 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Iterator
 
-import orjson
-
 from fhir_server.security.policy import within
-from fhir_server.values import key
-
-MAX_CONSENTS = 10_000
+from fhir_server.storage.circle import CircleStore
 
 
-async def objecting(collection: Any, patients: frozenset[str], members: list[str],
+async def objecting(circles: CircleStore, patients: frozenset[str], members: list[str],
                     roles: dict[str, frozenset[tuple[str, str]]], now: datetime) -> frozenset[str]:
     """Those of `patients` who object to one of `members` (a user's references), or to a role
     `roles[patient]` says the user holds in that patient's care team."""
     if not patients:
         return frozenset()
-    query = {"type": "Consent", "deleted": False, "ix.rf": {"$in": [key("patient", f"Patient/{p}") for p in sorted(patients)]}}
     found: set[str] = set()
-    async for doc in collection.find(query, {"raw": 1}).limit(MAX_CONSENTS):
-        consent = orjson.loads(doc["raw"])
+    for consent in await circles.consents_of(patients):
         patient = ((consent.get("patient") or {}).get("reference") or "").removeprefix("Patient/")
         if patient not in patients or consent.get("status") != "active":
             continue

@@ -32,6 +32,7 @@ from typing import Any, Iterator
 import orjson
 
 from fhir_server.security.scopes import Grant
+from fhir_server.storage.circle import CircleStore
 from fhir_server.values import date_range, key
 
 NOTEBOOK_TYPES = frozenset({"Patient", "Communication", "CarePlan", "CareTeam"})
@@ -201,17 +202,14 @@ def _coordinating_roles() -> frozenset[tuple[str, str]]:
 COORDINATING_ROLES = _coordinating_roles()
 
 
-async def care_circle(collection: Any, members: list[str], now: datetime | None = None) -> Circle:
+async def care_circle(circles: CircleStore, members: list[str], now: datetime | None = None) -> Circle:
     """The patients of the active CareTeams where one of `members` ("Type/id") takes part now,
     and among them those where it takes part in a coordinating role."""
     now = now or datetime.now(timezone.utc)
-    keys = [key("participant", member) for member in members]
     found: set[str] = set()
     coordinated: set[str] = set()
     roles: dict[str, set[tuple[str, str]]] = {}
-    query = {"type": "CareTeam", "ix.rf": {"$in": keys}, "deleted": False}
-    async for doc in collection.find(query, {"raw": 1}).limit(10_000):
-        team = orjson.loads(doc["raw"])
+    for team in await circles.care_teams_with(members):
         if team.get("status") != "active" or not within(team.get("period"), now):
             continue
         subject = (team.get("subject") or {}).get("reference", "")

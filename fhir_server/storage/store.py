@@ -328,11 +328,14 @@ class ResourceStore:
 
     async def history(
         self,
-        query: dict[str, Any],
+        scope: tuple[str | None, str | None],
+        since: datetime | None,
         limit: int,
         after: tuple[datetime, str] | None = None,
     ) -> list[Version]:
-        """Versions matching `query`, newest first, strictly after the cursor position."""
+        """Versions of a type, an instance or everything (`scope`: type, id), updated at or after
+        `since`, newest first, strictly after the cursor position."""
+        query = _history_query(scope, since)
         if after is not None:
             updated, key = after
             query = {
@@ -343,8 +346,8 @@ class ResourceStore:
         cursor = cursor.sort([("updated", DESCENDING), ("_id", DESCENDING)]).limit(limit)
         return [Version.from_document(doc) async for doc in cursor]
 
-    async def count_history(self, query: dict[str, Any]) -> int:
-        return await self._history.count_documents(query)
+    async def count_history(self, scope: tuple[str | None, str | None], since: datetime | None) -> int:
+        return await self._history.count_documents(_history_query(scope, since))
 
     async def pending_events(self, limit: int = 100) -> list[Version]:
         """Versions whose event has not been handed on yet, oldest first."""
@@ -394,6 +397,20 @@ def _documents(write: Write) -> tuple[dict[str, Any], dict[str, Any]]:
     if write.index:
         current.update(write.index)  # only the current version is searchable
     return current, entry
+
+
+def _history_query(scope: tuple[str | None, str | None], since: datetime | None) -> dict[str, Any]:
+    resource_type, resource_id = scope
+    query: dict[str, Any] = {}
+    if resource_id is not None:
+        # the versions of one resource are the history keys "Type/id/<n>": an _id range scan
+        prefix = f"{resource_type}/{resource_id}/"
+        query["_id"] = {"$gt": prefix, "$lt": prefix[:-1] + chr(ord("/") + 1)}
+    elif resource_type is not None:
+        query["type"] = resource_type
+    if since is not None:
+        query["updated"] = at_or_after(since)
+    return query
 
 
 def at_or_after(moment: datetime) -> dict[str, datetime]:
