@@ -7,7 +7,9 @@ serialise once, commit current + history + event in one transaction.
 
 from __future__ import annotations
 
+import logging
 import re
+import traceback
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
@@ -30,6 +32,8 @@ from fhir_server.ig import ImplementationGuide, load_guide
 from fhir_server.security.policy import ACCESS, CIRCLE_TYPES
 from fhir_server.security.writes import check_absent, check_replaceable, check_written
 from fhir_server.validation import Validator
+
+log = logging.getLogger("calipso.engine")
 
 ID_PATTERN = re.compile(r"[A-Za-z0-9\-.]{1,64}")
 ETAG = re.compile(r'^\s*(?:W/)?"?(?P<version>[0-9]{1,11})"?\s*$')
@@ -79,6 +83,10 @@ class Engine:
                                  sort_indexes(INDEXES[RESOURCES]))
         self._clock = clock
         self.care_circle_changes = 0  # bumped by every commit touching a care team: cached access decisions expire
+        # Called after every commit (single writes, transactions, the bridge) with its versions,
+        # in commit order: what must follow a durable write hangs here (the subscriptions'
+        # dispatcher will). A hook does not block nor undo the write: it schedules its work.
+        self.on_commit: list[Callable[[list[Version]], None]] = [self._note_circle_changes]
 
     # -- checks shared by every interaction -------------------------------------------------
 
@@ -259,8 +267,6 @@ class Engine:
     async def _commit(self, *writes: Write, also: tuple[Bookkeeping, ...] = ()) -> None:
         try:
             await self.store.commit(*writes, also=also)
-            if any(w.type in CIRCLE_TYPES for w in writes):
-                self.care_circle_changes += 1
         except TooLargeToStore:
             raise FhirError.of(413, "too-costly", "The resource, once indexed, is larger than the database stores in one document (16 MB)") from None
         except StorageBusy:
@@ -268,6 +274,17 @@ class Engine:
                 503, Issue("transient", "The database is busy with conflicting writes; retry shortly"),
                 headers={"Retry-After": "1"},
             ) from None
+        versions = [_version_of(w) for w in writes]
+        for hook in self.on_commit:
+            try:
+                hook(versions)
+            except Exception as error:  # noqa: BLE001 - the write is committed: a hook's failure must not turn it into an error
+                frames = "".join(traceback.format_tb(error.__traceback__, limit=-4))  # no message: it may quote data
+                log.error("on-commit hook %s failed type=%s\n%s", getattr(hook, "__name__", "?"), type(error).__name__, frames)
+
+    def _note_circle_changes(self, versions: list[Version]) -> None:
+        if any(v.type in CIRCLE_TYPES for v in versions):
+            self.care_circle_changes += 1
 
     def next_time(self, *currents: Current | Version | None) -> datetime:
         """Now, but never before a version being replaced (history stays in order)."""
