@@ -20,7 +20,8 @@ from hl7apy import SUPPORTED_LIBRARIES
 
 from fhir_server.engine import Engine
 from fhir_server.engine.conditional import conditional_target
-from fhir_server.engine.transaction import BundleLimits, read_request, run_transaction
+from fhir_server.engine.bundle_entries import BundleLimits, read_request
+from fhir_server.engine.transaction import run_transaction
 from fhir_server.outcome import FhirError
 from fhir_server.security.policy import SYSTEM, acting_as
 from fhir_server.storage.store import ConditionFailed

@@ -12,7 +12,8 @@ import orjson
 from fastapi import FastAPI
 
 from fhir_server.app import create_app
-from fhir_server.engine.transaction import BundleLimits, BundleRequest, _Plan, read_request, run_transaction
+from fhir_server.engine.bundle_entries import BundleLimits, BundleRequest, read_request
+from fhir_server.engine.transaction import _Plan, run_transaction
 from fhir_server.outcome import FhirError
 from fhir_server.security.policy import ACCESS, SYSTEM
 from fhir_server.settings import Settings

@@ -13,15 +13,8 @@ from starlette.responses import Response
 
 from fhir_server.engine import fhir_instant
 from fhir_server.engine.pacing import Pacer
-from fhir_server.engine.transaction import (
-    BundleLimits,
-    BundleRequest,
-    EntryResult,
-    read_bundle,
-    read_request,
-    run_batch,
-    run_transaction,
-)
+from fhir_server.engine.bundle_entries import BundleLimits, BundleRequest, EntryResult, read_bundle, read_request
+from fhir_server.engine.transaction import run_batch, run_transaction
 from fhir_server.outcome import FhirError, Issue, operation_outcome
 from fhir_server.rest.body import read_json
 from fhir_server.rest.bundle import assemble
