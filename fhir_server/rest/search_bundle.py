@@ -8,7 +8,7 @@ import orjson
 
 from fhir_server.outcome import Issue, operation_outcome
 from fhir_server.rest.bundle import assemble, paging_links
-from fhir_server.search.executor import SearchResult
+from fhir_server.search.request import SearchResult
 from fhir_server.search.subset import subset
 from fhir_server.spec import Spec
 

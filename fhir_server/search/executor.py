@@ -1,4 +1,5 @@
-"""Run a search: criteria, sort, keyset page, includes, total.
+"""Run a search: criteria, sort, keyset page, includes, total. (Its result parameters:
+request.py; the paging positions: paging.py.)
 
 Paging is keyset on the sort keys plus `_id` (a total order), with an opaque cursor: a client
 walking `next` links never sees a row twice nor misses one whose sort keys did not change,
@@ -8,17 +9,16 @@ whatever is written meanwhile, and memory stays flat however deep it walks.
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from functools import cmp_to_key
 from typing import Any, overload
 
-import orjson
 
 from fhir_server.outcome import FhirError
 from fhir_server.search.matcher import matches
+from fhir_server.search.paging import after_position, compare_positions, decode_cursor, encode_cursor, field_value
+from fhir_server.search.request import MAX_INCLUDED, MAX_ITERATE, SearchRequest, SearchResult, read_request
 from fhir_server.search.parameters import Parameters
 from fhir_server.search.query import MAX_CHAIN_MATCHES, Criteria, QueryCompiler, ValueSetMembers, bad, no_value_sets
 from fhir_server.values import key
@@ -29,168 +29,9 @@ from fhir_server.security.policy import ACCESS, NOTHING
 from fhir_server.spec import Spec
 from fhir_server.storage.store import ACCESS_FIELDS
 
-DEFAULT_COUNT = 20
-MAX_COUNT = 1000
-MAX_INCLUDED = 1000
-MAX_ITERATE = 3
-TOTAL_MODES = ("none", "estimate", "accurate")
-SUMMARY_MODES = ("true", "text", "data", "count", "false")
 BASE_FIELDS = {"_id": 1, "type": 1, "id": 1, "raw": 1, "version": 1, "updated": 1}
 SYSTEM_LEVEL = "Resource"  # parameters of Resource / DomainResource: the ones valid across types
 MAX_CANDIDATES = 5000  # above this, phase 2 in Python costs more than letting the database filter
-
-
-@dataclass
-class SearchRequest:
-    """The result parameters of a search, read and checked."""
-
-    count: int = DEFAULT_COUNT
-    sort: list[tuple[str, int]] = field(default_factory=list)
-    total: str = "none"
-    summary: str | None = None
-    elements: list[str] | None = None
-    include: list[tuple[str, str, str | None, bool]] = field(default_factory=list)
-    revinclude: list[tuple[str, str, str | None, bool]] = field(default_factory=list)
-    cursor: str | None = None
-    echoed: list[tuple[str, str]] = field(default_factory=list)
-
-
-@dataclass
-class SearchResult:
-    matches: list[dict[str, Any]]
-    included: list[dict[str, Any]]
-    next_cursor: str | None
-    total: int | None
-    criteria: Criteria
-    request: SearchRequest
-    previous_cursor: str | None = None
-
-
-def _include_spec(value: str, iterate: bool) -> tuple[str, str, str | None, bool]:
-    parts = value.split(":")
-    if value == "*":
-        return "*", "*", None, iterate
-    if len(parts) not in (2, 3) or not all(parts):
-        raise bad(f"_include/_revinclude take Type:parameter[:TargetType], not {value[:60]!r}")
-    return parts[0], parts[1], parts[2] if len(parts) == 3 else None, iterate
-
-
-def read_request(params: list[tuple[str, str]], resource_type: str | None, parameters: Parameters) -> SearchRequest:
-    """The result parameters (_count, _sort, _total, _summary, _elements, _include, ...)."""
-    request = SearchRequest()
-    for name, value in params:
-        base, _, modifier = name.partition(":")
-        if name == "_count":
-            if not value.isdigit():
-                raise bad(f"_count must be a whole number from 0 to {MAX_COUNT}")
-            request.count = min(int(value), MAX_COUNT)
-        elif name == "_sort":
-            request.sort = [_sort_key(item.strip(), resource_type, parameters) for item in value.split(",") if item.strip()]
-        elif name == "_total":
-            if value not in TOTAL_MODES:
-                raise bad(f"_total must be one of {', '.join(TOTAL_MODES)}")
-            request.total = value
-        elif name == "_summary":
-            if value not in SUMMARY_MODES:
-                raise bad(f"_summary must be one of {', '.join(SUMMARY_MODES)}")
-            request.summary = value
-        elif name == "_elements":
-            request.elements = [e.strip() for e in value.split(",") if e.strip()]
-        elif base in ("_include", "_revinclude"):
-            if modifier not in ("", "iterate", "recurse"):
-                raise bad(f"{base}:{modifier[:20]} is not supported")
-            (request.include if base == "_include" else request.revinclude).append(_include_spec(value, bool(modifier)))
-        elif name == "_cursor":
-            request.cursor = value
-            continue
-        else:
-            continue
-        request.echoed.append((name, value))
-    if request.count == 0 and request.summary is None:
-        request.summary = "count"  # R4 search: _count=0 is treated as _summary=count (the total, no entries)
-    return request
-
-
-def _sort_key(item: str, resource_type: str | None, parameters: Parameters) -> tuple[str, int]:
-    direction = -1 if item.startswith("-") else 1
-    code = item.lstrip("-")
-    if code == "_lastUpdated":
-        return "updated", direction
-    if code == "_id":
-        return "id", direction
-    if resource_type is None or code not in parameters.for_type(resource_type):
-        raise bad(f"Cannot sort by '{code[:40]}'" + (f" on {resource_type}" if resource_type else " across types"))
-    if parameters.for_type(resource_type)[code].type == "reference":
-        raise bad(f"Cannot sort by the reference parameter '{code}'")
-    return f"so.{code}", direction
-
-
-def _encode(value: Any) -> Any:
-    return {"d": round(value.timestamp() * 1000)} if isinstance(value, datetime) else value
-
-
-def _decode(value: Any) -> Any:
-    if isinstance(value, dict) and set(value) == {"d"}:
-        return datetime.fromtimestamp(value["d"] / 1000, tz=timezone.utc)
-    return value
-
-
-def _field(doc: dict[str, Any], dotted: str) -> Any:
-    value: Any = doc
-    for part in dotted.split("."):
-        value = value.get(part) if isinstance(value, dict) else None
-    return value
-
-
-def encode_cursor(doc: dict[str, Any], sort: list[tuple[str, int]], before: bool = False) -> str:
-    """A position: strictly after `doc` in the sort order (or strictly before it)."""
-    values = [_encode(_field(doc, name)) for name, _ in sort]
-    payload = orjson.dumps({"b": values} if before else values)
-    return base64.urlsafe_b64encode(payload).decode().rstrip("=")
-
-
-def decode_cursor(cursor: str, sort: list[tuple[str, int]]) -> tuple[list[Any], bool]:
-    """(the sort values of the position, True when the page is the one before it)."""
-    try:
-        decoded = orjson.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
-        before = isinstance(decoded, dict)
-        values = decoded.get("b") if before else decoded
-        if not isinstance(values, list) or len(values) != len(sort):
-            raise ValueError("shape")
-        return [_decode(v) for v in values], before
-    except (ValueError, TypeError, AttributeError, binascii.Error, orjson.JSONDecodeError, OverflowError, OSError):
-        raise bad("The paging cursor is not valid for this search (change no parameter while paging)") from None
-
-
-def _after(sort: list[tuple[str, int]], values: list[Any]) -> dict[str, Any]:
-    """Rows strictly after the cursor in (sort keys, _id) order; missing keys sort lowest."""
-    alternatives = []
-    for index, (name, direction) in enumerate(sort):
-        equal = [{sort[j][0]: values[j]} for j in range(index)]
-        value = values[index]
-        if direction == 1:
-            strict: dict[str, Any] | None = {name: {"$ne": None}} if value is None else {name: {"$gt": value}}
-        else:
-            strict = None if value is None else {"$or": [{name: {"$lt": value}}, {name: None}]}
-        if strict is not None:
-            alternatives.append({"$and": [*equal, strict]} if equal else strict)
-    return {"$or": alternatives} if alternatives else {"_id": {"$exists": False}}
-
-
-def _compare(left: list[Any], right: list[Any], sort: list[tuple[str, int]]) -> int:
-    """Order of two rows' sort values as MongoDB sorts them (missing lowest)."""
-    for a, b, (_, direction) in zip(left, right, sort):
-        if a == b:
-            continue
-        if a is None or b is None:
-            order = -1 if a is None else 1
-        else:
-            try:
-                order = -1 if a < b else 1
-            except TypeError:
-                order = -1 if type(a).__name__ < type(b).__name__ else 1
-        return order * direction
-    return 0
 
 
 def _fields(clauses: list[dict[str, Any]]) -> set[str]:
@@ -322,7 +163,7 @@ class Searcher:
         if result is None:
             result = await self._page(resource_type, criteria, query, request, sort)
         if newest is not None:
-            values = [_field(row, sort[0][0]) for row in result.matches]
+            values = [field_value(row, sort[0][0]) for row in result.matches]
             self.windows.learn(newest.shape, newest.anchor, values, result.next_cursor is not None)
         return result
 
@@ -389,8 +230,8 @@ class Searcher:
                 query = {"type": resource_type, newest.field: value, sort[0][0]: window.condition()}
                 async for doc in self._collection.find(query):  # whole: SecantusDB projects slower than it sends
                     found[doc["_id"]] = doc
-            keyed = (([_field(doc, f) for f, _ in sort], doc) for doc in found.values() if not wanted or matches(doc, wanted))
-            rows += [row for row in keyed if position is None or _compare(row[0], position, sort) > 0]
+            keyed = (([field_value(doc, f) for f, _ in sort], doc) for doc in found.values() if not wanted or matches(doc, wanted))
+            rows += [row for row in keyed if position is None or compare_positions(row[0], position, sort) > 0]
             if len(rows) > request.count:
                 break
             window = window.below()
@@ -401,7 +242,7 @@ class Searcher:
         if attempt:
             self.windows.widened += 1
         def by_sort_keys(a: tuple[list[Any], dict[str, Any]], b: tuple[list[Any], dict[str, Any]]) -> int:
-            return _compare(a[0], b[0], sort)
+            return compare_positions(a[0], b[0], sort)
         rows.sort(key=cmp_to_key(by_sort_keys))
         page = [doc for _, doc in rows[: request.count]]
         previous_cursor = encode_cursor(page[0], sort, before=True) if position is not None else None
@@ -474,7 +315,7 @@ class Searcher:
     ) -> SearchResult:
         """Phase 2: the rest of the criteria, the sort and the keyset cut, on the bounded set."""
         rows = [doc for doc in candidates if matches(doc, query)]
-        rows.sort(key=cmp_to_key(lambda a, b: _compare([_field(a, f) for f, _ in sort], [_field(b, f) for f, _ in sort], sort)))
+        rows.sort(key=cmp_to_key(lambda a, b: compare_positions([field_value(a, f) for f, _ in sort], [field_value(b, f) for f, _ in sort], sort)))
         total = len(rows) if request.total != "none" or request.summary == "count" else None
         if request.summary == "count":
             return SearchResult([], [], None, total, criteria, request)
@@ -482,7 +323,7 @@ class Searcher:
         if request.cursor:
             position, before = decode_cursor(request.cursor, sort)
             cut = 0
-            while cut < len(rows) and _compare([_field(rows[cut], f) for f, _ in sort], position, sort) < (0 if before else 1):
+            while cut < len(rows) and compare_positions([field_value(rows[cut], f) for f, _ in sort], position, sort) < (0 if before else 1):
                 cut += 1
             start, end = (max(0, cut - request.count), cut) if before else (cut, len(rows))
         page = rows[start : min(end, start + request.count)]
@@ -518,7 +359,7 @@ class Searcher:
         if request.cursor:
             position, before = decode_cursor(request.cursor, sort)
             order = [(name, -direction) for name, direction in sort] if before else sort
-            page_query = {"$and": [query, _after(order, position)]}
+            page_query = {"$and": [query, after_position(order, position)]}
         projection = {**BASE_FIELDS, **{name: 1 for name, _ in sort}}
         if request.include:
             projection["ix.rf"] = 1
@@ -649,7 +490,7 @@ class Searcher:
         for doc in docs:
             if source not in ("*", doc["type"]):
                 continue
-            for entry in _field(doc, "ix.rf") or []:
+            for entry in field_value(doc, "ix.rf") or []:
                 name, _, reference = entry.partition("\x1f")
                 if (code in ("*", name)) and reference.count("/") == 1 and "://" not in reference:
                     if target is None or reference.startswith(f"{target}/"):
@@ -676,4 +517,4 @@ class Searcher:
         return found
 
 
-__all__ = ["SearchRequest", "SearchResult", "Searcher", "read_request"]
+__all__ = ["Searcher"]
