@@ -324,3 +324,29 @@ def test_the_notebook_filters_by_kind_and_pages(browser: Browser, demo_server: D
     expect(page.locator("article.discharge .badge.kind")).to_have_text("Informations de sortie")
     page.context.close()
     assert errors == []
+
+
+def test_a_practitioner_finds_the_patients_of_its_roles_teams(browser: Browser, demo_server: DemoServer, errors: list[str]) -> None:
+    """A care team may list a professional's situation (PractitionerRole) rather than the
+    person: the access policy reaches those patients, and so does *Mes patients*."""
+    import httpx
+
+    headers = {"Authorization": f"Bearer {demo_server.system_token()}"}
+    pharmacist = demo_server.reference("pharmacist")
+    suffix = uuid.uuid4().hex[:6]
+
+    def create(resource: dict[str, Any]) -> str:
+        created = httpx.post(f"{demo_server.served.base}/{resource['resourceType']}", json=resource, headers=headers, timeout=30)
+        assert created.status_code == 201, created.text
+        return f"{resource['resourceType']}/{created.json()['id']}"
+
+    role = create({"resourceType": "PractitionerRole", "active": True, "practitioner": {"reference": pharmacist}})
+    patient = create({"resourceType": "Patient", "name": [{"family": f"GARNIER{suffix.upper()}", "given": ["Paul"]}]})
+    create({"resourceType": "CareTeam", "status": "active", "name": "Cercle de soins de Paul GARNIER", "subject": {"reference": patient},
+            "participant": [{"member": {"reference": role}}]})
+    page = new_page(browser, errors)
+    sign_in(page, demo_server, "Sophie GIRARD")
+    expect(page.get_by_role("link", name=f"Paul GARNIER{suffix.upper()}")).to_be_visible()
+    expect(page.get_by_role("link", name=PATIENT)).to_be_visible()  # and her own team's patient still
+    page.context.close()
+    assert errors == []

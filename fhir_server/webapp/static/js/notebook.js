@@ -28,12 +28,19 @@ export function kindOf(resource, guide) {
 const isReceipt = (resource, guide) => kindOf(resource, guide)?.receipt === true;
 const parentOf = resource => (resource.inResponseTo ?? [])[0]?.reference ?? null;
 
-/** The patients of the active care teams the user takes part in, each with its notebook's
- * latest entry date and the number of entries the user has neither written nor read. */
+/** The patients of the active care teams the user takes part in (as itself, or, for a
+ * practitioner, through one of its PractitionerRoles), each with its notebook's latest entry
+ * date and the number of entries the user has neither written nor read. */
 export async function myPatients(client, me, guide) {
-  const bundle = await get(client, `CareTeam?participant=${encodeURIComponent(me)}&status=active&_include=CareTeam:subject&_count=100`);
-  const { included, known } = unbundle(bundle);
-  const patients = included.filter(r => r.resourceType === 'Patient');
+  const who = encodeURIComponent(me);
+  const queries = [`CareTeam?participant=${who}&status=active&_include=CareTeam:subject&_count=100`];
+  if (me.startsWith('Practitioner/')) {
+    queries.push(`CareTeam?participant:PractitionerRole.practitioner=${who}&status=active&_include=CareTeam:subject&_count=100`);
+  }
+  const pages = (await Promise.all(queries.map(query => get(client, query)))).map(unbundle);
+  const known = new Map(pages.flatMap(page => [...page.known]));
+  const patients = [...new Map(pages.flatMap(page => page.included)
+    .filter(r => r.resourceType === 'Patient').map(r => [r.id, r])).values()];
   return Promise.all(patients.map(async patient => ({ patient, ...(await unreadSummary(client, patient.id, me, guide)) })))
     .then(rows => rows.concat().sort((a, b) => (b.last ?? '').localeCompare(a.last ?? '')))
     .then(rows => ({ rows, known }));
