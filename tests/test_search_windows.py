@@ -1,4 +1,4 @@
-"""Newest-first pages read through a window of the sort index (fhir_server/search/windows.py).
+"""Newest-first pages read through a window of the sort index (fhir_server/storage/windows.py).
 
 Windows are sized from the pages served before, so each test first serves enough pages for the
 estimates to exist, then checks that windows were really used (or really missed) and that every
@@ -13,7 +13,7 @@ from datetime import datetime, timedelta, timezone
 import httpx
 import pytest
 
-from fhir_server.search.windows import MIN_OBSERVATIONS, WindowEstimates, sort_indexes
+from fhir_server.storage.windows import MIN_OBSERVATIONS, WindowEstimates, sort_indexes
 from fhir_server.storage.store import INDEXES, RESOURCES
 from tests.search_fixtures import entry, put
 

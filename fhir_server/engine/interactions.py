@@ -20,10 +20,10 @@ import orjson
 from fhir_server.outcome import FhirError, Issue
 from fhir_server.search.executor import Searcher
 from fhir_server.search.index import build_index
-from fhir_server.search.matcher import matches
+from fhir_server.storage.matching import matches
 from fhir_server.search.parameters import parameters_for
 from fhir_server.spec import Spec
-from fhir_server.search.windows import sort_indexes
+from fhir_server.storage.windows import sort_indexes
 from fhir_server.storage.store import (INDEXES, RESOURCES, Bookkeeping, Current, ResourceStore, StorageBusy, TooLargeToStore, Version,
                                        VersionConflict, Write, back_off)
 from fhir_server.national import national_search_parameters

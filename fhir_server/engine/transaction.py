@@ -40,7 +40,7 @@ from fhir_server.engine.interactions import Engine, check_if_match, parse_etag
 from fhir_server.engine.patch import JSON_PATCH, apply_patch, patch_from_binary, patch_kind
 from fhir_server.outcome import FhirError
 from fhir_server.search.index import build_index
-from fhir_server.search.matcher import matches
+from fhir_server.storage.matching import matches
 from fhir_server.storage.store import Bookkeeping, GuardTaken, Version, VersionConflict, Write, back_off
 from fhir_server.security.policy import ACCESS
 from fhir_server.security.writes import check_absent

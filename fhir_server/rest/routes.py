@@ -48,6 +48,7 @@ from fhir_server.security.permissions import (BUNDLES, CREATES, DELETES, EVERYTH
                                               READS, SEARCHES, SYSTEM_HISTORY, SYSTEM_SEARCHES, TYPE_HISTORY, UPDATES,
                                               VALIDATES, VREADS, Permission)
 from fhir_server.security.policy import NOBODY, Access, acting_as
+from fhir_server.storage.reach import compartment_filter
 from fhir_server.storage.store import Version
 from fhir_server.webapp.serving import app_file, app_root
 
@@ -265,10 +266,7 @@ async def search_compartment(request: Request) -> Response:
     if compartment not in engine.spec.compartments or members is None:
         raise FhirError.of(404, "not-supported", f"{resource_type} is not in the {compartment[:40]} compartment")
     keys = [key(code, f"{compartment}/{owner}") for code in members]
-    if resource_type == compartment:
-        extra: dict = {"$or": [{"_id": f"{compartment}/{owner}"}, {"ix.rf": {"$in": keys}}]}
-    else:
-        extra = {"ix.rf": {"$in": keys}}
+    extra = compartment_filter(f"{compartment}/{owner}" if resource_type == compartment else None, keys)
     return await _search(request, resource_type, f"/{compartment}/{owner}/{resource_type}", extra)
 
 

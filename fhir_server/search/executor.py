@@ -16,16 +16,17 @@ from typing import Any, overload
 
 
 from fhir_server.outcome import FhirError
-from fhir_server.search.matcher import matches
+from fhir_server.storage.matching import matches
 from fhir_server.search.paging import after_position, compare_positions, decode_cursor, encode_cursor, field_value
 from fhir_server.search.request import MAX_INCLUDED, MAX_ITERATE, SearchRequest, SearchResult, read_request
 from fhir_server.search.parameters import Parameters
 from fhir_server.search.query import MAX_CHAIN_MATCHES, Criteria, QueryCompiler, ValueSetMembers, bad, no_value_sets
 from fhir_server.values import key
-from fhir_server.search.windows import MAX_KEYS as MAX_WINDOW_KEYS
-from fhir_server.search.windows import WINDOWS_PER_PAGE
-from fhir_server.search.windows import WindowEstimates
-from fhir_server.security.policy import ACCESS, NOTHING
+from fhir_server.storage.windows import MAX_KEYS as MAX_WINDOW_KEYS
+from fhir_server.storage.windows import WINDOWS_PER_PAGE
+from fhir_server.storage.windows import WindowEstimates
+from fhir_server.security.policy import ACCESS
+from fhir_server.storage.reach import NOTHING
 from fhir_server.spec import Spec
 from fhir_server.storage.store import ACCESS_FIELDS
 
@@ -193,7 +194,7 @@ class Searcher:
     def _newest_first(
         self, resource_type: str, criteria: Criteria, driver: dict[str, Any], request: SearchRequest, sort: list[tuple[str, int]]
     ) -> _NewestFirst | None:
-        """The search, when a window of a sort index can serve its page (see search/windows.py)."""
+        """The search, when a window of a sort index can serve its page (see storage/windows.py)."""
         (name, _), = driver.items()
         if not request.sort or request.sort[0] != (self._sort_indexes.get(name), -1):
             return None

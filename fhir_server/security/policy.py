@@ -33,12 +33,12 @@ import orjson
 
 from fhir_server.security.scopes import Grant
 from fhir_server.storage.circle import CircleStore
+from fhir_server.storage.reach import NOTHING, reach_filter
 from fhir_server.values import date_range, key
 
 NOTEBOOK_TYPES = frozenset({"Patient", "Communication", "CarePlan", "CareTeam"})
 SYSTEM_TYPES = frozenset({"AuditEvent"})
 CIRCLE_TYPES = frozenset({"CareTeam", "PractitionerRole", "RelatedPerson", "Consent"})  # writes to these change who reaches whom  # the audit trail: system/ scopes only
-NOTHING: dict[str, Any] = {"_id": {"$in": []}}
 HIDDEN = "\x00hidden"  # the cache entry of the labels hidden from an Access
 
 
@@ -121,22 +121,22 @@ class Access:
         if self.patients is None:
             return None
         if resource_type == "Patient":
-            return {"_id": {"$in": self._keys("Patient", ())}, **self._mask(resource_type)}
+            return reach_filter(ids=self._keys("Patient", ()), **self._mask(resource_type))
         codes = compartments.get(resource_type)
         if codes is None:
             return None  # not patient data: readable under the scopes
-        return {"ix.rf": {"$in": self._keys(resource_type, tuple(codes))}, **self._mask(resource_type)}
+        return reach_filter(references=self._keys(resource_type, tuple(codes)), **self._mask(resource_type))
 
-    def _mask(self, resource_type: str) -> dict[str, Any]:
-        """What the visibility labels hide from this user, unless the user wrote it ({}: nothing)."""
+    def _mask(self, resource_type: str) -> dict[str, Keys]:
+        """What the visibility labels hide from this user, and the user's author entries for
+        this type (what it wrote stays visible to it)."""
         hidden = self._hidden()
         if not hidden:
             return {}
-        unlabelled = {"ix.tk": {"$nin": hidden}}
         author = VISIBILITY.authors.get(resource_type)
         if author is None or not self.authors:
-            return unlabelled
-        return {"$or": [unlabelled, {"ix.rf": {"$in": Keys(key(author, ref) for ref in self.authors)}}]}
+            return {"hidden": hidden}
+        return {"hidden": hidden, "authored": Keys(key(author, ref) for ref in self.authors)}
 
     def masked(self, resource_type: str, entries: list[str]) -> bool:
         """Whether a stored resource with these access entries (its reference and security label
