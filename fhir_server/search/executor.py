@@ -16,8 +16,9 @@ from typing import Any, overload
 
 
 from fhir_server.outcome import FhirError
+from fhir_server.storage import filters
 from fhir_server.storage.matching import matches
-from fhir_server.search.paging import after_position, compare_positions, decode_cursor, encode_cursor, field_value
+from fhir_server.search.paging import compare_positions, decode_cursor, encode_cursor, field_value
 from fhir_server.search.request import MAX_INCLUDED, MAX_ITERATE, SearchRequest, SearchResult, read_request
 from fhir_server.search.parameters import Parameters
 from fhir_server.search.query import MAX_CHAIN_MATCHES, Criteria, QueryCompiler, ValueSetMembers, bad, no_value_sets
@@ -33,18 +34,6 @@ from fhir_server.storage.store import ACCESS_FIELDS
 BASE_FIELDS = {"_id": 1, "type": 1, "id": 1, "raw": 1, "version": 1, "updated": 1}
 SYSTEM_LEVEL = "Resource"  # parameters of Resource / DomainResource: the ones valid across types
 MAX_CANDIDATES = 5000  # above this, phase 2 in Python costs more than letting the database filter
-
-
-def _fields(clauses: list[dict[str, Any]]) -> set[str]:
-    """The document fields a list of clauses reads."""
-    found: set[str] = set()
-    for clause in clauses:
-        for name, condition in clause.items():
-            if name in ("$and", "$or", "$nor"):
-                found |= _fields(condition)
-            elif not name.startswith("$"):
-                found.add(name)
-    return found
 
 
 def _without_parents(fields: set[str]) -> set[str]:
@@ -66,21 +55,18 @@ def _still_needed(restriction: dict[str, Any], clauses: list[dict[str, Any]]) ->
 def _implied(restriction: dict[str, Any], clauses: list[dict[str, Any]]) -> bool:
     """Whether another clause already keeps every row inside a one-field restriction."""
     (name, condition), = restriction.items()
-    allowed = condition["$in"] if isinstance(condition, dict) else [condition]
+    allowed = filters.equality_values(condition) or []
     for clause in clauses:
         if list(clause) != [name]:
             continue
-        wanted = clause[name]
-        values = wanted if isinstance(wanted, str) else wanted.get("$in") if isinstance(wanted, dict) and list(wanted) == ["$in"] else None
-        values = [values] if isinstance(values, str) else values
+        values = filters.equality_values(clause[name])
         if values and all(v in allowed for v in values):
             return True
     return False
 
 
 def _driver_values(driver: dict[str, Any]) -> list[str]:
-    condition = next(iter(driver.values()))
-    return [condition] if isinstance(condition, str) else list(condition["$in"])
+    return filters.equality_values(next(iter(driver.values()))) or []
 
 
 def _residual(resource_type: str, criteria: Criteria, driver: dict[str, Any]) -> list[dict[str, Any]]:
@@ -185,11 +171,11 @@ class Searcher:
                 page = await self._page_from_database(criteria, direct, request, sort, criteria.mask if masked else None)
                 if page is not None:
                     return page
-            fields = _fields(residual) | {name for name, _ in sort} | ({"ix.rf"} if request.include else set())
+            fields = filters.fields_read(residual) | {name for name, _ in sort} | ({"ix.rf"} if request.include else set())
             candidates = await self._candidates(resource_type, driver, fields)
             if candidates is not None:
-                return await self._page_of_candidates(candidates, criteria, {"$and": residual} if residual else {}, request, sort)
-        return await self._page_from_database(criteria, {"$and": [query, {"deleted": False}]}, request, sort)
+                return await self._page_of_candidates(candidates, criteria, filters.all_of(residual), request, sort)
+        return await self._page_from_database(criteria, filters.all_of([query, filters.equal("deleted", False)]), request, sort)
 
     def _newest_first(
         self, resource_type: str, criteria: Criteria, driver: dict[str, Any], request: SearchRequest, sort: list[tuple[str, int]]
@@ -223,7 +209,7 @@ class Searcher:
         if window is None:
             return None
         residual = _residual(resource_type, criteria, driver)
-        wanted = {"$and": residual} if residual else {}
+        wanted = filters.all_of(residual)
         rows: list[tuple[list[Any], dict[str, Any]]] = []
         for attempt in range(WINDOWS_PER_PAGE):
             found: dict[str, dict[str, Any]] = {}
@@ -280,13 +266,13 @@ class Searcher:
         answers: list[list[str] | None] = [None] * len(lookups)
 
         async def answer(resource_type: str, name: str, group: list[tuple[int, Criteria]]) -> None:
-            # one query per group: $or or a $in on type scans
+            # one query per group: an or, or a one-of on type, scans
             values = sorted({v for _, criteria in group for v in _driver_values(criteria.driver() or {})})
-            fields = {f for _, criteria in group for f in _fields(criteria.clauses)}
+            fields = {f for _, criteria in group for f in filters.fields_read(criteria.clauses)}
             projection = {"_id": 1, "type": 1, "id": 1, "deleted": 1, **{f: 1 for f in _without_parents(fields)}}
             if matched is not None:
                 projection.update(raw=1, version=1, updated=1)
-            query = {"type": resource_type, name: values[0] if len(values) == 1 else {"$in": values}}
+            query = {"type": resource_type, **(filters.equal(name, values[0]) if len(values) == 1 else filters.one_of(name, values))}
             found = [doc async for doc in self._collection.find(query, projection).limit(MAX_CANDIDATES + 1)]
             if len(found) > MAX_CANDIDATES:
                 return
@@ -328,7 +314,7 @@ class Searcher:
                 cut += 1
             start, end = (max(0, cut - request.count), cut) if before else (cut, len(rows))
         page = rows[start : min(end, start + request.count)]
-        stored = {doc["_id"]: doc async for doc in self._collection.find({"_id": {"$in": [r["_id"] for r in page]}}, {"raw": 1})}
+        stored = {doc["_id"]: doc async for doc in self._collection.find(filters.one_of("_id", [r["_id"] for r in page]), {"raw": 1})}
         matches_ = [{**row, "raw": stored[row["_id"]]["raw"]} for row in page if row["_id"] in stored]
         next_cursor = encode_cursor(page[-1], sort) if page and start + len(page) < len(rows) else None
         previous_cursor = encode_cursor(page[0], sort, before=True) if page and start > 0 else None
@@ -360,7 +346,7 @@ class Searcher:
         if request.cursor:
             position, before = decode_cursor(request.cursor, sort)
             order = [(name, -direction) for name, direction in sort] if before else sort
-            page_query = {"$and": [query, after_position(order, position)]}
+            page_query = filters.all_of([query, filters.after_position(order, position)])
         projection = {**BASE_FIELDS, **{name: 1 for name, _ in sort}}
         if request.include:
             projection["ix.rf"] = 1
@@ -387,18 +373,17 @@ class Searcher:
         request = read_request(params, None, self._parameters)
         compiler = QueryCompiler(self._parameters, self._inner, base_url, self._value_sets)
         criteria = await compiler.compile(SYSTEM_LEVEL, [(k, v) for k, v in params if k != "_type"], strict)
-        criteria.clauses[0] = {"type": {"$in": types}} if types else {"deleted": False}
+        criteria.clauses[0] = filters.one_of("type", types) if types else filters.equal("deleted", False)
         if not ACCESS.get().unrestricted:
             if not types:
                 raise FhirError.of(403, "forbidden", "With this token a system-level search needs _type")
-            criteria.clauses.append({"$or": [{"type": t, **(self._restriction(t) or {})} for t in types]})
+            criteria.clauses.append(filters.any_of([{"type": t, **(self._restriction(t) or {})} for t in types]))
         for clause in criteria.clauses:
             if "_id" in clause:  # ids were prefixed with the pseudo type: match them in every type
-                ids = [i.split("/", 1)[1] for i in clause["_id"]["$in"]]
-                clause.pop("_id")
-                clause["id"] = {"$in": ids}
+                ids = [i.split("/", 1)[1] for i in filters.equality_values(clause.pop("_id")) or []]
+                clause.update(filters.one_of("id", ids))
         sort = [*request.sort, ("_id", request.sort[-1][1] if request.sort else 1)]
-        return await self._page_from_database(criteria, {"$and": [*criteria.clauses, {"deleted": False}]}, request, sort)
+        return await self._page_from_database(criteria, filters.all_of([*criteria.clauses, filters.equal("deleted", False)]), request, sort)
 
     async def everything(
         self, patient_id: str, types: list[str] | None, since: datetime | None, count: int, cursor: str | None
@@ -415,7 +400,7 @@ class Searcher:
             rows += [d async for d in self._collection.find({"_id": owner}, fields)]
         for resource_type in wanted:  # one indexed query per type: the planner needs `type` first
             keys = [key(code, owner) for code in compartment[resource_type]]
-            found = self._collection.find({"type": resource_type, "ix.rf": {"$in": keys}}, fields).limit(MAX_CANDIDATES + 1)
+            found = self._collection.find({"type": resource_type, **filters.one_of("ix.rf", keys)}, fields).limit(MAX_CANDIDATES + 1)
             rows += [d async for d in found]
             if len(rows) > MAX_CANDIDATES:
                 raise FhirError.of(400, "too-costly", f"$everything found more than {MAX_CANDIDATES} resources: use _type or _since")
@@ -431,7 +416,7 @@ class Searcher:
         page = rows[start : start + count + 1]
         more = len(page) > count
         page = page[:count]
-        stored = {d["_id"]: d async for d in self._collection.find({"_id": {"$in": [r["_id"] for r in page]}}, {"raw": 1})}
+        stored = {d["_id"]: d async for d in self._collection.find(filters.one_of("_id", [r["_id"] for r in page]), {"raw": 1})}
         matched = [{**row, "raw": stored[row["_id"]]["raw"]} for row in page if row["_id"] in stored]
         request = SearchRequest(count=count)
         return SearchResult(matched, [], encode_cursor(page[-1], sort) if more and page else None, len(rows), Criteria(), request)
@@ -452,7 +437,7 @@ class Searcher:
         criteria = await compiler.compile(resource_type, params, strict=True, depth=1)
         criteria.clauses += [c for c in ({"deleted": False}, self._restriction(resource_type)) if c]
         driver = criteria.driver()
-        fields = _fields(criteria.clauses) | set(projection)
+        fields = filters.fields_read(criteria.clauses) | set(projection)
         candidates = await self._candidates(resource_type, driver, fields) if driver is not None else None
         if candidates is not None:
             docs = [doc for doc in candidates if matches(doc, criteria.filter())][: MAX_CHAIN_MATCHES + 1]
@@ -499,7 +484,7 @@ class Searcher:
                             references.append(reference)
         if not references:
             return []
-        query = {"_id": {"$in": sorted(set(references))}}
+        query = filters.one_of("_id", sorted(set(references)))
         found = [d async for d in self._collection.find(query, {**BASE_FIELDS, **ACCESS_FIELDS, "deleted": 1}).limit(MAX_INCLUDED + 1)]
         found = [d for d in self._visible(found) if not d.get("deleted")]
         found = [d for d in found if d["_id"] not in seen]
@@ -510,7 +495,7 @@ class Searcher:
         if source == "*" or not self._spec.is_resource_type(source):
             raise bad("_revinclude needs Type:parameter")
         keys = [key(code, doc["_id"]) for doc in docs]
-        query = {"type": source, "ix.rf": {"$in": keys}}  # tombstones have no index entries
+        query = {"type": source, **filters.one_of("ix.rf", keys)}  # tombstones have no index entries
         cursor = self._collection.find(query, {**BASE_FIELDS, **ACCESS_FIELDS}).limit(MAX_INCLUDED + 1)
         found = [d async for d in cursor]
         found = [d for d in self._visible(found) if d["_id"] not in seen]

@@ -1,6 +1,6 @@
 """Keyset paging positions: the opaque cursor of a page (its last row's sort values and `_id`),
-the rows strictly after it as a database condition, and the order of two positions as the
-database sorts them (missing values lowest)."""
+and the order of two positions as the database sorts them (missing values lowest). The rows
+strictly after a position, as a condition: storage/filters.py `after_position`."""
 
 from __future__ import annotations
 
@@ -50,21 +50,6 @@ def decode_cursor(cursor: str, sort: list[tuple[str, int]]) -> tuple[list[Any], 
         raise bad("The paging cursor is not valid for this search (change no parameter while paging)") from None
 
 
-def after_position(sort: list[tuple[str, int]], values: list[Any]) -> dict[str, Any]:
-    """Rows strictly after the cursor in (sort keys, _id) order; missing keys sort lowest."""
-    alternatives = []
-    for index, (name, direction) in enumerate(sort):
-        equal = [{sort[j][0]: values[j]} for j in range(index)]
-        value = values[index]
-        if direction == 1:
-            strict: dict[str, Any] | None = {name: {"$ne": None}} if value is None else {name: {"$gt": value}}
-        else:
-            strict = None if value is None else {"$or": [{name: {"$lt": value}}, {name: None}]}
-        if strict is not None:
-            alternatives.append({"$and": [*equal, strict]} if equal else strict)
-    return {"$or": alternatives} if alternatives else {"_id": {"$exists": False}}
-
-
 def compare_positions(left: list[Any], right: list[Any], sort: list[tuple[str, int]]) -> int:
     """Order of two rows' sort values as MongoDB sorts them (missing lowest)."""
     for a, b, (_, direction) in zip(left, right, sort):
@@ -81,4 +66,4 @@ def compare_positions(left: list[Any], right: list[Any], sort: list[tuple[str, i
     return 0
 
 
-__all__ = ["after_position", "compare_positions", "decode_cursor", "encode_cursor", "field_value"]
+__all__ = ["compare_positions", "decode_cursor", "encode_cursor", "field_value"]

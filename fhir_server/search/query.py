@@ -1,7 +1,8 @@
-"""Search parameters in, a MongoDB filter out.
+"""Search parameters in, a filter plan out, written in storage/filters.py's vocabulary (which
+spells it for MongoDB: search/ writes no operator).
 
-Every value from the client ends up as a string or number compared with `$eq`/`$in`/ranges,
-or inside an anchored, escaped regex: never as an operator. Chains and `_has` run their
+Every value from the client ends up as a string or number compared by equality, one-of or
+ranges, or inside an anchored, escaped prefix: never as an operator. Chains and `_has` run their
 inner search first (bounded) and turn it into a list of keys.
 """
 
@@ -15,6 +16,7 @@ from typing import Any, Awaitable, Callable
 from fhir_server.outcome import FhirError, Issue
 from fhir_server.search.index import ANY_SYSTEM, PREFIX_LENGTH
 from fhir_server.search.parameters import Parameter, Parameters
+from fhir_server.storage import filters
 from fhir_server.values import ONE_MS, SEPARATOR, before, below, date_range, fold, key, number_range
 
 PREFIXES = ("eq", "ne", "gt", "lt", "ge", "le", "sa", "eb", "ap")
@@ -41,7 +43,7 @@ RANGE_FIELD = {"date": "ix.dt", "number": "ix.nm", "quantity": "ix.qt"}
 InnerSearch = Callable[[str, list[tuple[str, str]], dict[str, Any]], Awaitable[list[dict[str, Any]]]]
 
 
-# Array fields whose equality / $in can find candidates through their index, most selective first.
+# Array fields whose equality or one-of can find candidates through their index, most selective first.
 DRIVING_FIELDS = ("_id", "ix.rf", "ix.tk", "ix.sx", "ix.ur", "ix.sp")
 
 
@@ -55,16 +57,14 @@ class Criteria:
     mask: dict[str, Any] | None = None  # the access policy's masking clause, when it is one of `clauses`
 
     def filter(self) -> dict[str, Any]:
-        return {"$and": self.clauses} if len(self.clauses) > 1 else (self.clauses[0] if self.clauses else {})
+        return filters.all_of(self.clauses)
 
     def driver(self) -> dict[str, Any] | None:
-        """The clause that can find the candidates through an index: equality or `$in` on one field."""
+        """The clause that can find the candidates through an index: equality or one-of on one field."""
         for wanted in DRIVING_FIELDS:
             for clause in self.clauses:
-                if len(clause) == 1 and wanted in clause:
-                    condition = clause[wanted]
-                    if isinstance(condition, str) or (isinstance(condition, dict) and list(condition) == ["$in"]):
-                        return clause
+                if len(clause) == 1 and wanted in clause and filters.equality_values(clause[wanted]) is not None:
+                    return clause
         return None
 
 
@@ -153,9 +153,9 @@ class QueryCompiler:
         if len(values) > MAX_OR_VALUES:
             raise bad(f"Too many values for {code}: at most {MAX_OR_VALUES}", "too-costly")
         if code == "_id":
-            return {"_id": {"$in": [f"{resource_type}/{unescape(v)}" for v in values]}}
+            return filters.one_of("_id", [f"{resource_type}/{unescape(v)}" for v in values])
         if code == "_lastUpdated":
-            return _or([_scalar_date("updated", v) for v in values])
+            return filters.any_of([_scalar_date("updated", v) for v in values])
         build = getattr(self, f"_{parameter.type}")
         return build(parameter, modifier, values)
 
@@ -163,7 +163,7 @@ class QueryCompiler:
 
     def _token(self, p: Parameter, modifier: str, values: list[str]) -> dict[str, Any]:
         if modifier == "text":
-            return _or([{"ix.st": {"$regex": "^" + re.escape(key(f"{p.code}:text", fold(unescape(v))))}} for v in values])
+            return filters.any_of([filters.starts_with("ix.st", key(f"{p.code}:text", fold(unescape(v)))) for v in values])
         if modifier == "of-type":
             keys = []
             for value in values:
@@ -171,11 +171,11 @@ class QueryCompiler:
                 if len(parts) != 3 or not parts[1] or not parts[2]:
                     raise bad(f"{p.code}:of-type takes type-system|type-code|value")
                 keys.append(key(f"{p.code}:of-type", *(unescape(part) for part in parts)))
-            return {"ix.tk": {"$in": keys}}
+            return filters.one_of("ix.tk", keys)
         if modifier in ("in", "not-in"):
             # a `code` element is indexed without a system: its value set's system is implied
             keys = [key(p.code, found, code) for url in values for system, code in self._members(p, unescape(url)) for found in (system, "")]
-            return {"ix.tk": {"$in" if modifier == "in" else "$nin": keys}}
+            return filters.one_of("ix.tk", keys) if modifier == "in" else filters.none_of("ix.tk", keys)
         keys, prefixes = [], []
         for value in values:
             system, code = split_pipe(value)
@@ -188,11 +188,11 @@ class QueryCompiler:
         if modifier == "not":
             if prefixes:
                 raise bad(f"{p.code}:not needs system|code or code values")
-            return {"ix.tk": {"$nin": keys}}
-        clauses: list[dict[str, Any]] = [{"ix.tk": {"$regex": "^" + re.escape(prefix)}} for prefix in prefixes]
+            return filters.none_of("ix.tk", keys)
+        clauses: list[dict[str, Any]] = [filters.starts_with("ix.tk", prefix) for prefix in prefixes]
         if keys:
-            clauses.append({"ix.tk": {"$in": keys}})
-        return _or(clauses)
+            clauses.append(filters.one_of("ix.tk", keys))
+        return filters.any_of(clauses)
 
     def _members(self, p: Parameter, url: str) -> frozenset[tuple[str, str]]:
         """The codes of a value set named by `:in` / `:not-in` (its canonical url)."""
@@ -219,34 +219,34 @@ class QueryCompiler:
                 if not targets:
                     raise bad(f"{p.code} needs Type/id values")
                 keys.extend(key(p.code, f"{target}/{value}") for target in targets)
-        return {"ix.rf": {"$in": keys}}
+        return filters.one_of("ix.rf", keys)
 
     def _string(self, p: Parameter, modifier: str, values: list[str]) -> dict[str, Any]:
         if modifier == "exact":
-            return {"ix.sx": {"$in": [key(p.code, unescape(v)) for v in values]}}
+            return filters.one_of("ix.sx", [key(p.code, unescape(v)) for v in values])
         if modifier == "contains":
-            return _or([{"ix.st": {"$regex": "^" + re.escape(p.code + SEPARATOR) + ".*" + re.escape(fold(unescape(v)))}} for v in values])
+            return filters.any_of([filters.starts_with("ix.st", p.code + SEPARATOR, then=fold(unescape(v))) for v in values])
         folded = [fold(unescape(v)) for v in values]
         if all(folded) and all(len(f) <= PREFIX_LENGTH for f in folded):
-            return {"ix.sp": {"$in": [key(p.code, f) for f in folded]}}  # equality on indexed prefixes
-        return _or([{"ix.st": {"$regex": "^" + re.escape(key(p.code, f))}} for f in folded])
+            return filters.one_of("ix.sp", [key(p.code, f) for f in folded])  # equality on indexed prefixes
+        return filters.any_of([filters.starts_with("ix.st", key(p.code, f)) for f in folded])
 
     def _uri(self, p: Parameter, modifier: str, values: list[str]) -> dict[str, Any]:
         if modifier == "below":
-            return _or([{"ix.ur": {"$regex": "^" + re.escape(key(p.code, unescape(v)))}} for v in values])
+            return filters.any_of([filters.starts_with("ix.ur", key(p.code, unescape(v))) for v in values])
         if modifier == "above":
             keys: list[str] = []
             for value in map(unescape, values):
                 parts = value.split("/")
                 keys.extend(key(p.code, "/".join(parts[:n])) for n in range(3, len(parts) + 1))
-            return {"ix.ur": {"$in": keys}}
-        return {"ix.ur": {"$in": [key(p.code, unescape(v)) for v in values]}}
+            return filters.one_of("ix.ur", keys)
+        return filters.one_of("ix.ur", [key(p.code, unescape(v)) for v in values])
 
     def _date(self, p: Parameter, modifier: str, values: list[str]) -> dict[str, Any]:
-        return _or([{"ix.dt": {"$elemMatch": {"p": p.code, **_date_condition(v)}}} for v in values])
+        return filters.any_of([filters.element_with("ix.dt", {"p": p.code, **_date_condition(v)}) for v in values])
 
     def _number(self, p: Parameter, modifier: str, values: list[str]) -> dict[str, Any]:
-        return _or([{"ix.nm": {"$elemMatch": {"p": p.code, **_number_condition(v, "lo")}}} for v in values])
+        return filters.any_of([filters.element_with("ix.nm", {"p": p.code, **_number_condition(v, "lo")}) for v in values])
 
     def _quantity(self, p: Parameter, modifier: str, values: list[str]) -> dict[str, Any]:
         clauses = []
@@ -261,19 +261,19 @@ class QueryCompiler:
                     condition["c"] = code
                     if system:
                         condition["s"] = system
-            clauses.append({"ix.qt": {"$elemMatch": condition}})
-        return _or(clauses)
+            clauses.append(filters.element_with("ix.qt", condition))
+        return filters.any_of(clauses)
 
     def _missing(self, p: Parameter, value: str) -> dict[str, Any]:
         if value not in ("true", "false"):
             raise bad(f"{p.code}:missing takes true or false")
         if p.code in ("_id", "_lastUpdated"):
-            return {"_id": {"$exists": value == "false"}}
+            return filters.exists("_id", value == "false")
         if p.type in RANGE_FIELD:
             present: dict[str, Any] = {f"{RANGE_FIELD[p.type]}.p": p.code}
         else:
-            present = {ARRAY_FIELD[p.type]: {"$regex": "^" + re.escape(p.code + SEPARATOR)}}
-        return present if value == "false" else {"$nor": [present]}
+            present = filters.starts_with(ARRAY_FIELD[p.type], p.code + SEPARATOR)
+        return present if value == "false" else filters.not_any([present])
 
     # -- chains and reverse chains --------------------------------------------------------------
 
@@ -288,7 +288,7 @@ class QueryCompiler:
         target = targets[0]
         matches = await self._inner(target, [(rest, value)], {"_id": 1})
         ids = [doc["_id"] for doc in matches]
-        return {"ix.rf": {"$in": [key(p.code, ref) for ref in ids]}}
+        return filters.one_of("ix.rf", [key(p.code, ref) for ref in ids])
 
     async def _has(self, resource_type: str, name: str, value: str, depth: int) -> dict[str, Any]:
         parts = name.split(":", 3)
@@ -303,15 +303,11 @@ class QueryCompiler:
         matches = await self._inner(other_type, [(rest, value)], {"ix.rf": 1})
         prefix = key(reference_code, f"{resource_type}/")
         ids = {entry[len(prefix):] for doc in matches for entry in doc.get("ix", {}).get("rf", []) if entry.startswith(prefix)}
-        return {"_id": {"$in": [f"{resource_type}/{i}" for i in sorted(ids)]}}
+        return filters.one_of("_id", [f"{resource_type}/{i}" for i in sorted(ids)])
 
 
 class _Unknown(Exception):
     """A parameter or modifier this server does not know (ignored when lenient)."""
-
-
-def _or(clauses: list[dict[str, Any]]) -> dict[str, Any]:
-    return clauses[0] if len(clauses) == 1 else {"$or": clauses}
 
 
 def _prefix(value: str) -> tuple[str, str]:
@@ -320,21 +316,19 @@ def _prefix(value: str) -> tuple[str, str]:
     return "eq", value
 
 
-Bound = tuple[str, str, Any]  # (field, operator, value), operators strict: $gt / $lt only
+Bound = tuple[str, str, Any]  # (field, operator, value), operators strict: gt / lt only
 
 
 def _assemble(alternatives: list[list[Bound]], fields: dict[str, str]) -> dict[str, Any]:
     """OR of ANDs of bounds -> a filter, bounds on the same field merged."""
 
     def conjunction(bounds: list[Bound]) -> dict[str, Any]:
-        merged: dict[str, dict[str, Any]] = {}
+        merged: dict[str, list[tuple[str, Any]]] = {}
         for field_name, operator, value in bounds:
-            merged.setdefault(fields[field_name], {})[operator] = value
-        return merged
+            merged.setdefault(fields[field_name], []).append((operator, value))
+        return {name: filters.within(found) for name, found in merged.items()}
 
-    if len(alternatives) == 1:
-        return conjunction(alternatives[0])
-    return {"$or": [conjunction(a) for a in alternatives]}
+    return filters.any_of([conjunction(a) for a in alternatives])
 
 
 def _date_bounds(value: str) -> list[list[Bound]]:
@@ -347,16 +341,16 @@ def _date_bounds(value: str) -> list[list[Bound]]:
     just_before, just_after = low - ONE_MS, high + ONE_MS
     if prefix == "ap":
         margin = max(timedelta(seconds=1), abs(datetime.now(timezone.utc) - low) / 10)
-        return [[("lo", "$lt", high + margin), ("hi", "$gt", low - margin)]]
+        return [[("lo", "lt", high + margin), ("hi", "gt", low - margin)]]
     return {
-        "eq": [[("lo", "$gt", just_before), ("hi", "$lt", just_after)]],
-        "ne": [[("lo", "$lt", low)], [("hi", "$gt", high)]],
-        "gt": [[("hi", "$gt", high)]],
-        "lt": [[("lo", "$lt", low)]],
-        "ge": [[("hi", "$gt", just_before)]],
-        "le": [[("lo", "$lt", just_after)]],
-        "sa": [[("lo", "$gt", high)]],
-        "eb": [[("hi", "$lt", low)]],
+        "eq": [[("lo", "gt", just_before), ("hi", "lt", just_after)]],
+        "ne": [[("lo", "lt", low)], [("hi", "gt", high)]],
+        "gt": [[("hi", "gt", high)]],
+        "lt": [[("lo", "lt", low)]],
+        "ge": [[("hi", "gt", just_before)]],
+        "le": [[("lo", "lt", just_after)]],
+        "sa": [[("lo", "gt", high)]],
+        "eb": [[("hi", "lt", low)]],
     }[prefix]
 
 
@@ -377,15 +371,15 @@ def _number_condition(value: str, value_field: str) -> dict[str, Any]:
     number, low, high = found
     margin = abs(number) / 10
     alternatives: list[list[Bound]] = {
-        "eq": [[("v", "$gt", before(low)), ("v", "$lt", high)]],
-        "ne": [[("v", "$lt", low)], [("v", "$gt", before(high))]],
-        "gt": [[("v", "$gt", number)]],
-        "sa": [[("v", "$gt", number)]],
-        "lt": [[("v", "$lt", number)]],
-        "eb": [[("v", "$lt", number)]],
-        "ge": [[("v", "$gt", before(number))]],
-        "le": [[("v", "$lt", below(number))]],
-        "ap": [[("v", "$gt", number - margin), ("v", "$lt", number + margin)]],
+        "eq": [[("v", "gt", before(low)), ("v", "lt", high)]],
+        "ne": [[("v", "lt", low)], [("v", "gt", before(high))]],
+        "gt": [[("v", "gt", number)]],
+        "sa": [[("v", "gt", number)]],
+        "lt": [[("v", "lt", number)]],
+        "eb": [[("v", "lt", number)]],
+        "ge": [[("v", "gt", before(number))]],
+        "le": [[("v", "lt", below(number))]],
+        "ap": [[("v", "gt", number - margin), ("v", "lt", number + margin)]],
     }[prefix]
     return _assemble(alternatives, {"v": value_field})
 
