@@ -17,7 +17,7 @@ from fhir_server.settings import Settings
 from fhir_server.spec import load_spec
 from fhir_server.storage.connection import connect
 from fhir_server.storage.store import ResourceStore
-from fhir_server.storage.versions import check_server
+from fhir_server.storage.versions import check_server, is_embedded
 from hl7v2_bridge.bridge import Bridge
 
 
@@ -39,10 +39,11 @@ async def build_services(settings: Settings, role: str = "api") -> Services:
     """Everything but the listeners; `role` names the audit journal ("api", "mllp", "inbox")."""
     client = connect(settings.mongodb_uri or "")
     try:
-        await check_server(client)
+        server = await check_server(client)
         store = ResourceStore(client, settings.database)
         await store.ensure_indexes()
         engine = Engine(store, load_spec(), enforce_profiles=settings.enforce_profiles)
+        engine.searcher.embedded_strategy = is_embedded(server)
         audit = AuditTrail(engine_committer(engine), settings.data_dir / "audit", role=role) if settings.audit else None
         if audit is not None:
             await audit.start()

@@ -104,6 +104,11 @@ class Searcher:
         self._value_sets = value_sets
         self._sort_indexes = sort_indexes or {}  # {driving field: the sort field its index orders by}
         self.windows = WindowEstimates()
+        # The embedded database's workarounds (newest-first windows, candidates found through one
+        # indexed clause and matched here: storage/windows.py, matching.py). Off on MongoDB,
+        # whose planner runs the whole filter with sort + limit on the compound indexes itself
+        # (services.py decides, from the server's buildInfo).
+        self.embedded_strategy = True
 
     def _restriction(self, resource_type: str) -> dict[str, Any] | None:
         """The clause the request's access policy adds to a query on this type."""
@@ -144,6 +149,8 @@ class Searcher:
         extra: dict[str, Any] | None = None,
     ) -> SearchResult:
         request, criteria, query, sort = await self._plan(resource_type, params, strict, base_url, extra)
+        if not self.embedded_strategy:
+            return await self._page_from_database(criteria, filters.all_of([query, filters.equal("deleted", False)]), request, sort)
         driver = criteria.driver()
         newest = self._newest_first(resource_type, criteria, driver, request, sort) if driver is not None else None
         result = await self._page_from_window(resource_type, criteria, driver or {}, request, sort, newest) if newest else None

@@ -26,12 +26,19 @@ def version_problem(version: list[int] | tuple[int, ...] | None, text: str = "")
     return None
 
 
-async def check_server(client: Any) -> None:
-    """UnsupportedDatabase unless the server behind `client` can run calipso."""
-    info = await client.server_info()
+async def check_server(client: Any) -> dict[str, Any]:
+    """The server's buildInfo; UnsupportedDatabase unless it can run calipso."""
+    info: dict[str, Any] = await client.server_info()
     problem = version_problem(info.get("versionArray"), str(info.get("version", "")))
     if problem is not None:
         raise UnsupportedDatabase(problem)
+    return info
 
 
-__all__ = ["MINIMUM", "UnsupportedDatabase", "check_server", "version_problem"]
+def is_embedded(info: dict[str, Any]) -> bool:
+    """Whether the server is the embedded SecantusDB (it says so in its buildInfo): its search
+    workarounds (windows, candidate re-matching) are for it alone; MongoDB gets plain queries."""
+    return "secantusVersion" in info
+
+
+__all__ = ["MINIMUM", "UnsupportedDatabase", "check_server", "is_embedded", "version_problem"]
