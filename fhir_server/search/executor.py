@@ -29,6 +29,7 @@ from fhir_server.storage.windows import WindowEstimates
 from fhir_server.security.policy import ACCESS
 from fhir_server.storage.reach import NOTHING
 from fhir_server.spec import Spec
+from fhir_server.storage.search_store import SearchStore
 from fhir_server.storage.store import ACCESS_FIELDS
 
 BASE_FIELDS = {"_id": 1, "type": 1, "id": 1, "raw": 1, "version": 1, "updated": 1}
@@ -98,7 +99,7 @@ class Searcher:
         self, collection: Any, spec: Spec, parameters: Parameters, value_sets: ValueSetMembers = no_value_sets,
         sort_indexes: dict[str, str] | None = None,
     ):
-        self._collection = collection
+        self._store = SearchStore(collection)
         self._spec = spec
         self._parameters = parameters
         self._value_sets = value_sets
@@ -222,7 +223,7 @@ class Searcher:
             found: dict[str, dict[str, Any]] = {}
             for value in newest.values:  # one range read per value: the index pins one value of `name`
                 query = {"type": resource_type, newest.field: value, sort[0][0]: window.condition()}
-                async for doc in self._collection.find(query):  # whole: SecantusDB projects slower than it sends
+                for doc in await self._store.find(query):  # whole: SecantusDB projects slower than it sends
                     found[doc["_id"]] = doc
             keyed = (([field_value(doc, f) for f, _ in sort], doc) for doc in found.values() if not wanted or matches(doc, wanted))
             rows += [row for row in keyed if position is None or compare_positions(row[0], position, sort) > 0]
@@ -280,7 +281,7 @@ class Searcher:
             if matched is not None:
                 projection.update(raw=1, version=1, updated=1)
             query = {"type": resource_type, **(filters.equal(name, values[0]) if len(values) == 1 else filters.one_of(name, values))}
-            found = [doc async for doc in self._collection.find(query, projection).limit(MAX_CANDIDATES + 1)]
+            found = await self._store.find(query, projection, limit=MAX_CANDIDATES + 1)
             if len(found) > MAX_CANDIDATES:
                 return
             live = sorted((doc for doc in found if not doc.get("deleted")), key=lambda doc: doc["_id"])
@@ -297,8 +298,7 @@ class Searcher:
     async def _candidates(self, resource_type: str, driver: dict[str, Any], fields: set[str]) -> list[dict[str, Any]] | None:
         """Phase 1: the live documents the driving clause finds through its index (None: too many)."""
         projection = {"_id": 1, "type": 1, "id": 1, "deleted": 1, **{f: 1 for f in _without_parents(fields)}}
-        cursor = self._collection.find(_driving_query(resource_type, driver), projection).limit(MAX_CANDIDATES + 1)
-        found = [doc async for doc in cursor]
+        found = await self._store.find(_driving_query(resource_type, driver), projection, limit=MAX_CANDIDATES + 1)
         if len(found) > MAX_CANDIDATES:
             return None
         return [doc for doc in found if not doc.get("deleted")]
@@ -321,7 +321,7 @@ class Searcher:
                 cut += 1
             start, end = (max(0, cut - request.count), cut) if before else (cut, len(rows))
         page = rows[start : min(end, start + request.count)]
-        stored = {doc["_id"]: doc async for doc in self._collection.find(filters.one_of("_id", [r["_id"] for r in page]), {"raw": 1})}
+        stored = {doc["_id"]: doc for doc in await self._store.find(filters.one_of("_id", [r["_id"] for r in page]), {"raw": 1})}
         matches_ = [{**row, "raw": stored[row["_id"]]["raw"]} for row in page if row["_id"] in stored]
         next_cursor = encode_cursor(page[-1], sort) if page and start + len(page) < len(rows) else None
         previous_cursor = encode_cursor(page[0], sort, before=True) if page and start > 0 else None
@@ -346,7 +346,7 @@ class Searcher:
         page does not pass it (the caller then searches another way)."""
         total = None
         if request.total != "none" or request.summary == "count":
-            total = await self._collection.count_documents(query)
+            total = await self._store.count(query)
         if request.summary == "count":
             return SearchResult([], [], None, total, criteria, request)
         page_query, order, before = query, sort, False
@@ -359,8 +359,7 @@ class Searcher:
             projection["ix.rf"] = 1
         if mask is not None:
             projection.update(ACCESS_FIELDS)
-        cursor = self._collection.find(page_query, projection).sort(order).limit(request.count + 1)
-        rows = [doc async for doc in cursor]
+        rows = await self._store.find(page_query, projection, order, request.count + 1)
         if mask is not None and not all(matches(row, mask) for row in rows):
             return None
         more = len(rows) > request.count  # more in the direction read
@@ -404,11 +403,10 @@ class Searcher:
         rows: list[dict[str, Any]] = []
         fields = {"_id": 1, "type": 1, "id": 1, "updated": 1, "deleted": 1, **ACCESS_FIELDS}
         if types is None or "Patient" in types:
-            rows += [d async for d in self._collection.find({"_id": owner}, fields)]
+            rows += await self._store.find(filters.equal("_id", owner), fields)
         for resource_type in wanted:  # one indexed query per type: the planner needs `type` first
             keys = [key(code, owner) for code in compartment[resource_type]]
-            found = self._collection.find({"type": resource_type, **filters.one_of("ix.rf", keys)}, fields).limit(MAX_CANDIDATES + 1)
-            rows += [d async for d in found]
+            rows += await self._store.find({"type": resource_type, **filters.one_of("ix.rf", keys)}, fields, limit=MAX_CANDIDATES + 1)
             if len(rows) > MAX_CANDIDATES:
                 raise FhirError.of(400, "too-costly", f"$everything found more than {MAX_CANDIDATES} resources: use _type or _since")
         rows = self._visible(rows)  # only what a read would return (a Patient linked to this one, say)
@@ -423,7 +421,7 @@ class Searcher:
         page = rows[start : start + count + 1]
         more = len(page) > count
         page = page[:count]
-        stored = {d["_id"]: d async for d in self._collection.find(filters.one_of("_id", [r["_id"] for r in page]), {"raw": 1})}
+        stored = {d["_id"]: d for d in await self._store.find(filters.one_of("_id", [r["_id"] for r in page]), {"raw": 1})}
         matched = [{**row, "raw": stored[row["_id"]]["raw"]} for row in page if row["_id"] in stored]
         request = SearchRequest(count=count)
         return SearchResult(matched, [], encode_cursor(page[-1], sort) if more and page else None, len(rows), Criteria(), request)
@@ -433,8 +431,8 @@ class Searcher:
         request, criteria, query, sort = await self._plan(resource_type, params, True, base_url, None)
         driver = criteria.driver()
         if driver is not None:
-            return await self._collection.find(_driving_query(resource_type, driver), {"_id": 1}).limit(MAX_CANDIDATES + 1).explain()
-        return await self._collection.find(query).sort(sort).limit(request.count + 1).explain()
+            return await self._store.explain(_driving_query(resource_type, driver), {"_id": 1}, limit=MAX_CANDIDATES + 1)
+        return await self._store.explain(query, None, sort, request.count + 1)
 
     async def _inner(self, resource_type: str, params: list[tuple[str, str]], projection: dict[str, Any]) -> list[dict[str, Any]]:
         """A bounded inner search for chains and _has; too many matches is an error, not a scan."""
@@ -449,7 +447,7 @@ class Searcher:
         if candidates is not None:
             docs = [doc for doc in candidates if matches(doc, criteria.filter())][: MAX_CHAIN_MATCHES + 1]
         else:
-            docs = [d async for d in self._collection.find(criteria.filter(), projection).limit(MAX_CHAIN_MATCHES + 1)]
+            docs = await self._store.find(criteria.filter(), projection, limit=MAX_CHAIN_MATCHES + 1)
         if len(docs) > MAX_CHAIN_MATCHES:
             raise FhirError.of(400, "too-costly", f"A chained search matched more than {MAX_CHAIN_MATCHES} {resource_type}: narrow it")
         return docs
@@ -492,7 +490,7 @@ class Searcher:
         if not references:
             return []
         query = filters.one_of("_id", sorted(set(references)))
-        found = [d async for d in self._collection.find(query, {**BASE_FIELDS, **ACCESS_FIELDS, "deleted": 1}).limit(MAX_INCLUDED + 1)]
+        found = await self._store.find(query, {**BASE_FIELDS, **ACCESS_FIELDS, "deleted": 1}, limit=MAX_INCLUDED + 1)
         found = [d for d in self._visible(found) if not d.get("deleted")]
         found = [d for d in found if d["_id"] not in seen]
         seen.update(d["_id"] for d in found)
@@ -503,8 +501,7 @@ class Searcher:
             raise bad("_revinclude needs Type:parameter")
         keys = [key(code, doc["_id"]) for doc in docs]
         query = {"type": source, **filters.one_of("ix.rf", keys)}  # tombstones have no index entries
-        cursor = self._collection.find(query, {**BASE_FIELDS, **ACCESS_FIELDS}).limit(MAX_INCLUDED + 1)
-        found = [d async for d in cursor]
+        found = await self._store.find(query, {**BASE_FIELDS, **ACCESS_FIELDS}, limit=MAX_INCLUDED + 1)
         found = [d for d in self._visible(found) if d["_id"] not in seen]
         seen.update(d["_id"] for d in found)
         return found

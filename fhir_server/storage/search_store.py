@@ -1,0 +1,41 @@
+"""The reads a search makes, on the current versions: a plan (a storage/filters.py filter) in,
+documents out. The searcher decides what to ask; how it is asked of the database is here."""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+from fhir_server.storage.filters import Filter
+
+Sort = Sequence[tuple[str, int]]
+
+
+class SearchStore:
+    def __init__(self, current_versions: Any):
+        self._current = current_versions
+
+    async def find(self, plan: Filter, fields: dict[str, Any] | None = None, sort: Sort | None = None,
+                   limit: int | None = None) -> list[dict[str, Any]]:
+        """The documents matching `plan` (whole, or only `fields`), in `sort` order, at most `limit`."""
+        cursor = self._current.find(plan, fields)
+        if sort:
+            cursor = cursor.sort(list(sort))
+        if limit is not None:
+            cursor = cursor.limit(limit)
+        return [doc async for doc in cursor]
+
+    async def count(self, plan: Filter) -> int:
+        return int(await self._current.count_documents(plan))
+
+    async def explain(self, plan: Filter, fields: dict[str, Any] | None = None, sort: Sort | None = None,
+                      limit: int | None = None) -> dict[str, Any]:
+        """The database's own account of how it would run `find` with these arguments."""
+        cursor = self._current.find(plan, fields)
+        if sort:
+            cursor = cursor.sort(list(sort))
+        if limit is not None:
+            cursor = cursor.limit(limit)
+        return dict(await cursor.explain())
+
+
+__all__ = ["SearchStore"]
