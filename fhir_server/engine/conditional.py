@@ -9,11 +9,11 @@ from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
 from fhir_server.engine.interactions import Engine, Outcome, parse_version
+from fhir_server.engine.retry import LostRace, retrying
 from fhir_server.outcome import FhirError
 from fhir_server.search.query import RESULT_PARAMETERS
-from fhir_server.storage.store import GuardTaken, Version, VersionConflict, back_off
+from fhir_server.storage.store import GuardTaken, Version, VersionConflict
 
-MAX_ATTEMPTS = 10
 
 
 def parse_criteria(text: str) -> list[tuple[str, str]]:
@@ -52,7 +52,8 @@ async def _create_unless_found(
     engine: Engine, resource_type: str, body: Any, params: list[tuple[str, str]], base_url: str, resource_id: str | None
 ) -> Outcome:
     guard = guard_key(resource_type, params)
-    for attempt in range(MAX_ATTEMPTS):
+
+    async def attempt() -> Outcome:
         found = await _matches(engine, resource_type, params, base_url)
         if len(found) > 1:
             raise FhirError.of(412, "multiple-matches", "The criteria match more than one resource")
@@ -65,8 +66,9 @@ async def _create_unless_found(
         except GuardTaken:
             if not await _matches(engine, resource_type, params, base_url):
                 await engine.store.release_guard(guard)  # its resource was deleted or changed since
-            await back_off(attempt)
-    raise FhirError.of(409, "conflict", "Conditional create kept racing with other writers; retry")
+            raise LostRace() from None
+
+    return await retrying(attempt, "Conditional create kept racing with other writers; retry")
 
 
 async def conditional_update(

@@ -25,9 +25,10 @@ from fhir_server.search.parameters import parameters_for
 from fhir_server.spec import Spec
 from fhir_server.storage.windows import sort_indexes
 from fhir_server.storage.store import (INDEXES, RESOURCES, Bookkeeping, Current, ResourceStore, StorageBusy, TooLargeToStore, Version,
-                                       VersionConflict, Write, back_off)
+                                       VersionConflict, Write)
 from fhir_server.national import national_search_parameters
 from fhir_server.engine.pacing import Workload
+from fhir_server.engine.retry import RESOURCE_ATTEMPTS, retrying, version_conflict
 from fhir_server.ig import ImplementationGuide, load_guide
 from fhir_server.security.policy import ACCESS, CIRCLE_TYPES
 from fhir_server.security.writes import check_absent, check_replaceable, check_written
@@ -37,7 +38,7 @@ log = logging.getLogger("calipso.engine")
 
 ID_PATTERN = re.compile(r"[A-Za-z0-9\-.]{1,64}")
 ETAG = re.compile(r'^\s*(?:W/)?"?(?P<version>[0-9]{1,11})"?\s*$')
-MAX_WRITE_ATTEMPTS = 30
+CONTENDED = "Too many concurrent writes to this resource; retry"
 ONE_MS = timedelta(milliseconds=1)
 
 
@@ -184,25 +185,24 @@ class Engine:
                 400, "invalid", "The body's id must be present and equal to the id in the URL",
                 expression=f"{resource_type}.id",
             )
-        for attempt in range(MAX_WRITE_ATTEMPTS):
+
+        async def attempt() -> Outcome:
             current = await self._current_to_write(resource_type, resource_id, if_match)
+            write = self.prepare(resource_type, resource_id, resource, "PUT", current, self.next_time(current))
             try:
-                write = self.prepare(resource_type, resource_id, resource, "PUT", current, self.next_time(current))
                 await self._commit(write)
-                return Outcome(_version_of(write), created=current is None or current.deleted)
             except VersionConflict:
-                if if_match is not None:
-                    raise FhirError.of(
-                        412, "conflict", f"Version {if_match} is no longer current"
-                    ) from None
-                await back_off(attempt)
-        raise FhirError.of(409, "conflict", "Too many concurrent writes to this resource; retry")
+                raise version_conflict(if_match) from None
+            return Outcome(_version_of(write), created=current is None or current.deleted)
+
+        return await retrying(attempt, CONTENDED, RESOURCE_ATTEMPTS)
 
     async def delete(self, resource_type: str, resource_id: str, if_match: int | None = None) -> Version | None:
         """Write a tombstone version; None when there was nothing to delete."""
         self.check_type(resource_type)
         self.check_id(resource_id)
-        for attempt in range(MAX_WRITE_ATTEMPTS):
+
+        async def attempt() -> Version | None:
             current = await self._current_to_write(resource_type, resource_id, if_match)
             if current is None or current.deleted:
                 return None
@@ -210,12 +210,10 @@ class Engine:
             try:
                 await self._commit(write)
             except VersionConflict:
-                if if_match is not None:
-                    raise FhirError.of(412, "conflict", f"Version {if_match} is no longer current") from None
-                await back_off(attempt)
-                continue
+                raise version_conflict(if_match) from None
             return _version_of(write)
-        raise FhirError.of(409, "conflict", "Too many concurrent writes to this resource; retry")
+
+        return await retrying(attempt, CONTENDED, RESOURCE_ATTEMPTS)
 
     def prepare(
         self,

@@ -14,14 +14,14 @@ import orjson
 
 from fhir_server.engine.fhirpath_patch import apply_fhirpath_patch
 from fhir_server.engine.interactions import Engine, Outcome, check_if_match
+from fhir_server.engine.retry import RESOURCE_ATTEMPTS, retrying, version_conflict
 from fhir_server.outcome import FhirError
 from fhir_server.spec import Spec
-from fhir_server.storage.store import Version, VersionConflict, back_off
+from fhir_server.storage.store import Version, VersionConflict
 from fhir_server.validation.structural import MAX_DEPTH, too_deep
 
 JSON_PATCH = "application/json-patch+json"
 FHIRPATH_PATCH = "fhirpath-patch"  # a Parameters resource
-MAX_ATTEMPTS = 10
 
 
 def apply_patch(spec: Spec, resource: dict[str, Any], document: Any, kind: str) -> dict[str, Any]:
@@ -84,7 +84,8 @@ async def patch(
     When another writer commits first, the patch is applied again to what that writer wrote,
     unless the client named the version with `If-Match` (then it is the client's 412).
     """
-    for attempt in range(MAX_ATTEMPTS):
+
+    async def attempt() -> Outcome:
         current = await engine.read(resource_type, resource_id, to_replace=True)
         check_if_match(current, if_match)
         patched = engine.validate(resource_type, apply_patch(engine.spec, _resource(current), document, kind))
@@ -92,12 +93,10 @@ async def patch(
         try:
             [version] = await engine.commit(write)
         except VersionConflict:
-            if if_match is not None:
-                raise FhirError.of(412, "conflict", f"Version {if_match} is no longer current") from None
-            await back_off(attempt)
-            continue
+            raise version_conflict(if_match) from None
         return Outcome(version, created=False)
-    raise FhirError.of(409, "conflict", "Too many concurrent writes to this resource; retry")
+
+    return await retrying(attempt, "Too many concurrent writes to this resource; retry", RESOURCE_ATTEMPTS)
 
 
 def _resource(version: Version) -> dict[str, Any]:

@@ -36,16 +36,16 @@ from fhir_server.engine.bundle_references import (PLACEHOLDERS, STAND_IN, is_con
                                                   with_stand_ins)
 from fhir_server.engine.conditional import guard_key, parse_criteria
 from fhir_server.engine.pacing import NO_PACING, Pacer
+from fhir_server.engine.retry import LostRace, retrying
 from fhir_server.engine.interactions import Engine, check_if_match, parse_etag
 from fhir_server.engine.patch import JSON_PATCH, apply_patch, patch_from_binary, patch_kind
 from fhir_server.outcome import FhirError
 from fhir_server.search.index import build_index
 from fhir_server.storage.matching import matches
-from fhir_server.storage.store import Bookkeeping, GuardTaken, Version, VersionConflict, Write, back_off
+from fhir_server.storage.store import Bookkeeping, GuardTaken, Version, VersionConflict, Write
 from fhir_server.security.policy import ACCESS
 from fhir_server.security.writes import check_absent
 
-MAX_ATTEMPTS = 10
 MAX_DELETE_MATCHES = 100
 CONDITIONAL_LIMIT = 2  # a conditional target or reference needs to know: none, one, or several
 # loop turns PyMongo takes to put the lookups' queries on the wire (server selection, connection
@@ -467,7 +467,8 @@ async def run_transaction(
     `also`: bookkeeping committed in the same database transaction (the bridge's inbox);
     `pacer`: how this work gives way to other requests (pacing.py)."""
     writes = [r for r in requests if r.writes]
-    for attempt in range(MAX_ATTEMPTS):
+
+    async def attempt() -> dict[int, EntryResult]:
         plan = _Plan(engine, writes, base_url, limits)
         await plan.prepare(pacer)
         try:
@@ -476,12 +477,13 @@ async def run_transaction(
             request = plan.entry_of(str(conflict.args[0]))
             if request is not None and request.if_match is not None:
                 raise entry_error(request.index, FhirError.of(412, "conflict", f"version {request.if_match} is no longer current")) from None
+            raise LostRace() from None
         except GuardTaken as taken:
             await plan.release_stale_guard(str(taken.args[0]))
-        else:
-            return plan.settle(versions)
-        await back_off(attempt)
-    raise FhirError.of(409, "conflict", "The transaction kept meeting concurrent writes to the same resources; retry")
+            raise LostRace() from None
+        return plan.settle(versions)
+
+    return await retrying(attempt, "The transaction kept meeting concurrent writes to the same resources; retry")
 
 
 async def run_batch(

@@ -13,11 +13,11 @@ from typing import Any
 import orjson
 
 from fhir_server.engine import Engine
+from fhir_server.engine.retry import LostRace, retrying
 from fhir_server.security.policy import SYSTEM, acting_as
-from fhir_server.storage.store import VersionConflict, back_off
+from fhir_server.storage.store import VersionConflict
 
 log = logging.getLogger("calipso.ig")
-MAX_ATTEMPTS = 10
 SERVER_STAMPED = ("meta",)
 
 
@@ -30,7 +30,8 @@ async def install_guide(engine: Engine) -> int:
 async def _install(engine: Engine) -> int:
     artifacts = engine.guide.artifacts
     keys = [f"{a['resourceType']}/{a['id']}" for a in artifacts]
-    for attempt in range(MAX_ATTEMPTS):
+
+    async def attempt() -> int:
         stored = await engine.store.read_many(keys)
         writes = []
         updated = engine.next_time(*stored.values())
@@ -45,11 +46,11 @@ async def _install(engine: Engine) -> int:
         try:
             await engine.commit(*writes)
         except VersionConflict:
-            await back_off(attempt)
-            continue
+            raise LostRace() from None
         log.info("implementation guide installed artifacts=%d", len(writes))
         return len(writes)
-    raise RuntimeError("could not install the implementation guide: conflicting writers")
+
+    return await retrying(attempt, "could not install the implementation guide: conflicting writers")
 
 
 def _same(raw: bytes | None, artifact: dict[str, Any]) -> bool:
