@@ -400,3 +400,18 @@ async def test_an_entry_refused_early_names_its_real_references(client: httpx.As
     assert [i.get("expression") for i in issues] == [["Bundle.entry[1].resource.subject"]], issues
     assert "Group" in issues[0]["diagnostics"] and "stand-in" not in refused.text
     assert await count(client, "/fhir/Patient") == 0
+
+
+async def test_racing_conditional_updates_in_bundles_make_one_resource(client: httpx.AsyncClient) -> None:
+    """`PUT Type?criteria` that matches nothing creates; ten such transactions at once create one
+    resource (the criteria's guard, as for ifNoneExist), the others update it."""
+    criteria = "identifier=urn:oid:1.2.250.1.71.4.2.7|RACE-PUT"
+    patient = {**notebook_patient(), "identifier": [{"system": "urn:oid:1.2.250.1.71.4.2.7", "value": "RACE-PUT"}]}
+    bundle = {"resourceType": "Bundle", "type": "transaction",
+              "entry": [{"resource": patient, "request": {"method": "PUT", "url": f"Patient?{criteria}"}}]}
+    responses = await asyncio.gather(*(client.post("/fhir", json=bundle) for _ in range(10)))
+    assert all(r.status_code == 200 for r in responses), [r.text[:200] for r in responses if r.status_code != 200]
+    statuses = sorted(r.json()["entry"][0]["response"]["status"] for r in responses)
+    assert statuses.count("201 Created") == 1, statuses
+    found = (await client.get("/fhir/Patient", params={"identifier": "urn:oid:1.2.250.1.71.4.2.7|RACE-PUT"})).json()
+    assert len(found.get("entry", [])) == 1

@@ -127,17 +127,23 @@ class _Plan:
             target = _Target([f"{resource_type}/{request.resource_id}"])
         else:
             limit = MAX_DELETE_MATCHES if request.method == "DELETE" and self.limits.delete_multiple else 1
-            found = await self._search(resource_type, parse_criteria(request.criteria or ""), limit + 1)
+            params = parse_criteria(request.criteria or "")
+            found = await self._search(resource_type, params, limit + 1)
             if len(found) > limit:
                 raise FhirError.of(412, "multiple-matches", "the criteria match more than one resource", "request.url")
             if not found and request.method == "PATCH":
                 raise FhirError.of(404, "not-found", "the criteria match no resource to patch", "request.url")
+            guard = None
             if not found and request.method == "PUT":
                 body_id = request.resource.get("id") if isinstance(request.resource, dict) else None
                 found = [f"{resource_type}/{body_id}" if body_id else self._fresh_key(resource_type)]
                 if body_id:
                     engine.check_id(body_id)
-            target = _Target(found)
+                # a create by criteria: racing writers with the same criteria make one resource, as ifNoneExist does
+                guard = guard_key(resource_type, params)
+                if any(t.guard == guard for t in self.targets.values()):
+                    raise FhirError.of(400, "invalid", "two entries create with the same criteria", "request.url")
+            target = _Target(found, guard=guard)
         self.targets[request.index] = target
         if request.full_url and len(target.keys) == 1:
             self._map_placeholder(request, target.keys[0])
@@ -355,7 +361,8 @@ class _Plan:
                 resource["id"] = resource_id
             if resource.get("id") != resource_id:
                 raise FhirError.of(400, "invalid", f"the resource's id must be {resource_id}, as in the url", "resource.id")
-        self._add(request, engine.prepare(resource_type, resource_id, resource, request.method, current, updated))
+        guard = target.guard if current is None else None  # the criteria's guard, for a create by PUT criteria
+        self._add(request, engine.prepare(resource_type, resource_id, resource, request.method, current, updated, guard))
 
     def _validated(self, request: BundleRequest, resource: dict[str, Any], as_submitted: bool = True) -> dict[str, Any]:
         """The resource to write, validated now unless it passed while the lookups ran (and is,
@@ -409,8 +416,9 @@ class _Plan:
         """A guard whose resource no longer matches its criteria is dropped, so creation can go on."""
         for request in self.requests:
             target = self.targets.get(request.index)
-            if target is not None and target.guard == guard and request.if_none_exist:
-                params = parse_criteria(request.if_none_exist)
+            criteria = request.if_none_exist if request.method == "POST" else request.criteria
+            if target is not None and target.guard == guard and criteria:
+                params = parse_criteria(criteria)
                 if not await self._search(str(request.resource_type), params, 1):
                     await self.engine.store.release_guard(guard)
 
