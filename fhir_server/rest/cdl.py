@@ -10,7 +10,6 @@ Communication (what is read or written): the view never reaches more than the no
 from __future__ import annotations
 
 from functools import cache
-from pathlib import Path
 from typing import Any
 
 import orjson
@@ -18,6 +17,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from fhir_server.ig import load_guide
+from fhir_server.national import NATIONAL_DIR
 from fhir_server.national.cdl_view import DOCUMENT, NOTE, is_note, to_communication, to_document_reference, translate_search, view_table
 from fhir_server.outcome import FhirError, Issue, operation_outcome
 from fhir_server.rest.body import read_json
@@ -34,7 +34,7 @@ from fhir_server.security.scopes import CREATE, UPDATE
 from fhir_server.storage.store import Version
 from fhir_server.validation.profile import ProfileValidator
 
-NATIONAL_CDL = Path(__file__).resolve().parents[1] / "national" / "cdl"
+NATIONAL_CDL = NATIONAL_DIR / "cdl"
 SEARCH_PARAMETERS = [("date", "date", "sent"), ("type", "token", "category"), ("security-label", "token", "_security"),
                      ("subject", "reference", "subject"), ("patient", "reference", "subject"), ("author", "reference", "sender"),
                      ("status", "token", "status (current, entered-in-error)"), ("_id", "token", "_id"),

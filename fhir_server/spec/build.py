@@ -24,12 +24,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from fhir_server.national import NATIONAL_DIR  # the French guides' definitions calipso checks against
+
 DIGEST_PATH = Path(__file__).with_name("r4.json")
 EXTENSIONS_PATH = Path(__file__).with_name("r4-extensions.json")
 FHIR_VERSION = "4.0.1"
 BASE_DEFINITIONS_PATH = Path(__file__).with_name("r4-base.json.gz")
 PROFILES_DIR = Path(__file__).resolve().parents[2] / "profiles"
-NATIONAL_DIR = Path(__file__).resolve().parents[1] / "national"  # the French guides' definitions calipso checks against
 # Checked natively by the structural validator (no empty elements); fhirpathpy lacks hasValue().
 NATIVE_INVARIANTS = frozenset({"ele-1"})
 

@@ -17,12 +17,7 @@ class SearchStore:
     async def find(self, plan: Filter, fields: dict[str, Any] | None = None, sort: Sort | None = None,
                    limit: int | None = None) -> list[dict[str, Any]]:
         """The documents matching `plan` (whole, or only `fields`), in `sort` order, at most `limit`."""
-        cursor = self._current.find(plan, fields)
-        if sort:
-            cursor = cursor.sort(list(sort))
-        if limit is not None:
-            cursor = cursor.limit(limit)
-        return [doc async for doc in cursor]
+        return [doc async for doc in self._cursor(plan, fields, sort, limit)]
 
     async def count(self, plan: Filter) -> int:
         return int(await self._current.count_documents(plan))
@@ -30,12 +25,13 @@ class SearchStore:
     async def explain(self, plan: Filter, fields: dict[str, Any] | None = None, sort: Sort | None = None,
                       limit: int | None = None) -> dict[str, Any]:
         """The database's own account of how it would run `find` with these arguments."""
+        return dict(await self._cursor(plan, fields, sort, limit).explain())
+
+    def _cursor(self, plan: Filter, fields: dict[str, Any] | None, sort: Sort | None, limit: int | None) -> Any:
         cursor = self._current.find(plan, fields)
         if sort:
             cursor = cursor.sort(list(sort))
-        if limit is not None:
-            cursor = cursor.limit(limit)
-        return dict(await cursor.explain())
+        return cursor if limit is None else cursor.limit(limit)
 
 
 __all__ = ["SearchStore"]
