@@ -19,7 +19,7 @@ from typing import Any, Awaitable, Callable
 from hl7apy import SUPPORTED_LIBRARIES
 
 from fhir_server.engine import Engine
-from fhir_server.engine.conditional import conditional_target
+from fhir_server.engine.criteria import matching, parse_criteria
 from fhir_server.engine.bundle_entries import BundleLimits, read_request
 from fhir_server.engine.transaction import run_transaction
 from fhir_server.outcome import FhirError
@@ -198,12 +198,8 @@ class Bridge:
         for entry in entries:
             if entry.pop(OPTIONAL, False):
                 resource_type, _, criteria = entry["request"]["url"].partition("?")
-                try:
-                    await conditional_target(self._engine, resource_type, criteria, INTERNAL_BASE)
-                except FhirError as error:
-                    if error.status == 404:
-                        continue
-                    raise
+                if not await matching(self._engine, resource_type, parse_criteria(criteria), INTERNAL_BASE, 1):
+                    continue
             kept.append(entry)
         return kept
 

@@ -174,6 +174,7 @@ async def test_a_route_that_declares_nothing_is_refused(settings: Settings) -> N
 
 
 async def test_work_outside_a_request_reaches_nothing_unless_it_says_so(app: FastAPI, client: httpx.AsyncClient) -> None:
+    from fhir_server.engine import writes
     from fhir_server.outcome import FhirError
     from fhir_server.security.policy import SYSTEM, acting_as
 
@@ -184,7 +185,7 @@ async def test_work_outside_a_request_reaches_nothing_unless_it_says_so(app: Fas
     assert unread.value.status == 404
     assert (await engine.searcher.search("Patient", [], True, "")).matches == []
     with pytest.raises(FhirError) as unwritten:
-        await engine.create("Patient", {"resourceType": "Patient"})
+        await writes.create(engine, "Patient", {"resourceType": "Patient"})
     assert unwritten.value.status == 403
     with acting_as(SYSTEM):
         assert (await engine.read("Patient", "p")).id == "p"

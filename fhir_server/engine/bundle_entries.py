@@ -16,13 +16,15 @@ from fhir_server.validation.structural import MAX_DEPTH, too_deep
 LETTERS = {"POST": "c", "PUT": "u", "PATCH": "u", "DELETE": "d"}  # SMART v2 permission of each write
 ORDER = {"DELETE": 0, "POST": 1, "PUT": 2, "PATCH": 2, "GET": 3, "HEAD": 3}
 WRITES = ("DELETE", "POST", "PUT", "PATCH")
+EntryIndex = int | None  # an entry's place in its Bundle; None for a write sent on its own
 
 
 @dataclass
 class BundleRequest:
-    """One entry of a transaction or batch, read and checked."""
+    """One entry of a transaction or batch, read and checked; or a single-resource write
+    (engine/writes.py), which is a one-entry plan with no index (its errors name no entry)."""
 
-    index: int
+    index: EntryIndex
     method: str
     url: str  # relative to the FHIR base, query included
     resource_type: str | None = None
@@ -37,6 +39,9 @@ class BundleRequest:
     # for a PUT: the resource to write, from the stored one and the entry's (the HL7 bridge
     # keeps the care-team members a message does not name again); None: the entry's as it is
     merge: Callable[[dict[str, Any], dict[str, Any]], dict[str, Any]] | None = None
+    # for a PATCH sent on its own: the kind of its body (patch.py); in a Bundle the entry's
+    # resource tells (a Binary holding a JSON Patch, or Parameters)
+    patch_kind: str | None = None
 
     @property
     def writes(self) -> bool:
@@ -50,6 +55,7 @@ class EntryResult:
     status: int
     version: Version | None = None
     error: FhirError | None = None
+    deleted: tuple[Version, ...] = ()  # a DELETE's tombstones (several for a conditional delete)
 
 
 @dataclass
@@ -160,8 +166,11 @@ def _text(request: dict[str, Any], name: str) -> str | None:
 # -- errors that name their entry -------------------------------------------------------------
 
 
-def entry_error(index: int, error: FhirError) -> FhirError:
-    """The error of entry `index`, its issues pointing into the Bundle."""
+def entry_error(index: EntryIndex, error: FhirError) -> FhirError:
+    """The error of entry `index`, its issues pointing into the Bundle (None: a write sent on
+    its own, whose errors stay as they are)."""
+    if index is None:
+        return error
     prefix = f"Bundle.entry[{index}]"
     issues = []
     for issue in error.issues:
@@ -187,12 +196,12 @@ def _within_entry(prefix: str, expression: str | None) -> str:
 
 
 @contextmanager
-def blame(index: int) -> Iterator[None]:
+def blame(index: EntryIndex) -> Iterator[None]:
     try:
         yield
     except FhirError as error:
         raise entry_error(index, error) from None
 
 
-__all__ = ["BundleLimits", "BundleRequest", "EntryResult", "LETTERS", "ORDER", "WRITES", "blame", "entry_error", "read_bundle",
+__all__ = ["BundleLimits", "BundleRequest", "EntryIndex", "EntryResult", "LETTERS", "ORDER", "WRITES", "blame", "entry_error", "read_bundle",
            "read_request", "relative_url"]

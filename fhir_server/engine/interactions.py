@@ -1,8 +1,10 @@
-"""The engine: the one path every write takes, and the reads that go with it.
+"""The engine: the checks every interaction shares, the making and committing of writes, and
+the reads.
 
-rest/ (and later the HL7 bridge and Bundles) call these functions; nothing else writes to
-the database. A write is: check the type and id, validate, stamp id/versionId/lastUpdated,
-serialise once, commit current + history + event in one transaction.
+Every write is planned by transaction.py (a write sent on its own is a one-entry plan,
+writes.py); nothing else writes to the database. A write is: check the type and id,
+validate, stamp id/versionId/lastUpdated, serialise once, commit current + history + event in
+one transaction, then run the on-commit hooks.
 """
 
 from __future__ import annotations
@@ -10,7 +12,6 @@ from __future__ import annotations
 import logging
 import re
 import traceback
-import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any, Callable
@@ -25,13 +26,12 @@ from fhir_server.search.parameters import parameters_for
 from fhir_server.spec import Spec
 from fhir_server.storage.windows import sort_indexes
 from fhir_server.storage.store import (INDEXES, RESOURCES, Bookkeeping, Current, ResourceStore, StorageBusy, TooLargeToStore, Version,
-                                       VersionConflict, Write)
+                                       Write)
 from fhir_server.national import national_search_parameters
 from fhir_server.engine.pacing import Workload
-from fhir_server.engine.retry import RESOURCE_ATTEMPTS, retrying, version_conflict
 from fhir_server.ig import ImplementationGuide, load_guide
 from fhir_server.security.policy import ACCESS, CIRCLE_TYPES
-from fhir_server.security.writes import check_absent, check_replaceable, check_written
+from fhir_server.security.writes import check_replaceable, check_written
 from fhir_server.validation import Validator
 
 log = logging.getLogger("calipso.engine")
@@ -116,17 +116,6 @@ class Engine:
         if references is None or not _inside(clause, resource_type, resource_id, references):
             raise FhirError.of(404, "not-found", f"{resource_type}/{_clip(resource_id)} is not known")
 
-    async def _current_to_write(self, resource_type: str, resource_id: str, if_match: int | None) -> Current | None:
-        """The current version an update or delete would replace, once the token may replace it
-        (or, where there is none, may write there) and `If-Match` holds."""
-        current = await self.store.current(resource_type, resource_id)
-        if current is not None and not current.deleted:
-            await self.check_replaceable(resource_type, resource_id)
-        else:
-            check_absent(ACCESS.get(), resource_type, resource_id)
-        check_if_match(current, if_match)
-        return current
-
     async def check_replaceable(self, resource_type: str, resource_id: str) -> None:
         """404, as for a resource that does not exist, unless the request's token may replace or
         delete the stored version (security/writes.py)."""
@@ -138,8 +127,7 @@ class Engine:
 
     def validate(self, resource_type: str, body: Any) -> dict[str, Any]:
         """The body as a resource of `resource_type`; 400 when it is not one, 422 when invalid."""
-        if not isinstance(body, dict):
-            raise FhirError.of(400, "structure", "The body must be a JSON object (a FHIR resource)")
+        check_object(body)
         declared = body.get("resourceType")
         if declared != resource_type:
             raise FhirError.of(
@@ -153,67 +141,7 @@ class Engine:
             raise FhirError(422, issues)
         return body
 
-    # -- writes ------------------------------------------------------------------------------
-
-    async def create(self, resource_type: str, body: Any, guard: str | None = None, resource_id: str | None = None) -> Outcome:
-        """Create with a server-assigned id (any id in the body is ignored, as R4 says).
-
-        `guard` (conditional create) makes the commit fail with GuardTaken when another
-        writer created a resource for the same criteria first.
-        """
-        self.check_type(resource_type)
-        resource = self.validate(resource_type, body)
-        method = "POST" if resource_id is None else "PUT"
-        if resource_id is None:
-            resource_id = str(uuid.uuid4())
-        else:
-            self.check_id(resource_id)
-            check_absent(ACCESS.get(), resource_type, resource_id)
-        write = self.prepare(resource_type, resource_id, resource, method, None, self.next_time(), guard)
-        await self._commit(write)
-        return Outcome(_version_of(write), created=True)
-
-    async def update(
-        self, resource_type: str, resource_id: str, body: Any, if_match: int | None = None
-    ) -> Outcome:
-        """Update, or create with the client's id when the resource does not exist yet."""
-        self.check_type(resource_type)
-        self.check_id(resource_id)
-        resource = self.validate(resource_type, body)
-        if resource.get("id") != resource_id:
-            raise FhirError.of(
-                400, "invalid", "The body's id must be present and equal to the id in the URL",
-                expression=f"{resource_type}.id",
-            )
-
-        async def attempt() -> Outcome:
-            current = await self._current_to_write(resource_type, resource_id, if_match)
-            write = self.prepare(resource_type, resource_id, resource, "PUT", current, self.next_time(current))
-            try:
-                await self._commit(write)
-            except VersionConflict:
-                raise version_conflict(if_match) from None
-            return Outcome(_version_of(write), created=current is None or current.deleted)
-
-        return await retrying(attempt, CONTENDED, RESOURCE_ATTEMPTS)
-
-    async def delete(self, resource_type: str, resource_id: str, if_match: int | None = None) -> Version | None:
-        """Write a tombstone version; None when there was nothing to delete."""
-        self.check_type(resource_type)
-        self.check_id(resource_id)
-
-        async def attempt() -> Version | None:
-            current = await self._current_to_write(resource_type, resource_id, if_match)
-            if current is None or current.deleted:
-                return None
-            write = self.prepare_delete(resource_type, resource_id, current, self.next_time(current))
-            try:
-                await self._commit(write)
-            except VersionConflict:
-                raise version_conflict(if_match) from None
-            return _version_of(write)
-
-        return await retrying(attempt, CONTENDED, RESOURCE_ATTEMPTS)
+    # -- writes (engine/writes.py and transaction.py plan them; these make and commit them) ------
 
     def prepare(
         self,
@@ -341,6 +269,12 @@ def parse_version(text: str) -> int | None:
     return int(text) if text.isdigit() and len(text) < 12 else None
 
 
+def check_object(body: Any) -> None:
+    """400 unless a body to write is a JSON object."""
+    if not isinstance(body, dict):
+        raise FhirError.of(400, "structure", "The body must be a JSON object (a FHIR resource)")
+
+
 def check_if_match(current: Current | Version | None, if_match: int | None) -> None:
     """412 unless the current version is the one `If-Match` names (None: no condition)."""
     if if_match is None:
@@ -391,4 +325,4 @@ def _clip(text: str, limit: int = 64) -> str:
     return text if len(text) <= limit else text[:limit] + "…"
 
 
-__all__ = ["Engine", "Outcome", "check_if_match", "fhir_instant", "parse_etag", "parse_version", "utc_now"]
+__all__ = ["CONTENDED", "Engine", "Outcome", "check_if_match", "check_object", "fhir_instant", "parse_etag", "parse_version", "utc_now"]

@@ -1,5 +1,6 @@
-"""The patch interaction: JSON Patch (RFC 6902) or FHIRPath Patch applied to the current
-version, then written like any update (validated, versioned, `If-Match` honoured).
+"""Patches: JSON Patch (RFC 6902) or FHIRPath Patch applied to a resource. The planner
+(transaction.py) applies them to the current version and writes the result like any update
+(validated, versioned, `If-Match` honoured).
 """
 
 from __future__ import annotations
@@ -13,11 +14,8 @@ import jsonpointer
 import orjson
 
 from fhir_server.engine.fhirpath_patch import apply_fhirpath_patch
-from fhir_server.engine.interactions import Engine, Outcome, check_if_match
-from fhir_server.engine.retry import RESOURCE_ATTEMPTS, retrying, version_conflict
 from fhir_server.outcome import FhirError
 from fhir_server.spec import Spec
-from fhir_server.storage.store import Version, VersionConflict
 from fhir_server.validation.structural import MAX_DEPTH, too_deep
 
 JSON_PATCH = "application/json-patch+json"
@@ -76,31 +74,4 @@ def patch_kind(document: Any) -> str:
     raise FhirError.of(400, "invalid", "A PATCH entry's resource must be a Parameters (FHIRPath Patch) or a Binary (JSON Patch)")
 
 
-async def patch(
-    engine: Engine, resource_type: str, resource_id: str, document: Any, kind: str, if_match: int | None
-) -> Outcome:
-    """Apply a patch to the current version and write the result as its next version.
-
-    When another writer commits first, the patch is applied again to what that writer wrote,
-    unless the client named the version with `If-Match` (then it is the client's 412).
-    """
-
-    async def attempt() -> Outcome:
-        current = await engine.read(resource_type, resource_id, to_replace=True)
-        check_if_match(current, if_match)
-        patched = engine.validate(resource_type, apply_patch(engine.spec, _resource(current), document, kind))
-        write = engine.prepare(resource_type, resource_id, patched, "PATCH", current, engine.next_time(current))
-        try:
-            [version] = await engine.commit(write)
-        except VersionConflict:
-            raise version_conflict(if_match) from None
-        return Outcome(version, created=False)
-
-    return await retrying(attempt, "Too many concurrent writes to this resource; retry", RESOURCE_ATTEMPTS)
-
-
-def _resource(version: Version) -> dict[str, Any]:
-    return orjson.loads(version.raw or b"{}")
-
-
-__all__ = ["FHIRPATH_PATCH", "JSON_PATCH", "apply_patch", "patch", "patch_from_binary", "patch_kind"]
+__all__ = ["FHIRPATH_PATCH", "JSON_PATCH", "apply_patch", "patch_from_binary", "patch_kind"]

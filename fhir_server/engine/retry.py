@@ -22,13 +22,6 @@ class LostRace(Exception):
     """The attempt lost to a concurrent writer and wrote nothing: try again."""
 
 
-def version_conflict(if_match: int | None) -> Exception:
-    """What a version conflict means: the client's 412 when it named a version, else a lost race."""
-    if if_match is not None:
-        return FhirError.of(412, "conflict", f"Version {if_match} is no longer current")
-    return LostRace()
-
-
 async def retrying(attempt: Callable[[], Awaitable[T]], gave_up: str, attempts: int = PLAN_ATTEMPTS) -> T:
     """`attempt()` until it does not lose a race; 409 with `gave_up` after `attempts` losses."""
     for number in range(attempts):
@@ -39,4 +32,4 @@ async def retrying(attempt: Callable[[], Awaitable[T]], gave_up: str, attempts: 
     raise FhirError.of(409, "conflict", gave_up)
 
 
-__all__ = ["LostRace", "PLAN_ATTEMPTS", "RESOURCE_ATTEMPTS", "retrying", "version_conflict"]
+__all__ = ["LostRace", "PLAN_ATTEMPTS", "RESOURCE_ATTEMPTS", "retrying"]

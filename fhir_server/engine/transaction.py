@@ -20,6 +20,11 @@ that failed early is validated again as written, so its issues name the real ref
 
 A version conflict or a conditional-create race found at commit time replans the whole
 transaction from the start, unless the entry carried `ifMatch` (then it is the client's 412).
+
+A write sent on its own (`POST Type`, `PUT Type/id`, `PATCH`, `DELETE`, and their conditional
+forms) is a plan of one entry with no index (engine/writes.py): one implementation of the
+conditions and of the retries. It rewrites no references: placeholders and conditional
+references belong to Bundles.
 """
 
 from __future__ import annotations
@@ -31,15 +36,15 @@ from typing import Any
 
 import orjson
 
-from fhir_server.engine.bundle_entries import ORDER, BundleLimits, BundleRequest, EntryResult, blame, entry_error
+from fhir_server.engine.bundle_entries import ORDER, BundleLimits, BundleRequest, EntryIndex, EntryResult, blame, entry_error
 from fhir_server.engine.bundle_references import (PLACEHOLDERS, STAND_IN, is_conditional, references_in, rewritten,
                                                   with_stand_ins)
-from fhir_server.engine.conditional import guard_key, parse_criteria
+from fhir_server.engine.criteria import guard_key, matching, parse_criteria
 from fhir_server.engine.pacing import NO_PACING, Pacer
-from fhir_server.engine.retry import LostRace, retrying
+from fhir_server.engine.retry import PLAN_ATTEMPTS, LostRace, retrying
 from fhir_server.engine.interactions import Engine, check_if_match, parse_etag
 from fhir_server.engine.patch import JSON_PATCH, apply_patch, patch_from_binary, patch_kind
-from fhir_server.outcome import FhirError
+from fhir_server.outcome import FhirError, Issue
 from fhir_server.search.index import build_index
 from fhir_server.storage.matching import matches
 from fhir_server.storage.store import Bookkeeping, GuardTaken, Version, VersionConflict, Write
@@ -71,27 +76,28 @@ class _Plan:
     requests: list[BundleRequest]
     base_url: str
     limits: BundleLimits
-    targets: dict[int, _Target] = field(default_factory=dict)
+    targets: dict[EntryIndex, _Target] = field(default_factory=dict)
     placeholders: dict[str, str] = field(default_factory=dict)
     conditional: dict[str, str] = field(default_factory=dict)
     currents: dict[str, Version] = field(default_factory=dict)
     writes: list[Write] = field(default_factory=list)
-    write_entries: list[int] = field(default_factory=list)
-    results: dict[int, EntryResult] = field(default_factory=dict)
-    index_documents: dict[int, dict[str, Any]] = field(default_factory=dict)
+    write_entries: list[EntryIndex] = field(default_factory=list)
+    results: dict[EntryIndex, EntryResult] = field(default_factory=dict)
+    index_documents: dict[EntryIndex, dict[str, Any]] = field(default_factory=dict)
     searches: dict[tuple[str, tuple[tuple[str, str], ...], int], list[str]] = field(default_factory=dict)
     prefetched: dict[str, Version] = field(default_factory=dict)  # current versions the lookups brought
     fresh: set[str] = field(default_factory=set)  # keys this plan made up (new ids): nothing stored there
-    valid_early: set[int] = field(default_factory=set)  # entries whose resource passed while the lookups ran
+    valid_early: set[EntryIndex] = field(default_factory=set)  # entries whose resource passed while the lookups ran
 
     async def prepare(self, pacer: Pacer = NO_PACING) -> None:
         """Between entries (~1 ms of work each), `pacer` lets other requests go first."""
         ordered = sorted(self.requests, key=lambda r: ORDER[r.method])
-        looking_up = asyncio.ensure_future(self._look_up_conditionals(ordered))
-        try:
-            await self._validate_meanwhile(looking_up, ordered)
-        finally:
-            await looking_up
+        if self.in_bundle:
+            looking_up = asyncio.ensure_future(self._look_up_conditionals(ordered))
+            try:
+                await self._validate_meanwhile(looking_up, ordered)
+            finally:
+                await looking_up
         for request in ordered:
             await pacer.turn()
             with blame(request.index):
@@ -106,7 +112,7 @@ class _Plan:
         for key, current in self.currents.items():  # a write may only replace what the token may write
             if key in replaced and not current.deleted:
                 await self.engine.check_replaceable(current.type, current.id)
-        for request in ordered:
+        for request in ordered if self.in_bundle else ():
             if request.method in ("POST", "PUT") and not self.targets[request.index].existing:
                 await pacer.turn()
                 with blame(request.index):
@@ -116,6 +122,11 @@ class _Plan:
             await pacer.turn()
             with blame(request.index):
                 self._prepare_write(request, updated)
+
+    @property
+    def in_bundle(self) -> bool:
+        """Whether the entries come from a Bundle (a write sent on its own has no index)."""
+        return all(r.index is not None for r in self.requests)
 
     # 1. targets
 
@@ -130,9 +141,9 @@ class _Plan:
             params = parse_criteria(request.criteria or "")
             found = await self._search(resource_type, params, limit + 1)
             if len(found) > limit:
-                raise FhirError.of(412, "multiple-matches", "the criteria match more than one resource", "request.url")
+                raise FhirError.of(412, "multiple-matches", "the criteria match more than one resource", _url(request))
             if not found and request.method == "PATCH":
-                raise FhirError.of(404, "not-found", "the criteria match no resource to patch", "request.url")
+                raise FhirError.of(404, "not-found", "the criteria match no resource to patch", _url(request))
             guard = None
             if not found and request.method == "PUT":
                 body_id = request.resource.get("id") if isinstance(request.resource, dict) else None
@@ -142,7 +153,7 @@ class _Plan:
                 # a create by criteria: racing writers with the same criteria make one resource, as ifNoneExist does
                 guard = guard_key(resource_type, params)
                 if any(t.guard == guard for t in self.targets.values()):
-                    raise FhirError.of(400, "invalid", "two entries create with the same criteria", "request.url")
+                    raise FhirError.of(400, "invalid", "two entries create with the same criteria", _url(request))
             target = _Target(found, guard=guard)
         self.targets[request.index] = target
         if request.full_url and len(target.keys) == 1:
@@ -155,7 +166,8 @@ class _Plan:
         params = parse_criteria(request.if_none_exist)
         found = await self._search(resource_type, params, CONDITIONAL_LIMIT)
         if len(found) > 1:
-            raise FhirError.of(412, "multiple-matches", "ifNoneExist matches more than one resource", "request.ifNoneExist")
+            raise FhirError.of(412, "multiple-matches", "ifNoneExist matches more than one resource",
+                               "request.ifNoneExist" if self.in_bundle else None)
         if found:
             return _Target(found, existing=True)
         guard = guard_key(resource_type, params)
@@ -243,8 +255,7 @@ class _Plan:
         search in a plan: a conditional target is often a conditional reference as well)."""
         key = (resource_type, tuple(params), limit)
         if key not in self.searches:
-            result = await self.engine.searcher.search(resource_type, [*params, ("_count", str(limit))], True, self.base_url)
-            self.searches[key] = [f"{doc['type']}/{doc['id']}" for doc in result.matches]
+            self.searches[key] = await matching(self.engine, resource_type, params, self.base_url, limit)
         return list(self.searches[key])
 
     def _map_placeholder(self, request: BundleRequest, target: str) -> None:
@@ -257,7 +268,7 @@ class _Plan:
 
     def _refuse_duplicates(self) -> None:
         seen: dict[str, int] = {}
-        for index, target in sorted(self.targets.items()):
+        for index, target in sorted((i, t) for i, t in self.targets.items() if i is not None):
             for key in target.keys:
                 if key in seen:
                     raise FhirError.of(
@@ -310,6 +321,9 @@ class _Plan:
         return self.index_documents[request.index]
 
     def _rewritten(self, request: BundleRequest) -> dict[str, Any]:
+        if not self.in_bundle:
+            return dict(request.resource)
+
         def rewrite(reference: str) -> str:
             if reference in self.placeholders:
                 return self.placeholders[reference]
@@ -342,10 +356,11 @@ class _Plan:
         check_if_match(current, request.if_match)
         if request.method == "PATCH":
             if current is None:
-                raise FhirError.of(404, "not-found", f"{key} is not known", "request.url")
+                raise FhirError.of(404, "not-found", f"{key} is not known", _url(request))
             if current.deleted:
-                raise FhirError.of(410, "deleted", f"{key} was deleted", "request.url")
-            resource = engine.validate(resource_type, _patched(engine, current, request.resource))
+                raise FhirError(410, Issue("deleted", f"{key} was deleted (version {current.version})", expression=_url(request)),
+                                headers={"ETag": f'W/"{current.version}"'})
+            resource = engine.validate(resource_type, _patched(engine, current, request))
         else:
             self._check_if_none_match(request, current)
             if (current is None or current.deleted) and key not in self.fresh:
@@ -360,7 +375,8 @@ class _Plan:
             if request.criteria is not None and "id" not in resource:
                 resource["id"] = resource_id
             if resource.get("id") != resource_id:
-                raise FhirError.of(400, "invalid", f"the resource's id must be {resource_id}, as in the url", "resource.id")
+                raise FhirError.of(400, "invalid", f"The resource's id must be present and be {resource_id}, as in the url",
+                                   f"{resource_type}.id")
         guard = target.guard if current is None else None  # the criteria's guard, for a create by PUT criteria
         self._add(request, engine.prepare(resource_type, resource_id, resource, request.method, current, updated, guard))
 
@@ -389,17 +405,19 @@ class _Plan:
         if tag is None or current is None or current.deleted:
             return
         if tag.strip() == "*" or parse_etag(tag) == current.version:
-            raise FhirError.of(412, "conflict", f"ifNoneMatch {tag[:30]}: the resource exists at version {current.version}", "request.ifNoneMatch")
+            raise FhirError.of(412, "conflict", f"ifNoneMatch {tag[:30]}: the resource exists at version {current.version}",
+                               "request.ifNoneMatch" if self.in_bundle else None)
 
     def _add(self, request: BundleRequest, write: Write) -> None:
         self.writes.append(write)
         self.write_entries.append(request.index)
 
-    def settle(self, versions: list[Version]) -> dict[int, EntryResult]:
+    def settle(self, versions: list[Version]) -> dict[EntryIndex, EntryResult]:
         """The entry results once the writes are committed (versions in write order)."""
         for index, version in zip(self.write_entries, versions):
             if version.deleted:
-                self.results[index] = EntryResult(204, version if len(self.targets[index].keys) == 1 else None)
+                deleted = (*self.results[index].deleted, version)
+                self.results[index] = EntryResult(204, version if len(self.targets[index].keys) == 1 else None, deleted=deleted)
             else:
                 previous = self.currents.get(f"{version.type}/{version.id}")
                 created = previous is None or previous.deleted
@@ -421,6 +439,12 @@ class _Plan:
                 params = parse_criteria(criteria)
                 if not await self._search(str(request.resource_type), params, 1):
                     await self.engine.store.release_guard(guard)
+
+
+def _url(request: BundleRequest) -> str | None:
+    """Where an error about an entry's target points: its request url (nowhere for a write sent
+    on its own: the URL is the request's)."""
+    return "request.url" if request.index is not None else None
 
 
 def _client_side_id(request: BundleRequest) -> str | None:
@@ -458,7 +482,10 @@ def _content(resource: dict[str, Any]) -> dict[str, Any]:
         content["meta"] = meta
     return content
 
-def _patched(engine: Engine, current: Version, document: Any) -> dict[str, Any]:
+def _patched(engine: Engine, current: Version, request: BundleRequest) -> dict[str, Any]:
+    document = request.resource
+    if request.patch_kind is not None:  # sent on its own: the body is the patch
+        return apply_patch(engine.spec, orjson.loads(current.raw or b"{}"), document, request.patch_kind)
     kind = patch_kind(document)
     operations = patch_from_binary(document) if kind == JSON_PATCH else document
     return apply_patch(engine.spec, orjson.loads(current.raw or b"{}"), operations, kind)
@@ -466,17 +493,21 @@ def _patched(engine: Engine, current: Version, document: Any) -> dict[str, Any]:
 # -- running ----------------------------------------------------------------------------------
 
 
+GAVE_UP = "The transaction kept meeting concurrent writes to the same resources; retry"
+
+
 async def run_transaction(
     engine: Engine, requests: list[BundleRequest], base_url: str, limits: BundleLimits, also: tuple[Bookkeeping, ...] = (),
-    pacer: Pacer = NO_PACING,
-) -> dict[int, EntryResult]:
+    pacer: Pacer = NO_PACING, attempts: int = PLAN_ATTEMPTS, gave_up: str = GAVE_UP,
+) -> dict[EntryIndex, EntryResult]:
     """Commit every write entry in one database transaction, or none (the error names the entry).
 
     `also`: bookkeeping committed in the same database transaction (the bridge's inbox);
-    `pacer`: how this work gives way to other requests (pacing.py)."""
+    `pacer`: how this work gives way to other requests (pacing.py); `attempts`: how many lost
+    races before `gave_up` is the client's 409 (retry.py)."""
     writes = [r for r in requests if r.writes]
 
-    async def attempt() -> dict[int, EntryResult]:
+    async def attempt() -> dict[EntryIndex, EntryResult]:
         plan = _Plan(engine, writes, base_url, limits)
         await plan.prepare(pacer)
         try:
@@ -484,21 +515,21 @@ async def run_transaction(
         except VersionConflict as conflict:
             request = plan.entry_of(str(conflict.args[0]))
             if request is not None and request.if_match is not None:
-                raise entry_error(request.index, FhirError.of(412, "conflict", f"version {request.if_match} is no longer current")) from None
+                raise entry_error(request.index, FhirError.of(412, "conflict", f"Version {request.if_match} is no longer current")) from None
             raise LostRace() from None
         except GuardTaken as taken:
             await plan.release_stale_guard(str(taken.args[0]))
             raise LostRace() from None
         return plan.settle(versions)
 
-    return await retrying(attempt, "The transaction kept meeting concurrent writes to the same resources; retry")
+    return await retrying(attempt, gave_up, attempts)
 
 
 async def run_batch(
     engine: Engine, requests: list[BundleRequest], base_url: str, limits: BundleLimits, pacer: Pacer = NO_PACING
-) -> dict[int, EntryResult]:
+) -> dict[EntryIndex, EntryResult]:
     """Each write entry on its own: one failing does not stop the others."""
-    results: dict[int, EntryResult] = {}
+    results: dict[EntryIndex, EntryResult] = {}
     for request in sorted((r for r in requests if r.writes), key=lambda r: ORDER[r.method]):
         await pacer.turn()
         try:

@@ -13,7 +13,7 @@ from starlette.responses import Response
 
 from fhir_server.engine import fhir_instant
 from fhir_server.engine.pacing import Pacer
-from fhir_server.engine.bundle_entries import BundleLimits, BundleRequest, EntryResult, read_bundle, read_request
+from fhir_server.engine.bundle_entries import BundleLimits, BundleRequest, EntryIndex, EntryResult, read_bundle, read_request
 from fhir_server.engine.transaction import run_batch, run_transaction
 from fhir_server.outcome import FhirError, Issue, operation_outcome
 from fhir_server.rest.body import read_json
@@ -45,7 +45,7 @@ async def apply_bundle(request: Request, body: Any, pacer: Pacer) -> tuple[str, 
     settings, engine, base = settings_of(request), engine_of(request), base_url(request)
     limits = BundleLimits(settings.max_bundle_entries, settings.conditional_delete_multiple)
     kind, entries = read_bundle(body, limits)
-    results: dict[int, EntryResult] = {}
+    results: dict[EntryIndex, EntryResult] = {}
     requests: list[BundleRequest] = []
     for index, entry in enumerate(entries):
         await pacer.turn()

@@ -16,6 +16,7 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
+from fhir_server.engine import writes
 from fhir_server.ig import load_guide
 from fhir_server.national import NATIONAL_DIR
 from fhir_server.national.cdl_view import DOCUMENT, NOTE, is_note, to_communication, to_document_reference, translate_search, view_table
@@ -114,7 +115,7 @@ async def update_note(request: Request) -> Response:
         raise FhirError.of(400, "invalid", "The body's id must be present and equal to the id in the URL", expression="DocumentReference.id")
     engine = engine_of(request)
     await _check_author(request, note_id)
-    outcome = await engine.update(NOTE, note_id, to_communication(body, _entry_profile(request)), if_match(request))
+    outcome = await writes.update(engine, NOTE, note_id, to_communication(body, _entry_profile(request)), if_match(request))
     return _note_response(request, outcome.version, 201 if outcome.created else 200, rendering)
 
 
@@ -126,7 +127,7 @@ async def delete_note(request: Request) -> Response:
     if entry.get("status") == "entered-in-error":
         return outcome_response(200, [Issue("informational", f"DocumentReference/{note_id} is already entered-in-error", "information")],
                                 None, rendering)
-    outcome = await engine.update(NOTE, note_id, {**entry, "status": "entered-in-error"}, if_match(request))
+    outcome = await writes.update(engine, NOTE, note_id, {**entry, "status": "entered-in-error"}, if_match(request))
     return _note_response(request, outcome.version, 200, rendering)
 
 

@@ -19,8 +19,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from fhir_server.engine import Outcome, read_history
-from fhir_server.engine.conditional import conditional_create, conditional_delete, conditional_target, conditional_update
-from fhir_server.engine.patch import patch
+from fhir_server.engine import writes
 from fhir_server.outcome import FhirError, Issue, operation_outcome
 from fhir_server.rest.body import read_body, read_json, read_patch
 from fhir_server.rest.bundles import transaction_or_batch
@@ -142,10 +141,7 @@ async def create(request: Request) -> Response:
     body = await read_json(request, settings_of(request).max_body_bytes)
     resource_type = request.path_params["type"]
     criteria = request.headers.get("if-none-exist")
-    if criteria is not None:
-        outcome = await conditional_create(engine_of(request), resource_type, body, criteria, base_url(request))
-    else:
-        outcome = await engine_of(request).create(resource_type, body)
+    outcome = await writes.create(engine_of(request), resource_type, body, criteria, base_url(request))
     return _write_response(request, outcome, rendering)
 
 
@@ -153,8 +149,8 @@ async def update_conditional(request: Request) -> Response:
     rendering = negotiate(request)
     expected = if_match(request)
     body = await read_json(request, settings_of(request).max_body_bytes)
-    outcome = await conditional_update(
-        engine_of(request), request.path_params["type"], body, request.url.query, expected, base_url(request)
+    outcome = await writes.update_where(
+        engine_of(request), request.path_params["type"], request.url.query, body, expected, base_url(request)
     )
     return _write_response(request, outcome, rendering)
 
@@ -162,7 +158,7 @@ async def update_conditional(request: Request) -> Response:
 async def delete_conditional(request: Request) -> Response:
     rendering = negotiate(request)
     resource_type = request.path_params["type"]
-    deleted = await conditional_delete(
+    deleted = await writes.delete_where(
         engine_of(request), resource_type, request.url.query, base_url(request), settings_of(request).conditional_delete_multiple
     )
     text = f"Deleted {len(deleted)} {resource_type}" if deleted else "Nothing matched: nothing deleted"
@@ -191,14 +187,14 @@ async def update(request: Request) -> Response:
     expected = if_match(request)
     body = await read_json(request, settings_of(request).max_body_bytes)
     params = request.path_params
-    outcome = await engine_of(request).update(params["type"], params["id"], body, expected)
+    outcome = await writes.update(engine_of(request), params["type"], params["id"], body, expected)
     return _write_response(request, outcome, rendering)
 
 
 async def delete(request: Request) -> Response:
     rendering = negotiate(request)
     params = request.path_params
-    tombstone = await engine_of(request).delete(params["type"], params["id"], if_match(request))
+    tombstone = await writes.delete(engine_of(request), params["type"], params["id"], if_match(request))
     if tombstone is None:
         issue = Issue("informational", f"{params['type']}/{params['id']} does not exist or is already deleted", "information")
         return outcome_response(200, [issue], None, rendering)
@@ -332,7 +328,7 @@ async def patch_instance(request: Request) -> Response:
     expected = if_match(request)
     document, kind = await read_patch(request, settings_of(request).max_body_bytes)
     params = request.path_params
-    outcome = await patch(engine_of(request), params["type"], params["id"], document, kind, expected)
+    outcome = await writes.patch(engine_of(request), params["type"], params["id"], document, kind, expected)
     return _write_response(request, outcome, rendering)
 
 
@@ -340,9 +336,8 @@ async def patch_conditional(request: Request) -> Response:
     rendering = negotiate(request)
     expected = if_match(request)
     document, kind = await read_patch(request, settings_of(request).max_body_bytes)
-    engine, resource_type = engine_of(request), request.path_params["type"]
-    target = await conditional_target(engine, resource_type, request.url.query, base_url(request))
-    outcome = await patch(engine, resource_type, target, document, kind, expected)
+    outcome = await writes.patch(engine_of(request), request.path_params["type"], None, document, kind, expected,
+                                 request.url.query, base_url(request))
     return _write_response(request, outcome, rendering)
 
 
