@@ -27,7 +27,7 @@ from fhir_server.security import build_gate
 from fhir_server.security.audit import message_recorder
 from fhir_server.security.dev_sign_in import DevSignIn
 from fhir_server.settings import Settings
-from fhir_server.services import build_services
+from fhir_server.services import build_dispatcher, build_services
 from fhir_server.storage.circle import CircleStore
 from fhir_server.storage.connection import connect
 
@@ -55,6 +55,10 @@ def create_app(settings: Settings, when_ready: Callable[[], None] | None = None)
             app.state.dev_sign_in = DevSignIn(app.state.dev_issuer, settings.auth_audience)
         app.state.audit = services.audit
         app.state.bridge = services.bridge
+        dispatcher = build_dispatcher(settings, services, app.state.gate.access_of) if settings.subscriptions else None
+        if dispatcher is not None:
+            await dispatcher.start()
+        app.state.dispatcher = dispatcher
         listener = None
         if settings.mllp_port is not None:
             listener = MllpListener(app.state.bridge, listener_settings(settings), message_recorder(app.state.audit))
@@ -67,6 +71,8 @@ def create_app(settings: Settings, when_ready: Callable[[], None] | None = None)
         finally:
             if listener is not None:
                 await listener.stop()
+            if dispatcher is not None:
+                await dispatcher.stop()
             await services.close()
 
     app = FastAPI(

@@ -9,15 +9,21 @@ configure it), the audit trail and the bridge are built here, once, the same way
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Awaitable, Callable
 
 from fhir_server.engine import Engine
 from fhir_server.security.audit import AuditTrail, engine_committer
+from fhir_server.security.policy import Access
+from fhir_server.security.tokens import Claims
 from fhir_server.settings import Settings
 from fhir_server.spec import load_spec
 from fhir_server.storage.connection import connect
 from fhir_server.storage.store import ResourceStore
+from fhir_server.storage.notifications import NotificationStore
 from fhir_server.storage.versions import check_server, is_embedded
+from fhir_server.subscriptions.dispatcher import DispatchSettings, Dispatcher
+from fhir_server.subscriptions.endpoints import EndpointPolicy
+from fhir_server.subscriptions.rules import SubscriptionRule
 from hl7v2_bridge.bridge import Bridge
 
 
@@ -44,6 +50,8 @@ async def build_services(settings: Settings, role: str = "api") -> Services:
         await store.ensure_indexes()
         engine = Engine(store, load_spec(), enforce_profiles=settings.enforce_profiles)
         engine.searcher.embedded_strategy = is_embedded(server)
+        engine.type_rules["Subscription"] = SubscriptionRule(engine.spec.is_resource_type, EndpointPolicy(settings.subscription_endpoints))
+        await NotificationStore(store).ensure_indexes()
         audit = AuditTrail(engine_committer(engine), settings.data_dir / "audit", role=role) if settings.audit else None
         if audit is not None:
             await audit.start()
@@ -53,4 +61,14 @@ async def build_services(settings: Settings, role: str = "api") -> Services:
     return Services(client, store, engine, audit, Bridge(engine, settings.hl7_default_charset))
 
 
-__all__ = ["Services", "build_services"]
+def build_dispatcher(settings: Settings, services: Services, access_of: Callable[[Claims | None], Awaitable[Access]]) -> Dispatcher:
+    """The subscription dispatcher of an API node (`access_of`: the gate's, to decide a
+    subscriber's access at each send)."""
+    base = settings.public_base_url or f"http://{settings.host}:{settings.port}/fhir"
+    dispatch = DispatchSettings(base_url=base.rstrip("/"), max_attempts=settings.subscription_max_attempts,
+                                max_retry_seconds=settings.subscription_retry_cap_seconds)
+    return Dispatcher(services.engine, NotificationStore(services.store), access_of, EndpointPolicy(settings.subscription_endpoints),
+                      dispatch, services.audit)
+
+
+__all__ = ["Services", "build_dispatcher", "build_services"]

@@ -61,6 +61,10 @@ class Settings:
     http_head_timeout_seconds: float = 20.0  # a request line and headers must be whole within this (slow-loris cut off)
     request_timeout_seconds: float = 30.0  # reads (GET, HEAD) answer 503 rather than run longer
     audit: bool = True  # an AuditEvent per interaction and per HL7 message (journal in data_dir/audit)
+    subscriptions: bool = True  # this API node may dispatch notifications (one node at a time does, by lease)
+    subscription_endpoints: tuple[str, ...] = ()  # origins notifications may go to whatever their address (else public https only)
+    subscription_max_attempts: int = 16  # failed sends in a row before a subscription goes `error`
+    subscription_retry_cap_seconds: float = 600.0  # the longest pause between two attempts
 
     @classmethod
     def from_env(cls, **overrides: Any) -> "Settings":
@@ -96,6 +100,10 @@ class Settings:
             request_timeout_seconds=float(os.environ.get("CALIPSO_REQUEST_TIMEOUT_SECONDS") or 30),
             http_head_timeout_seconds=float(os.environ.get("CALIPSO_HTTP_HEAD_TIMEOUT_SECONDS") or 20),
             cors_origins=tuple(o.strip() for o in os.environ.get("CALIPSO_CORS_ORIGINS", "").split(",") if o.strip()),
+            subscriptions=os.environ.get("CALIPSO_SUBSCRIPTIONS", "on") != "off",
+            subscription_endpoints=tuple(o.strip() for o in os.environ.get("CALIPSO_SUBSCRIPTION_ENDPOINTS", "").split(",") if o.strip()),
+            subscription_max_attempts=_env_int("CALIPSO_SUBSCRIPTION_MAX_ATTEMPTS", 16),
+            subscription_retry_cap_seconds=float(_env_int("CALIPSO_SUBSCRIPTION_RETRY_CAP_SECONDS", 600)),
         )
         return replace(settings, **{k: v for k, v in overrides.items() if v is not None})
 

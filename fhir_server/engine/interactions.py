@@ -14,7 +14,7 @@ import re
 import traceback
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from typing import Any, Callable
+from typing import Any, Callable, Protocol
 
 import orjson
 
@@ -62,6 +62,16 @@ class Outcome:
     created: bool
 
 
+class TypeRule(Protocol):
+    """What one resource type asks of writes beyond its profiles (subscriptions/rules.py)."""
+
+    def admit(self, resource: dict[str, Any]) -> None:
+        """Raise a FhirError (422) when the validated resource may not be written."""
+
+    def withhold(self, resource: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any] | None]:
+        """The resource to store and serve, and what to keep of it privately (None: nothing new)."""
+
+
 class Engine:
     """Create, read, update, delete and history for every R4 resource type."""
 
@@ -88,6 +98,7 @@ class Engine:
         # in commit order: what must follow a durable write hangs here (the subscriptions'
         # dispatcher will). A hook does not block nor undo the write: it schedules its work.
         self.on_commit: list[Callable[[list[Version]], None]] = [self._note_circle_changes]
+        self.type_rules: dict[str, TypeRule] = {}  # per resource type, added by the composition root
 
     # -- checks shared by every interaction -------------------------------------------------
 
@@ -139,6 +150,9 @@ class Engine:
         issues = self.validator.validate_write(body, resource_type)
         if issues:
             raise FhirError(422, issues)
+        rule = self.type_rules.get(resource_type)
+        if rule is not None:
+            rule.admit(body)
         return body
 
     # -- writes (engine/writes.py and transaction.py plan them; these make and commit them) ------
@@ -155,6 +169,9 @@ class Engine:
     ) -> Write:
         """The next version of a validated resource: stamped, serialised once, indexed."""
         version = current.version + 1 if current else 1
+        rule, private = self.type_rules.get(resource_type), None
+        if rule is not None:
+            resource, private = rule.withhold(resource)
         stamped = _stamp(resource, resource_type, resource_id, version, updated)
         ix, so = build_index(stamped, self.parameters.for_type(resource_type))
         check_written(ACCESS.get(), resource_type, resource_id, ix.get("rf", []), self.spec.compartments["Patient"])
@@ -168,6 +185,7 @@ class Engine:
             replaces=current.version if current else None,
             index={"ix": ix, "so": so},
             guard=guard,
+            private=private,
         )
 
     @staticmethod
@@ -325,4 +343,4 @@ def _clip(text: str, limit: int = 64) -> str:
     return text if len(text) <= limit else text[:limit] + "…"
 
 
-__all__ = ["CONTENDED", "Engine", "Outcome", "check_if_match", "check_object", "fhir_instant", "parse_etag", "parse_version", "utc_now"]
+__all__ = ["CONTENDED", "Engine", "TypeRule", "Outcome", "check_if_match", "check_object", "fhir_instant", "parse_etag", "parse_version", "utc_now"]

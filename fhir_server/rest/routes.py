@@ -23,7 +23,7 @@ from fhir_server.engine import writes
 from fhir_server.outcome import FhirError, Issue, operation_outcome
 from fhir_server.rest.body import read_body, read_json, read_patch
 from fhir_server.rest.bundles import transaction_or_batch
-from fhir_server.rest import cdl
+from fhir_server.rest import cdl, subscription_operations
 from fhir_server.rest.capability import capability_statement
 from fhir_server.rest.context import base_url, engine_of, settings_of
 from fhir_server.rest.history_bundle import history_bundle
@@ -44,7 +44,7 @@ from fhir_server.security.discovery import smart_configuration as smart_discover
 from fhir_server.security.audit import audit_event
 from fhir_server.security.permissions import (BUNDLES, CREATES, DELETES, EVERYTHING, EXPANDS, HL7_INBOX, INSTANCE_HISTORY,
                                               LOOKS_UP, NOTE_DELETES, NOTE_READS, NOTE_SEARCHES, NOTE_UPDATES, PATCHES, PUBLIC,
-                                              READS, SEARCHES, SYSTEM_HISTORY, SYSTEM_SEARCHES, TYPE_HISTORY, UPDATES,
+                                              READS, SEARCHES, SUBSCRIPTION_STATUS, SYSTEM_HISTORY, SYSTEM_SEARCHES, TYPE_HISTORY, UPDATES,
                                               VALIDATES, VREADS, Permission)
 from fhir_server.security.policy import NOBODY, Access, acting_as
 from fhir_server.storage.reach import compartment_filter
@@ -466,6 +466,8 @@ ROUTES: list[FhirRoute] = [
     FhirRoute("/fhir/{type}/{id}/_history", "GET", history_instance, INSTANCE_HISTORY, "history-instance"),
     FhirRoute("/fhir/{type}/{id}/_history/{vid}", "GET", vread, VREADS, "vread"),
     FhirRoute("/fhir/Patient/{id}/$everything", "GET", everything, EVERYTHING),
+    FhirRoute("/fhir/Subscription/{id}/$status", "GET", subscription_operations.status, SUBSCRIPTION_STATUS),
+    FhirRoute("/fhir/Subscription/{id}/$events", "GET", subscription_operations.events, SUBSCRIPTION_STATUS),
     FhirRoute("/fhir/{compartment}/{id}/{type}", "GET", search_compartment, SEARCHES),
     FhirRoute("/fhir/{type}/{id}", "GET", read, READS, "read"),
     FhirRoute("/fhir/{type}/{id}", "PUT", update, UPDATES, "update"),

@@ -93,6 +93,20 @@ def message_event(code: str, sender: str, key: str) -> dict[str, Any]:
     return event
 
 
+EXPORT_TYPE = {"system": "http://dicom.nema.org/resources/ontology/DCM", "code": "110106", "display": "Export"}
+
+
+def notification_event(subscription: str, destination: str, status: int, outcome: str, when: datetime | None = None) -> dict[str, Any]:
+    """The AuditEvent of one notification sent (or not) to a subscription's endpoint: which
+    subscription, where (the endpoint's origin), what came of it (`outcome`: no patient data)."""
+    event = audit_event("create", "E", status, "system:calipso", destination or None, "Subscription", subscription.split("/", 1)[-1],
+                        when=when)
+    event["type"] = EXPORT_TYPE
+    del event["subtype"]
+    event["outcomeDesc"] = outcome[:200]
+    return event
+
+
 def message_recorder(trail: "AuditTrail | None") -> Callable[[str, str, str], None] | None:
     """What the MLLP listener calls with each message's (ACK code, sender, inbox key)."""
     if trail is None:
@@ -206,4 +220,4 @@ def _read_journal(path: Path) -> list[dict[str, Any]]:
     return events
 
 
-__all__ = ["AuditTrail", "audit_event", "engine_committer", "message_event", "message_recorder"]
+__all__ = ["AuditTrail", "audit_event", "engine_committer", "message_event", "message_recorder", "notification_event"]

@@ -14,6 +14,7 @@ import asyncio
 import logging
 import time
 from collections import OrderedDict
+from dataclasses import replace
 from datetime import datetime, timezone
 from typing import Callable
 
@@ -25,7 +26,7 @@ from fhir_server.security.permissions import Permission
 from fhir_server.security.policy import NOBODY, NOTEBOOK_TYPES, UNRESTRICTED, VISIBILITY, Access, care_circle
 from fhir_server.security.scopes import Grant
 from fhir_server.storage.circle import CircleStore
-from fhir_server.security.tokens import InvalidToken, KeysUnavailable, TokenVerifier
+from fhir_server.security.tokens import Claims, InvalidToken, KeysUnavailable, TokenVerifier
 
 log = logging.getLogger("calipso.security")
 
@@ -107,19 +108,29 @@ class Gate:
             log.error("token keys unavailable: the issuer's JWKS cannot be fetched")
             raise FhirError(503, Issue("transient", "Tokens cannot be checked right now; retry shortly"), headers={"Retry-After": "5"}) from None
         expires = claims.expires if claims.expires is not None else self._clock()
+        return await self.access_of(claims), expires
+
+    async def access_of(self, claims: Claims | None) -> Access:
+        """What a verified token's claims reach now (the care circle as it stands): a request's
+        Access, or a subscription's when it sends (None: the server runs without tokens)."""
+        if claims is None:
+            return UNRESTRICTED if self._verifier is None else NOBODY
+        return replace(await self._claims_access(claims), claims=claims)
+
+    async def _claims_access(self, claims: Claims) -> Access:
         grant = Grant.parse(claims.scope)
         contexts = grant.contexts()
         if "system" in contexts:
-            return Access(grant, "system", who=f"system:{claims.client_id or claims.subject}"), expires
+            return Access(grant, "system", who=f"system:{claims.client_id or claims.subject}")
         if "user" in contexts and claims.fhir_user:
-            return await self._user_access(grant, claims.fhir_user), expires
+            return await self._user_access(grant, claims.fhir_user)
         if "patient" in contexts:
             fhir_user = claims.fhir_user or ""
             patient = claims.patient or (fhir_user.split("/", 1)[1] if fhir_user.startswith("Patient/") else None)
             if patient is None:
                 raise forbidden("patient/ scopes need a patient launch context")
             return Access(grant, "patient", frozenset({patient}), who=f"Patient/{patient}",
-                          audiences=VISIBILITY.audiences_of("Patient"), authors=frozenset({f"Patient/{patient}"})), expires
+                          audiences=VISIBILITY.audiences_of("Patient"), authors=frozenset({f"Patient/{patient}"}))
         raise forbidden("The token grants no FHIR scope this server knows (patient/, user/ or system/)")
 
     async def _user_access(self, grant: Grant, fhir_user: str) -> Access:

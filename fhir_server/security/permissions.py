@@ -67,12 +67,13 @@ BUNDLES = Permission(None, "transaction", "E", per_entry=True)
 VALIDATES = Permission(READ, "operation", "E")
 EXPANDS = Permission(READ, "operation", "E", types=fixed("ValueSet"))
 LOOKS_UP = Permission(READ, "operation", "E", types=fixed("CodeSystem"))
+SUBSCRIPTION_STATUS = Permission(READ, "operation", "E", types=fixed("Subscription"))  # $status, $events
 HL7_INBOX = Permission(None, "create", "C", system_only=True)
 NOTE_READS = Permission(READ, "read", "R", types=notes)
 NOTE_SEARCHES = Permission(SEARCH, "search-type", "E", types=notes)
 NOTE_UPDATES = Permission(UPDATE, "update", "U", types=notes)
 NOTE_DELETES = Permission(DELETE, "delete", "D", types=notes)
 
-__all__ = ["BUNDLES", "CREATES", "DELETES", "EVERYTHING", "EXPANDS", "HL7_INBOX", "INSTANCE_HISTORY", "LOOKS_UP", "PATCHES",
+__all__ = ["BUNDLES", "CREATES", "DELETES", "EVERYTHING", "EXPANDS", "HL7_INBOX", "INSTANCE_HISTORY", "LOOKS_UP", "PATCHES", "SUBSCRIPTION_STATUS",
            "NOTE_DELETES", "NOTE_READS", "NOTE_SEARCHES", "NOTE_UPDATES", "PUBLIC", "Permission", "READS", "SEARCHES", "SYSTEM_HISTORY", "SYSTEM_SEARCHES", "TYPE_HISTORY", "UPDATES",
            "VALIDATES", "VREADS"]

@@ -32,6 +32,7 @@ from typing import Any, Iterator
 import orjson
 
 from fhir_server.security.scopes import Grant
+from fhir_server.security.tokens import Claims
 from fhir_server.storage.circle import CircleStore
 from fhir_server.storage.reach import NOTHING, reach_filter
 from fhir_server.values import date_range, key
@@ -96,6 +97,7 @@ class Access:
     coordinates: frozenset[str] = frozenset()  # patients whose care circle this user may change (see writes.py)
     audiences: frozenset[str] = frozenset()  # who the user is for the visibility labels: "patient", "health-professional", ...
     authors: frozenset[str] = frozenset()  # the user's references: what it wrote stays visible to it
+    claims: Claims | None = None  # the token's, when a token decided this Access (a subscription keeps them)
     _clauses: dict[str, Keys] = field(default_factory=dict, compare=False, repr=False)
 
     @property

@@ -32,6 +32,10 @@ RESOURCES = "resources"
 HISTORY = "history"
 GUARDS = "guards"  # one document per conditional-create criteria: racing creators meet here
 INBOX = "inbox"  # HL7 v2 messages as received, with their outcome (the bridge's bookkeeping)
+PRIVATE = "private"  # what a write keeps but never serves (a subscription's signing secret and owner)
+
+# collections other stores in storage/ keep on this database, created up front as well
+EXTRA_COLLECTIONS = ("subscription_state", "subscription_events", "leases")
 
 # Every index costs every write (measured: bench/RESULTS.md); each one here serves a query.
 INDEXES: dict[str, list[tuple[list[tuple[str, int]], dict[str, Any]]]] = {
@@ -159,6 +163,9 @@ class Write:
     replaces: int | None
     index: dict[str, Any] | None = None  # search entries and sort keys: {"ix": ..., "so": ...}
     guard: str | None = None  # conditional create: the criteria key only one writer may take
+    # fields kept with the resource, never served (None: leave what is kept as it is); merged
+    # into what is kept, in the same transaction
+    private: dict[str, Any] | None = None
 
     @property
     def deleted(self) -> bool:
@@ -182,7 +189,7 @@ class ResourceStore:
     async def ensure_indexes(self) -> None:
         """Create the indexes every query relies on (idempotent; run at start-up)."""
         existing = set(await self.db.list_collection_names())
-        for collection in (RESOURCES, HISTORY, GUARDS, INBOX):
+        for collection in (RESOURCES, HISTORY, GUARDS, INBOX, PRIVATE, *EXTRA_COLLECTIONS):
             if collection not in existing:  # created up front: implicit creation conflicts in transactions
                 await self.db.create_collection(collection, check_exists=False)
         for collection, indexes in INDEXES.items():
@@ -267,7 +274,7 @@ class ResourceStore:
 
     def _operations(self, writes: tuple[Write, ...]) -> tuple[list[Any], list[tuple[str, str]]]:
         """The bulk operations, and for each one what a failure of it means: (kind, key)."""
-        resources, history, guards = (self._namespace(c) for c in (RESOURCES, HISTORY, GUARDS))
+        resources, history, guards, private = (self._namespace(c) for c in (RESOURCES, HISTORY, GUARDS, PRIVATE))
         operations: list[Any] = []
         checks: list[tuple[str, str]] = []
         for write in writes:
@@ -283,6 +290,9 @@ class ResourceStore:
             checks.append(("replace" if write.replaces is not None else "insert", key))
             operations.append(InsertOne(entry, namespace=history))
             checks.append(("history", key))
+            if write.private is not None:
+                operations.append(UpdateOne({"_id": key}, {"$set": write.private}, upsert=True, namespace=private))
+                checks.append(("private", key))
         return operations, checks
 
     async def _commit_once(self, operations: list[Any], checks: list[tuple[str, str]]) -> None:
@@ -317,6 +327,10 @@ class ResourceStore:
 
     def _namespace(self, collection: str) -> str:
         return f"{self.db.name}.{collection}"
+
+    async def private(self, resource_type: str, resource_id: str) -> dict[str, Any]:
+        """What writes of this resource kept without serving it (empty: nothing)."""
+        return await self.db[PRIVATE].find_one({"_id": f"{resource_type}/{resource_id}"}, {"_id": 0}) or {}
 
     async def release_guard(self, guard: str) -> None:
         """Drop a guard whose resource no longer matches its criteria (deleted or changed)."""

@@ -1,0 +1,416 @@
+"""The dispatcher: drains the history's pending events into the subscriptions that want them,
+then sends each subscription's events, in number order, to its endpoint.
+
+- One dispatcher at a time over a database: a lease (renewed every turn) decides which API
+  node dispatches; another takes over when it lapses (a node killed, a stall). A node that lost
+  the lease stops sending.
+- Fan-out: pending events, oldest first, are matched against the subscriptions (topic trigger
+  and filter criteria, or R4 criteria, evaluated in memory on the version's search index) and
+  numbered per subscription in the transaction that takes them out of the pending index.
+- Delivery: per subscription one sender at a time, from the last acknowledged number on; a
+  failure is tried again after an exponential, jittered back-off up to a cap; after the last
+  attempt the subscription goes `error` and its events stay (for `$events`, and for the
+  deliveries a new `requested` status restarts). At least once: a send whose answer is lost
+  is sent again, with the same event numbers.
+- At each send the subscriber's access is decided again from its token claims (a member who
+  left the care circle receives nothing more about that patient); an event it no longer
+  reaches is left out of the notification.
+- Every send and failure goes to the audit trail; logs name subscriptions, never patients.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import random
+import socket
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, Awaitable, Callable
+
+import httpx
+import orjson
+
+from fhir_server.engine import writes
+from fhir_server.engine.interactions import Engine, utc_now
+from fhir_server.outcome import FhirError
+from fhir_server.search.index import build_index
+from fhir_server.security.audit import AuditTrail, notification_event
+from fhir_server.security.policy import SYSTEM, Access, acting_as
+from fhir_server.security.tokens import Claims
+from fhir_server.storage.matching import matches
+from fhir_server.storage.reach import NOTHING
+from fhir_server.storage.notifications import Event, LeaseLost, NotificationStore, State
+from fhir_server.storage.store import Version, history_key
+from fhir_server.subscriptions.endpoints import EndpointPolicy, EndpointRefused, origin
+from fhir_server.subscriptions.notification import encode, notification_bundle
+from fhir_server.subscriptions.signing import signature
+from fhir_server.subscriptions.subscription import Subscriber, ended, read_subscription
+from fhir_server.subscriptions.vocabulary import SIGNATURE_HEADER
+
+log = logging.getLogger("calipso.subscriptions")
+
+LEASE = "subscription-dispatcher"
+FAN_OUT_BATCH = 500
+NUMBERED = ("requested", "active", "error")  # statuses whose subscriptions get their events numbered
+
+
+@dataclass(frozen=True)
+class DispatchSettings:
+    base_url: str  # the FHIR base named in notifications
+    lease_seconds: float = 10.0
+    idle_seconds: float = 0.5  # between two turns when nothing wakes the dispatcher
+    first_retry_seconds: float = 1.0
+    max_retry_seconds: float = 600.0
+    max_attempts: int = 16  # about 75 minutes of failures before `error`, with the defaults
+    timeout_seconds: float = 5.0
+
+
+class Dispatcher:
+    def __init__(self, engine: Engine, notes: NotificationStore, access_of: Callable[[Claims | None], Awaitable[Access]],
+                 endpoints: EndpointPolicy, settings: DispatchSettings, audit: AuditTrail | None = None,
+                 clock: Callable[[], datetime] = utc_now, transport: httpx.AsyncBaseTransport | None = None):
+        self._engine = engine
+        self._notes = notes
+        self._access_of = access_of
+        self._endpoints = endpoints
+        self.settings = settings
+        self._audit = audit
+        self._clock = clock
+        self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self._wake = asyncio.Event()
+        self._subscribers: dict[str, Subscriber] | None = None
+        self._states: dict[str, State] = {}
+        self._senders: dict[str, asyncio.Task[None]] = {}
+        self._task: asyncio.Task[None] | None = None
+        self._http = httpx.AsyncClient(timeout=settings.timeout_seconds, follow_redirects=False, transport=transport)
+        engine.on_commit.append(self.notice)
+
+    # -- running -------------------------------------------------------------------------------
+
+    def notice(self, versions: list[Version]) -> None:
+        """On-commit hook: new events to dispatch (and subscriptions to re-read)."""
+        if any(v.type == "Subscription" for v in versions):
+            self._subscribers = None
+        self._wake.set()
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="subscription-dispatcher")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        await self._stop_senders()
+        try:
+            await self._notes.release_lease(LEASE, self.owner)
+        except Exception:  # noqa: BLE001 - the database may be gone at shutdown; the lease lapses
+            pass
+        await self._http.aclose()
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                await self.turn()
+            except asyncio.CancelledError:
+                raise
+            except Exception as error:  # noqa: BLE001 - the dispatcher outlives any one failure
+                log.error("dispatcher turn failed type=%s", type(error).__name__)
+            try:
+                await asyncio.wait_for(self._wake.wait(), self.settings.idle_seconds)
+            except asyncio.TimeoutError:
+                pass
+            self._wake.clear()
+
+    async def turn(self) -> bool:
+        """One pass: hold the lease, number the pending events, start the senders that have work.
+        False when another dispatcher holds the lease."""
+        now = self._clock()
+        if not await self._notes.take_lease(LEASE, self.owner, now, now + timedelta(seconds=self.settings.lease_seconds)):
+            await self._stop_senders()
+            return False
+        with acting_as(SYSTEM):
+            subscribers = await self._load_subscribers()
+            try:
+                while await self._fan_out(subscribers):
+                    pass
+            except LeaseLost:
+                await self._stop_senders()
+                return False
+            for subscriber in subscribers.values():
+                running = self._senders.get(subscriber.key)
+                if running is None or running.done():
+                    self._senders[subscriber.key] = asyncio.create_task(self._serve(subscriber), name=f"send {subscriber.key}")
+        return True
+
+    async def idle(self) -> None:
+        """Until the senders started so far are done (tests, shutdown)."""
+        await asyncio.gather(*self._senders.values(), return_exceptions=True)
+
+    async def _stop_senders(self) -> None:
+        for task in self._senders.values():
+            task.cancel()
+        await asyncio.gather(*self._senders.values(), return_exceptions=True)
+        self._senders.clear()
+
+    # -- subscriptions -------------------------------------------------------------------------
+
+    async def _load_subscribers(self) -> dict[str, Subscriber]:
+        if self._subscribers is None:
+            found: dict[str, Subscriber] = {}
+            result = await self._engine.searcher.search("Subscription", [("status", ",".join(NUMBERED)), ("_count", "1000")], True,
+                                                        self.settings.base_url)
+            for doc in result.matches:
+                version = await self._engine.store.read("Subscription", doc["id"])
+                if version is None or version.raw is None:
+                    continue
+                try:
+                    subscriber = read_subscription(orjson.loads(version.raw), self._engine.spec.is_resource_type)
+                except FhirError:
+                    continue  # written before a rule changed: it gets no events
+                found[subscriber.key] = subscriber
+                self._states[subscriber.key] = await self._notes.state(subscriber.key)
+            self._subscribers = found
+        return self._subscribers
+
+    # -- fan-out -------------------------------------------------------------------------------
+
+    async def _fan_out(self, subscribers: dict[str, Subscriber]) -> bool:
+        """Number one batch of pending events; True when more may be waiting."""
+        events = await self._engine.store.pending_events(FAN_OUT_BATCH)
+        if not events:
+            return False
+        taken = [history_key(v) for v in events]
+        wanted: list[tuple[str, dict[str, Any]]] = []
+        compiled: dict[tuple[str, tuple[tuple[str, str], ...]], dict[str, Any]] = {}
+        for event in events:
+            documents: dict[int, dict[str, Any] | None] = {}
+            for subscriber in subscribers.values():
+                state = self._states.get(subscriber.key)
+                if state is None or state.since is None or event.updated <= state.since or not subscriber.wants(event.type):
+                    continue
+                if await self._wants(subscriber, event, documents, compiled):
+                    wanted.append((subscriber.key, {"type": event.type, "id": event.id, "version": event.version,
+                                                    "method": event.method or "PUT", "updated": event.updated}))
+        if wanted:
+            totals = await self._notes.number(taken, wanted)
+            for key, total in totals.items():
+                self._states[key] = await self._notes.state(key)
+        else:
+            await self._notes.skip(taken)
+        return len(events) == FAN_OUT_BATCH
+
+    async def _wants(self, subscriber: Subscriber, event: Version, documents: dict[int, dict[str, Any] | None],
+                     compiled: dict[tuple[str, tuple[tuple[str, str], ...]], dict[str, Any]]) -> bool:
+        current = await self._document(event, event.version, documents) if not event.deleted else None
+        previous = await self._document(event, event.version - 1, documents) if event.version > 1 else None
+        if subscriber.topic is not None:
+            trigger = subscriber.topic.trigger_for(event.type)
+            if trigger is None or (event.method or "PUT") not in trigger.methods:
+                return False
+            current_ok = trigger.result_for_delete if current is None else (
+                trigger.current is None or await self._meets(event.type, trigger.current, current, compiled))
+            previous_ok = trigger.result_for_create if previous is None else (
+                trigger.previous is None or await self._meets(event.type, trigger.previous, previous, compiled))
+            if trigger.previous is not None and trigger.current is not None:
+                passed = (current_ok and previous_ok) if trigger.require_both else (current_ok or previous_ok)
+            else:
+                passed = current_ok and previous_ok
+            if not passed:
+                return False
+        elif current is None:
+            return False  # an R4 criteria subscription hears of resources that match, not of deletions
+        criteria = subscriber.filters.get(event.type)
+        subject = current if current is not None else previous
+        return criteria is None or (subject is not None and await self._meets(event.type, criteria, subject, compiled))
+
+    async def _document(self, event: Version, number: int, documents: dict[int, dict[str, Any] | None]) -> dict[str, Any] | None:
+        """A version as search sees it stored (its index entries), built once per event."""
+        if number not in documents:
+            raw = event.raw if number == event.version else None
+            if raw is None and number != event.version:
+                found = await self._engine.store.read_version(event.type, event.id, number)
+                raw = found.raw if found is not None else None
+            if raw is None:
+                documents[number] = None
+            else:
+                ix, so = build_index(orjson.loads(raw), self._engine.parameters.for_type(event.type))
+                documents[number] = {"_id": f"{event.type}/{event.id}", "type": event.type, "id": event.id, "ix": ix, "so": so,
+                                     "deleted": False}
+        return documents[number]
+
+    async def _meets(self, resource_type: str, criteria: list[tuple[str, str]], document: dict[str, Any],
+                     compiled: dict[tuple[str, tuple[tuple[str, str], ...]], dict[str, Any]]) -> bool:
+        key = (resource_type, tuple(criteria))
+        if key not in compiled:
+            try:
+                compiled[key] = (await self._engine.searcher.criteria(resource_type, criteria, self.settings.base_url)).filter()
+            except FhirError:
+                compiled[key] = NOTHING  # criteria that no longer compile match nothing
+        return matches(document, compiled[key])
+
+    # -- delivery ------------------------------------------------------------------------------
+
+    async def _serve(self, subscriber: Subscriber) -> None:
+        """What one subscription's sender does in one turn."""
+        try:
+            with acting_as(SYSTEM):
+                now = self._clock()
+                state = await self._notes.state(subscriber.key)
+                if subscriber.status == "requested":
+                    await self._handshake(subscriber, state)
+                    return
+                if subscriber.status != "active":
+                    return
+                if ended(subscriber, now):
+                    await self._set_status(subscriber, "off", None)
+                    return
+                if state.next_at is not None and state.next_at > now:
+                    return
+                while True:
+                    events = await self._notes.events(subscriber.key, state.delivered, None, subscriber.channel.max_count)
+                    if not events:
+                        break
+                    if not await self._deliver(subscriber, state, events):
+                        return
+                    state = await self._notes.state(subscriber.key)
+                period = subscriber.channel.heartbeat
+                if period and (state.last_sent is None or (now - state.last_sent).total_seconds() >= period):
+                    body = encode(notification_bundle(subscriber, "heartbeat", state, self.settings.base_url, [], now))
+                    if await self._send(subscriber, state, body, "heartbeat"):
+                        await self._notes.sent(subscriber.key, now)
+        except asyncio.CancelledError:
+            raise
+        except Exception as error:  # noqa: BLE001 - one subscription's failure stops no other
+            log.error("sender failed subscription=%s type=%s", subscriber.key, type(error).__name__)
+
+    async def _handshake(self, subscriber: Subscriber, state: State) -> None:
+        now = self._clock()
+        if subscriber.topic is not None:
+            body = encode(notification_bundle(subscriber, "handshake", state, self.settings.base_url, [], now, status="requested"))
+        else:
+            body = b""
+        if await self._send(subscriber, state, body, "handshake", final=True):
+            version = await self._engine.store.read("Subscription", subscriber.id)
+            await self._notes.start(subscriber.key, version.updated if version is not None else now)
+            await self._notes.reset_attempts(subscriber.key)
+            await self._set_status(subscriber, "active", None)
+
+    async def _deliver(self, subscriber: Subscriber, state: State, events: list[Event]) -> bool:
+        """Send these events (those the subscriber still reaches); True once acknowledged."""
+        private = await self._engine.store.private("Subscription", subscriber.id)
+        owner = private.get("owner")
+        access = await self._access_of(Claims(**owner) if owner else None)
+        with acting_as(access):
+            shown = await reachable_events(self._engine, access, subscriber.channel.content, events)
+        last = events[-1].number
+        if not shown:
+            await self._notes.delivered(subscriber.key, last, self._clock())
+            return True
+        if subscriber.topic is None:  # R4 criteria: one request per resource, the resource or nothing
+            for event, raw in shown:
+                if not await self._send(subscriber, state, raw or b"", "event"):
+                    return False
+                await self._notes.delivered(subscriber.key, event.number, self._clock())
+            await self._notes.delivered(subscriber.key, last, self._clock())
+            return True
+        body = encode(notification_bundle(subscriber, "event-notification", state_with(state, last), self.settings.base_url, shown,
+                                          self._clock()))
+        if not await self._send(subscriber, state, body, "event"):
+            return False
+        await self._notes.delivered(subscriber.key, last, self._clock())
+        return True
+
+    async def _send(self, subscriber: Subscriber, state: State, body: bytes, kind: str, final: bool = False) -> bool:
+        """POST one notification; on failure the back-off (or `error`) is recorded. `final`: a
+        handshake, which fails the subscription at once."""
+        channel = subscriber.channel
+        destination = origin(channel.endpoint)
+        private = await self._engine.store.private("Subscription", subscriber.id)
+        secret = private.get("secret")
+        outcome, status = "", 0
+        try:
+            await self._endpoints.check_addresses(channel.endpoint)
+            if not secret:
+                raise EndpointRefused("no signing secret is kept for this subscription")
+            headers = {name: value for name, value in channel.headers}
+            headers["Content-Type"] = (channel.payload or "application/fhir+json") if body else "text/plain"
+            headers[SIGNATURE_HEADER] = signature(secret, body, int(time.time()))
+            headers["User-Agent"] = "calipso-subscriptions"
+            timeout = min(float(channel.timeout or self.settings.timeout_seconds), self.settings.lease_seconds / 2)
+            response = await self._http.post(channel.endpoint, content=body, headers=headers, timeout=timeout)
+            status = response.status_code
+            outcome = f"{kind}: HTTP {status}"
+        except EndpointRefused as refused:
+            outcome = f"{kind}: refused, {refused}"
+        except httpx.HTTPError as error:
+            outcome = f"{kind}: {type(error).__name__}"
+        success = 200 <= status < 300
+        if self._audit is not None:
+            self._audit.record(notification_event(subscriber.key, destination, status or 502, outcome, self._clock()))
+        if success:
+            log.info("notification sent subscription=%s kind=%s status=%d", subscriber.key, kind, status)
+            return True
+        log.warning("notification failed subscription=%s %s", subscriber.key, outcome)
+        await self._failed(subscriber, state, outcome, final)
+        return False
+
+    async def _failed(self, subscriber: Subscriber, state: State, outcome: str, final: bool) -> None:
+        attempts = (await self._notes.state(subscriber.key)).attempts + 1
+        now = self._clock()
+        if final or attempts >= self.settings.max_attempts:
+            await self._notes.failed(subscriber.key, attempts, now, outcome)
+            await self._set_status(subscriber, "error", f"{outcome} (attempt {attempts})")
+            return
+        delay = min(self.settings.max_retry_seconds, self.settings.first_retry_seconds * 2 ** (attempts - 1))
+        delay *= random.uniform(0.5, 1.0)
+        await self._notes.failed(subscriber.key, attempts, now + timedelta(seconds=delay), outcome)
+
+    async def _set_status(self, subscriber: Subscriber, status: str, error: str | None) -> None:
+        """The server's own write of the subscription's status (unless a client changed it since)."""
+        version = await self._engine.store.read("Subscription", subscriber.id)
+        if version is None or version.raw is None or version.version != subscriber.version:
+            return
+        resource = orjson.loads(version.raw)
+        resource["status"] = status
+        if error is not None:
+            resource["error"] = error
+        else:
+            resource.pop("error", None)
+        try:
+            await writes.update(self._engine, "Subscription", subscriber.id, resource, version.version)
+        except FhirError as refused:
+            if refused.status != 412:
+                raise  # 412: the client wrote it meanwhile; its version is read next turn
+        self._subscribers = None
+
+
+async def reachable_events(engine: Engine, access: Access, content: str, events: list[Event]) -> list[tuple[Event, bytes | None]]:
+    """The events whose resource `access` still reaches (run under it), each with its version's
+    JSON when the payload carries resources and the scopes read them."""
+    shown: list[tuple[Event, bytes | None]] = []
+    for event in events:
+        if not access.may(event.type, "r") and not access.may(event.type, "s"):
+            continue
+        try:
+            await engine.check_visible(event.type, event.id)
+        except FhirError:
+            continue
+        raw = None
+        if content == "full-resource" and event.method != "DELETE" and access.may(event.type, "r"):
+            version = await engine.store.read_version(event.type, event.id, event.version)
+            raw = version.raw if version is not None else None
+        shown.append((event, raw))
+    return shown
+
+
+def state_with(state: State, events: int) -> State:
+    """The state as a notification shows it: at least the events it carries."""
+    return State(state.key, max(state.events, events), state.delivered, state.attempts, state.next_at, state.since, state.last_sent,
+                 state.error)
+
+
+__all__ = ["DispatchSettings", "Dispatcher", "reachable_events"]

@@ -1,0 +1,257 @@
+"""Subscriptions end to end: a real HTTP receiver (tests/receiver.py), the dispatcher driven
+turn by turn under an injected clock, the API through the app. What is checked: handshake,
+signed notifications in event-number order, retries through an outage, `error` after the
+last attempt with the events kept for `$events`, the subscriber's access decided again at
+each send, bad subscriptions refused, two dispatchers sharing a database."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any, AsyncIterator, Iterator
+
+import httpx
+import pytest
+from fastapi import FastAPI
+
+from fhir_server.app import create_app
+from fhir_server.settings import Settings
+from fhir_server.storage.notifications import NotificationStore
+from fhir_server.subscriptions.dispatcher import DispatchSettings, Dispatcher
+from fhir_server.subscriptions.endpoints import EndpointPolicy
+from tests.conftest import fhir_client, notebook_entry, running
+from tests.fhir_schema import assert_conforms
+from tests.receiver import Receiver, numbers, status_of
+
+SECRET = "a-long-enough-shared-secret"
+TOPIC = "https://fhir.hopitauxchampagnesud.fr/calipso/SubscriptionTopic/notebook-entry"
+BACKPORT = "http://hl7.org/fhir/uv/subscriptions-backport/StructureDefinition/"
+SECRET_URL = "https://fhir.hopitauxchampagnesud.fr/calipso/StructureDefinition/subscription-signing-secret"
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = datetime.now(timezone.utc)
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += timedelta(seconds=seconds)
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    endpoint = Receiver(SECRET).start()
+    yield endpoint
+    endpoint.stop()
+
+
+@pytest.fixture
+async def api(settings: Settings, receiver: Receiver) -> AsyncIterator[tuple[FastAPI, httpx.AsyncClient]]:
+    settings = replace(settings, subscriptions=False, subscription_endpoints=(receiver.url,))
+    async with running(create_app(settings)) as app, fhir_client(app) as client:
+        yield app, client
+
+
+def dispatcher(app: FastAPI, receiver: Receiver, clock: Clock, **overrides: Any) -> Dispatcher:
+    engine = app.state.engine
+    return Dispatcher(engine, NotificationStore(engine.store), app.state.gate.access_of, EndpointPolicy((receiver.url,)),
+                      DispatchSettings(base_url="http://calipso.test/fhir", **overrides), clock=clock)
+
+
+def topic_subscription(endpoint: str, patient: str = "p1", content: str = "id-only", **extra: Any) -> dict[str, Any]:
+    return {
+        "resourceType": "Subscription",
+        "meta": {"profile": [BACKPORT + "backport-subscription"]},
+        "status": "requested",
+        "reason": "Carnet de liaison de la patiente",
+        "criteria": TOPIC,
+        "_criteria": {"extension": [{"url": BACKPORT + "backport-filter-criteria", "valueString": f"Communication?patient=Patient/{patient}"}]},
+        "channel": {
+            "type": "rest-hook",
+            "endpoint": endpoint,
+            "payload": "application/fhir+json",
+            "_payload": {"extension": [{"url": BACKPORT + "backport-payload-content", "valueCode": content}]},
+            "header": ["X-Receiver: notebook"],
+            "extension": [{"url": SECRET_URL, "valueString": SECRET}],
+        },
+        **extra,
+    }
+
+
+async def turn(dispatch: Dispatcher) -> None:
+    assert await dispatch.turn()
+    await dispatch.idle()
+
+
+async def subscribe(client: httpx.AsyncClient, body: dict[str, Any], headers: dict[str, str] | None = None) -> str:
+    response = await client.post("/fhir/Subscription", json=body, headers=headers or {})
+    assert response.status_code == 201, response.text
+    return str(response.json()["id"])
+
+
+async def write_entries(client: httpx.AsyncClient, patient: str, count: int, headers: dict[str, str] | None = None) -> list[str]:
+    ids = []
+    for n in range(count):
+        response = await client.post("/fhir/Communication", json=notebook_entry(patient, f"Passage {n}"), headers=headers or {})
+        assert response.status_code == 201, response.text
+        ids.append(response.json()["id"])
+    return ids
+
+
+async def test_handshake_then_signed_notifications_in_event_order(api: tuple[FastAPI, httpx.AsyncClient], receiver: Receiver) -> None:
+    app, client = api
+    clock = Clock()
+    dispatch = dispatcher(app, receiver, clock)
+    subscription = await subscribe(client, topic_subscription(receiver.url))
+    stored = (await client.get(f"/fhir/Subscription/{subscription}")).json()
+    assert "extension" not in stored["channel"], "the signing secret is never served back"
+    assert SECRET not in str(stored)
+
+    await turn(dispatch)
+    [handshake] = receiver.bundles("handshake")
+    assert status_of(handshake)["events-since-subscription-start"] == "0"
+    assert (await client.get(f"/fhir/Subscription/{subscription}")).json()["status"] == "active"
+
+    mine = await write_entries(client, "p1", 3)
+    await write_entries(client, "p2", 2)  # another patient's notebook: not for this subscription
+    await turn(dispatch)
+    bundles = receiver.bundles()
+    assert [n for b in bundles for n in numbers(b)] == [1, 2, 3]
+    for bundle in bundles:
+        assert_conforms(bundle)
+        assert bundle["type"] == "history"
+        assert bundle["entry"][0]["resource"]["resourceType"] == "Parameters"
+    focus = [e["focus"]["reference"] for b in bundles for e in status_of(b)["notification-event"]]
+    assert focus == [f"http://calipso.test/fhir/Communication/{i}" for i in mine]
+    assert all("resource" not in e for b in bundles for e in b["entry"][1:]), "id-only carries no resources"
+    assert receiver.refused_signatures == 0
+    assert all(r.headers.get("X-Receiver") == "notebook" for r in receiver.received)
+
+    status = (await client.get(f"/fhir/Subscription/{subscription}/$status")).json()
+    parameters = status_of({"entry": [{"resource": status["entry"][0]["resource"]}]})
+    assert parameters["events-since-subscription-start"] == "3" and parameters["status"] == "active"
+
+
+async def test_full_resource_payload_carries_the_version_that_triggered(api: tuple[FastAPI, httpx.AsyncClient], receiver: Receiver) -> None:
+    app, client = api
+    clock = Clock()
+    dispatch = dispatcher(app, receiver, clock)
+    await subscribe(client, topic_subscription(receiver.url, content="full-resource"))
+    await turn(dispatch)
+    [entry_id] = await write_entries(client, "p1", 1)
+    corrected = {**notebook_entry("p1", "Correction"), "id": entry_id}
+    assert (await client.put(f"/fhir/Communication/{entry_id}", json=corrected)).status_code == 200
+    await turn(dispatch)
+    resources = [e["resource"] for b in receiver.bundles() for e in b["entry"][1:]]
+    assert [(r["id"], r["meta"]["versionId"], r["payload"][0]["contentString"]) for r in resources] == [
+        (entry_id, "1", "Passage 0"), (entry_id, "2", "Correction")]
+
+
+async def test_an_outage_is_ridden_out_in_order_with_nothing_lost(api: tuple[FastAPI, httpx.AsyncClient], receiver: Receiver) -> None:
+    """Fifteen minutes of 503s (the clock compressed): retries back off, then every event
+    arrives once the endpoint is back, in order."""
+    app, client = api
+    clock = Clock()
+    dispatch = dispatcher(app, receiver, clock, max_retry_seconds=120)
+    subscription = await subscribe(client, topic_subscription(receiver.url))
+    await turn(dispatch)
+    receiver.answer = 503
+    await write_entries(client, "p1", 4)
+    attempts_seen = []
+    outage_end = clock.now + timedelta(minutes=15)
+    while clock.now < outage_end:
+        await turn(dispatch)
+        state = await NotificationStore(app.state.engine.store).state(f"Subscription/{subscription}")
+        attempts_seen.append(state.attempts)
+        clock.advance(30)
+        await write_entries(client, "p1", 1) if len(attempts_seen) % 10 == 0 else None
+    assert max(attempts_seen) >= 5, attempts_seen
+    assert receiver.event_numbers() == []
+    assert (await client.get(f"/fhir/Subscription/{subscription}")).json()["status"] == "active"
+    receiver.answer = 200
+    clock.advance(300)
+    await turn(dispatch)
+    written = 4 + len(attempts_seen) // 10
+    assert receiver.event_numbers() == list(range(1, written + 1))
+
+
+async def test_after_the_last_attempt_the_subscription_errs_and_keeps_its_events(
+        api: tuple[FastAPI, httpx.AsyncClient], receiver: Receiver) -> None:
+    app, client = api
+    clock = Clock()
+    dispatch = dispatcher(app, receiver, clock, max_attempts=3)
+    subscription = await subscribe(client, topic_subscription(receiver.url))
+    await turn(dispatch)
+    receiver.answer = 500
+    await write_entries(client, "p1", 2)
+    for _ in range(4):
+        await turn(dispatch)
+        clock.advance(3600)
+    stored = (await client.get(f"/fhir/Subscription/{subscription}")).json()
+    assert stored["status"] == "error" and "HTTP 500" in stored["error"]
+    events = (await client.get(f"/fhir/Subscription/{subscription}/$events", params={"eventsSinceNumber": "1"})).json()
+    assert_conforms(events)
+    assert list(numbers(events)) == [1, 2]
+    assert status_of(events)["type"] == "query-event"
+
+    receiver.answer = 200  # the subscriber fixed its endpoint and asks again
+    again = topic_subscription(receiver.url, id=subscription)
+    assert (await client.put(f"/fhir/Subscription/{subscription}", json=again)).status_code == 200
+    await turn(dispatch)
+    await turn(dispatch)
+    assert receiver.event_numbers() == [1, 2]
+    assert (await client.get(f"/fhir/Subscription/{subscription}")).json()["status"] == "active"
+
+
+@pytest.mark.parametrize("change, expression", [
+    ({"status": "active"}, "Subscription.status"),
+    ({"criteria": "https://example.org/SubscriptionTopic/unknown"}, "Subscription.criteria"),
+    ({"criteria": "not a search"}, "Subscription.criteria"),
+    ({"_criteria": {"extension": [{"url": BACKPORT + "backport-filter-criteria", "valueString": "Communication?sender=Practitioner/x"}]}},
+     "Subscription.criteria.extension"),
+])
+async def test_subscriptions_calipso_cannot_serve_are_refused(api: tuple[FastAPI, httpx.AsyncClient], receiver: Receiver,
+                                                             change: dict[str, Any], expression: str) -> None:
+    _, client = api
+    response = await client.post("/fhir/Subscription", json={**topic_subscription(receiver.url), **change})
+    assert response.status_code == 422, response.text
+    assert response.json()["issue"][0]["expression"] == [expression]
+    assert (await client.get("/fhir/Subscription")).json().get("total", 0) == 0
+
+
+@pytest.mark.parametrize("channel, expression", [
+    ({"endpoint": "http://10.0.0.5/notify"}, "Subscription.channel.endpoint"),
+    ({"endpoint": "https://127.0.0.1:9/notify"}, "Subscription.channel.endpoint"),
+    ({"endpoint": "https://169.254.169.254/latest/meta-data"}, "Subscription.channel.endpoint"),
+    ({"extension": []}, "Subscription.channel.extension"),
+    ({"extension": [{"url": SECRET_URL, "valueString": "short"}]}, "Subscription.channel.extension"),
+    ({"header": ["X-Injected: a\r\nHost: evil"]}, "Subscription.channel.header[0]"),
+    ({"type": "email"}, "Subscription.channel.type"),
+])
+async def test_channels_that_could_be_abused_are_refused(api: tuple[FastAPI, httpx.AsyncClient], receiver: Receiver,
+                                                         channel: dict[str, Any], expression: str) -> None:
+    _, client = api
+    body = topic_subscription(receiver.url)
+    body["channel"] = {**body["channel"], **channel}
+    response = await client.post("/fhir/Subscription", json=body)
+    assert response.status_code == 422, response.text
+    assert response.json()["issue"][0]["expression"] == [expression]
+
+
+async def test_two_dispatchers_on_one_database_send_each_event_once(api: tuple[FastAPI, httpx.AsyncClient], receiver: Receiver) -> None:
+    app, client = api
+    clock = Clock()
+    first, second = dispatcher(app, receiver, clock), dispatcher(app, receiver, clock)
+    await subscribe(client, topic_subscription(receiver.url))
+    assert await first.turn()
+    assert not await second.turn(), "the lease is held: the second node waits"
+    await first.idle()
+    await write_entries(client, "p1", 3)
+    await turn(first)
+    await first.stop()  # the first node goes away (its lease released)
+    await write_entries(client, "p1", 2)
+    await turn(second)
+    assert receiver.event_numbers() == [1, 2, 3, 4, 5]
