@@ -52,16 +52,24 @@ async def test_concurrent_create_on_update_of_a_new_id(client: httpx.AsyncClient
     assert await _history_versions(client, "/fhir/Patient/same-new-id") == list(range(1, 11))
 
 
-async def test_every_committed_write_has_one_pending_event(client: httpx.AsyncClient, store) -> None:
-    created = (await client.post("/fhir/Patient", json=notebook_patient())).json()
-    url = f"/fhir/Patient/{created['id']}"
-    await asyncio.gather(*(client.put(url, json=created, headers={"If-Match": 'W/"1"'}) for _ in range(5)))
-    await client.delete(url)
-    events = await store.pending_events()
-    assert [(e.method, e.version, e.deleted) for e in events] == [("POST", 1, False), ("PUT", 2, False), ("DELETE", 3, True)]
-    assert {e.id for e in events} == {created["id"]}
-    await store.mark_dispatched(events[:2])
-    assert [e.version for e in await store.pending_events()] == [3]
+async def test_every_committed_write_has_one_pending_event(settings) -> None:
+    """The outbox itself: with no dispatcher draining it, every committed write left one event."""
+    from dataclasses import replace
+
+    from fhir_server.app import create_app
+    from tests.conftest import fhir_client, running
+
+    async with running(create_app(replace(settings, subscriptions=False))) as app, fhir_client(app) as client:
+        store = app.state.engine.store
+        created = (await client.post("/fhir/Patient", json=notebook_patient())).json()
+        url = f"/fhir/Patient/{created['id']}"
+        await asyncio.gather(*(client.put(url, json=created, headers={"If-Match": 'W/"1"'}) for _ in range(5)))
+        await client.delete(url)
+        events = await store.pending_events()
+        assert [(e.method, e.version, e.deleted) for e in events] == [("POST", 1, False), ("PUT", 2, False), ("DELETE", 3, True)]
+        assert {e.id for e in events} == {created["id"]}
+        await store.mark_dispatched(events[:2])
+        assert [e.version for e in await store.pending_events()] == [3]
 
 
 async def test_concurrent_writes_to_different_resources_never_fail(client: httpx.AsyncClient, settings) -> None:

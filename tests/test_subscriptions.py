@@ -255,3 +255,77 @@ async def test_two_dispatchers_on_one_database_send_each_event_once(api: tuple[F
     await write_entries(client, "p1", 2)
     await turn(second)
     assert receiver.event_numbers() == [1, 2, 3, 4, 5]
+
+
+# -- the subscriber's access, decided again at each send -----------------------------------------
+
+
+@pytest.fixture
+async def secured_api(settings: Settings, receiver: Receiver, tmp_path: Path) -> AsyncIterator[tuple[FastAPI, httpx.AsyncClient]]:
+    settings = replace(settings, subscriptions=False, subscription_endpoints=(receiver.url,), auth=True, dev_issuer=True, data_dir=tmp_path)
+    async with running(create_app(settings)) as app, fhir_client(app) as client:
+        yield app, client
+
+
+def bearer(app: FastAPI, scope: str, fhir_user: str | None = None) -> dict[str, str]:
+    token = app.state.dev_issuer.token("tester", scope, "calipso", fhir_user=fhir_user)
+    return {"Authorization": f"Bearer {token}"}
+
+
+async def test_a_member_who_left_the_circle_hears_nothing_more(secured_api: tuple[FastAPI, httpx.AsyncClient], receiver: Receiver) -> None:
+    app, client = secured_api
+    system = bearer(app, "system/*.cruds")
+    gp = bearer(app, "user/*.cruds", "Practitioner/gp")
+    team = {"resourceType": "CareTeam", "id": "team-p1", "status": "active", "subject": {"reference": "Patient/p1"},
+            "participant": [{"member": {"reference": "Practitioner/gp"}}]}
+    for resource in ({"resourceType": "Patient", "id": "p1"}, {"resourceType": "Practitioner", "id": "gp"}, team):
+        assert (await client.put(f"/fhir/{resource['resourceType']}/{resource['id']}", json=resource, headers=system)).status_code == 201
+    clock = Clock()
+    dispatch = dispatcher(app, receiver, clock)
+    await subscribe(client, topic_subscription(receiver.url), gp)
+    await turn(dispatch)
+    await write_entries(client, "p1", 2, system)
+    await turn(dispatch)
+    assert receiver.event_numbers() == [1, 2]
+
+    left = {**team, "participant": [{"member": {"reference": "Practitioner/gp"}, "period": {"start": "2026-01-01", "end": "2026-02-01"}}]}
+    assert (await client.put("/fhir/CareTeam/team-p1", json=left, headers=system)).status_code == 200
+    await write_entries(client, "p1", 2, system)
+    await turn(dispatch)
+    assert receiver.event_numbers() == [1, 2], "the GP left the care team: nothing more about this patient"
+
+
+async def test_a_token_subscribes_only_to_what_its_scopes_read(secured_api: tuple[FastAPI, httpx.AsyncClient], receiver: Receiver) -> None:
+    app, client = secured_api
+    plans_only = bearer(app, "user/CarePlan.rs user/Subscription.cruds", "Practitioner/gp")
+    response = await client.post("/fhir/Subscription", json=topic_subscription(receiver.url), headers=plans_only)
+    assert response.status_code == 403, response.text
+
+
+# -- the HL7 feed to the receiver, with the app's own dispatcher --------------------------------
+
+
+async def test_a_discharge_over_mllp_reaches_the_subscribed_receiver(settings: Settings, receiver: Receiver) -> None:
+    import asyncio
+    import time
+
+    from hl7v2_bridge.client import MllpClient, ack_code
+    from tests.bridge_fixtures import sample
+
+    settings = replace(settings, mllp_port=0, subscription_endpoints=(receiver.url,))
+    async with running(create_app(settings)) as app, fhir_client(app) as client:
+        entries = topic_subscription(receiver.url)
+        del entries["_criteria"]  # every notebook entry (the token is unrestricted: auth is off here)
+        discharges = {**topic_subscription(receiver.url), "criteria": TOPIC.replace("notebook-entry", "patient-discharged")}
+        del discharges["_criteria"]
+        await subscribe(client, entries)
+        await subscribe(client, discharges)
+        deadline = time.monotonic() + 10
+        while len(receiver.bundles("handshake")) < 2 and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        async with MllpClient("127.0.0.1", app.state.mllp_port) as mllp:
+            assert ack_code(await mllp.send(sample("A03-discharge-home.hl7"))) == "AA"
+        while len(receiver.bundles()) < 2 and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        focus = sorted(e["focus"]["reference"].split("/fhir/")[1].split("/")[0] for b in receiver.bundles() for e in status_of(b)["notification-event"])
+        assert focus == ["Communication", "Encounter"]

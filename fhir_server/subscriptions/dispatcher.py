@@ -103,7 +103,7 @@ class Dispatcher:
     async def stop(self) -> None:
         if self._task is not None:
             self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+            await asyncio.wait({self._task}, timeout=5)
         await self._stop_senders()
         try:
             await self._notes.release_lease(LEASE, self.owner)
@@ -120,8 +120,9 @@ class Dispatcher:
             except Exception as error:  # noqa: BLE001 - the dispatcher outlives any one failure
                 log.error("dispatcher turn failed type=%s", type(error).__name__)
             try:
-                await asyncio.wait_for(self._wake.wait(), self.settings.idle_seconds)
-            except asyncio.TimeoutError:
+                async with asyncio.timeout(self.settings.idle_seconds):
+                    await self._wake.wait()
+            except TimeoutError:
                 pass
             self._wake.clear()
 
