@@ -79,6 +79,10 @@ def _parser() -> argparse.ArgumentParser:
     doctor = commands.add_parser("doctor", help="check an operator's MongoDB before go-live (version, replica set, writes, indexes)")
     doctor.add_argument("--mongodb-uri", default=None, help="the MongoDB to check (default: CALIPSO_MONGODB_URI)")
     doctor.add_argument("--database", default=None, help="the database calipso will use (default: CALIPSO_DATABASE or calipso)")
+    receive = commands.add_parser("receive", help="an example subscription endpoint: checks signatures, prints each notification")
+    receive.add_argument("--host", default="127.0.0.1")
+    receive.add_argument("--port", type=int, default=9090)
+    receive.add_argument("--secret", required=True, help="the signing secret given in the subscription")
     validate = commands.add_parser("validate", help="validate resource files offline (base R4 and our profiles)")
     validate.add_argument("paths", nargs="+", type=Path, metavar="FILE")
     validate.add_argument("--profile", default=None, help="validate against this profile url (default: meta.profile)")
@@ -352,10 +356,29 @@ def doctor(args: argparse.Namespace) -> int:
     return 1 if any(f.verdict == "FAIL" for f in findings) else 0
 
 
+def receive(args: argparse.Namespace) -> int:
+    """Print one line per notification received (kind, event numbers, focus ids) until ^C."""
+    import time
+
+    from fhir_server.subscriptions.receiver import Received, Receiver, describe
+
+    def show(item: Received) -> None:
+        print(describe(item), flush=True)
+
+    endpoint = Receiver(args.secret, on_receive=show).start(args.host, args.port)
+    print(f"calipso receive: listening on {endpoint.url} (signatures checked with the given secret)", flush=True)
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        endpoint.stop()
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     commands = {"serve": serve, "token": token, "load": load, "validate": validate, "ig": ig, "send": send, "mllp": mllp, "inbox": inbox,
-                "doctor": doctor, "demo": demo}
+                "doctor": doctor, "demo": demo, "receive": receive}
     return commands[args.command](args)
 
 

@@ -22,7 +22,7 @@ from fhir_server.subscriptions.dispatcher import DispatchSettings, Dispatcher
 from fhir_server.subscriptions.endpoints import EndpointPolicy
 from tests.conftest import fhir_client, notebook_entry, running
 from tests.fhir_schema import assert_conforms
-from tests.receiver import Receiver, numbers, status_of
+from fhir_server.subscriptions.receiver import Receiver, numbers, status_of
 
 SECRET = "a-long-enough-shared-secret"
 TOPIC = "https://fhir.hopitauxchampagnesud.fr/calipso/SubscriptionTopic/notebook-entry"

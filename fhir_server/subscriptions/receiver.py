@@ -1,5 +1,6 @@
-"""A real HTTP endpoint for subscription notifications (a thread running http.server on a
-loopback port, not a mock): it records what arrives and can be told to fail or stall."""
+"""An example notification endpoint (`calipso receive`): a thread running http.server that
+checks each request's signature, records what arrives, and can be told to fail or stall (the
+tests and the benchmark use it as the real receiver it is)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import orjson
 
@@ -32,9 +33,10 @@ class Receiver:
     stall: float = 0.0  # seconds it waits before answering
     received: list[Received] = field(default_factory=list)
     refused_signatures: int = 0
+    on_receive: Callable[[Received], None] | None = None
     _server: ThreadingHTTPServer | None = None
 
-    def start(self) -> "Receiver":
+    def start(self, host: str = "127.0.0.1", port: int = 0) -> "Receiver":
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -50,6 +52,8 @@ class Receiver:
                 answer = receiver.answer
                 if 200 <= answer < 300:
                     receiver.received.append(Received(time.monotonic(), dict(self.headers), body))
+                    if receiver.on_receive is not None:
+                        receiver.on_receive(receiver.received[-1])
                 self.send_response(answer)
                 self.send_header("Content-Length", "0")
                 self.end_headers()
@@ -57,8 +61,8 @@ class Receiver:
             def log_message(self, *args: Any) -> None:
                 pass
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self._server.server_address[1]}/notify"
+        self._server = ThreadingHTTPServer((host, port), Handler)
+        self.url = f"http://{host}:{self._server.server_address[1]}/notify"
         threading.Thread(target=self._server.serve_forever, daemon=True).start()
         return self
 
@@ -94,9 +98,21 @@ def status_of(bundle: dict[str, Any]) -> dict[str, Any]:
     return found
 
 
+def describe(item: Received) -> str:
+    """One line about a request received: what `calipso receive` prints."""
+    if not item.body:
+        return "ping (empty body)"
+    body = item.json()
+    if body.get("resourceType") != "Bundle":
+        return f"resource {body.get('resourceType')}/{body.get('id')}"
+    status = status_of(body)
+    events = ", ".join(f"#{e['event-number']} {e.get('focus', {}).get('reference', '')}".rstrip() for e in status["notification-event"])
+    return f"{status.get('type')} from {status.get('subscription', {}).get('reference', '?')}: {events or 'no events'}"
+
+
 def numbers(bundle: dict[str, Any]) -> Iterator[int]:
     for event in status_of(bundle)["notification-event"]:
         yield int(event["event-number"])
 
 
-__all__ = ["Received", "Receiver", "numbers", "status_of"]
+__all__ = ["Received", "Receiver", "describe", "numbers", "status_of"]
