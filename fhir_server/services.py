@@ -66,7 +66,8 @@ def build_dispatcher(settings: Settings, services: Services, access_of: Callable
     subscriber's access at each send)."""
     base = settings.public_base_url or f"http://{settings.host}:{settings.port}/fhir"
     dispatch = DispatchSettings(base_url=base.rstrip("/"), max_attempts=settings.subscription_max_attempts,
-                                max_retry_seconds=settings.subscription_retry_cap_seconds)
+                                max_retry_seconds=settings.subscription_retry_cap_seconds,
+                                lease_seconds=settings.subscription_lease_seconds)
     return Dispatcher(services.engine, NotificationStore(services.store), access_of, EndpointPolicy(settings.subscription_endpoints),
                       dispatch, services.audit)
 

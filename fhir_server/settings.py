@@ -65,6 +65,7 @@ class Settings:
     subscription_endpoints: tuple[str, ...] = ()  # origins notifications may go to whatever their address (else public https only)
     subscription_max_attempts: int = 16  # failed sends in a row before a subscription goes `error`
     subscription_retry_cap_seconds: float = 600.0  # the longest pause between two attempts
+    subscription_lease_seconds: float = 10.0  # how long a silent dispatcher keeps the others waiting
 
     @classmethod
     def from_env(cls, **overrides: Any) -> "Settings":
@@ -104,6 +105,7 @@ class Settings:
             subscription_endpoints=tuple(o.strip() for o in os.environ.get("CALIPSO_SUBSCRIPTION_ENDPOINTS", "").split(",") if o.strip()),
             subscription_max_attempts=_env_int("CALIPSO_SUBSCRIPTION_MAX_ATTEMPTS", 16),
             subscription_retry_cap_seconds=float(_env_int("CALIPSO_SUBSCRIPTION_RETRY_CAP_SECONDS", 600)),
+            subscription_lease_seconds=float(_env_int("CALIPSO_SUBSCRIPTION_LEASE_SECONDS", 10)),
         )
         return replace(settings, **{k: v for k, v in overrides.items() if v is not None})
 

@@ -329,3 +329,25 @@ async def test_a_discharge_over_mllp_reaches_the_subscribed_receiver(settings: S
             await asyncio.sleep(0.05)
         focus = sorted(e["focus"]["reference"].split("/fhir/")[1].split("/")[0] for b in receiver.bundles() for e in status_of(b)["notification-event"])
         assert focus == ["Communication", "Encounter"]
+
+
+async def test_a_subscription_is_its_owners_alone(secured_api: tuple[FastAPI, httpx.AsyncClient], receiver: Receiver) -> None:
+    """It names a patient and an endpoint: another user neither sees nor changes it."""
+    app, client = secured_api
+    gp = bearer(app, "user/*.cruds", "Practitioner/gp")
+    other = bearer(app, "user/*.cruds", "Practitioner/other-gp")
+    system = bearer(app, "system/*.cruds")
+    subscription = await subscribe(client, topic_subscription(receiver.url), gp)
+    mine = (await client.get(f"/fhir/Subscription/{subscription}", headers=gp)).json()
+    assert {"system": "https://fhir.hopitauxchampagnesud.fr/calipso/CodeSystem/resource-owner", "code": "Practitioner/gp"} in mine["meta"]["tag"]
+    assert (await client.get(f"/fhir/Subscription/{subscription}", headers=other)).status_code == 404
+    assert (await client.get("/fhir/Subscription", headers=other)).json().get("total", 0) == 0
+    assert (await client.get(f"/fhir/Subscription/{subscription}/$status", headers=other)).status_code == 404
+    hijack = topic_subscription("https://attacker.example.org/hook", id=subscription)
+    assert (await client.put(f"/fhir/Subscription/{subscription}", json=hijack, headers=other)).status_code == 404
+    assert (await client.delete(f"/fhir/Subscription/{subscription}", headers=other)).status_code == 404
+    spoofed = topic_subscription(receiver.url, meta={"tag": [{"system": mine["meta"]["tag"][0]["system"], "code": "Practitioner/gp"}]})
+    created = (await client.post("/fhir/Subscription", json=spoofed, headers=other)).json()
+    assert [t["code"] for t in created["meta"]["tag"]] == ["Practitioner/other-gp"], "the owner tag is the writer's, whatever it sends"
+    assert (await client.get(f"/fhir/Subscription/{subscription}", headers=system)).status_code == 200
+    assert (await client.get(f"/fhir/Subscription/{subscription}", headers=gp)).json()["channel"]["endpoint"] == receiver.url

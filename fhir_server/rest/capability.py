@@ -8,6 +8,8 @@ from fhir_server import __version__
 from fhir_server.ig import ImplementationGuide
 from fhir_server.search.parameters import Parameters
 from fhir_server.spec import Spec
+from fhir_server.subscriptions.topics import load_topics
+from fhir_server.subscriptions.vocabulary import BACKPORT
 
 SOFTWARE_NAME = "calipso"
 PUBLISHED = "2026-11-22"
@@ -17,6 +19,8 @@ TYPE_OPERATIONS = {
     "Patient": [("everything", "Patient-everything")],
     "ValueSet": [("expand", "ValueSet-expand"), ("validate-code", "ValueSet-validate-code")],
     "CodeSystem": [("lookup", "CodeSystem-lookup")],
+    "Subscription": [("status", "http://hl7.org/fhir/uv/subscriptions-backport/OperationDefinition/backport-subscription-status"),
+                     ("events", "http://hl7.org/fhir/uv/subscriptions-backport/OperationDefinition/backport-subscription-events")],
 }
 
 
@@ -40,7 +44,17 @@ def _search_capabilities(parameters: Parameters, resource_types: list[str]) -> d
 
 def _operations(resource_type: str) -> list[dict[str, str]]:
     found = [("validate", "Resource-validate")] + TYPE_OPERATIONS.get(resource_type, [])
-    return [{"name": name, "definition": OPERATION_DEFINITION + definition} for name, definition in found]
+    return [{"name": name, "definition": definition if "://" in definition else OPERATION_DEFINITION + definition}
+            for name, definition in found]
+
+
+def _subscription_support(resource: dict[str, Any]) -> dict[str, Any]:
+    """The Subscription entry: the Backport IG profile, and the topics a subscriber may name."""
+    if resource["type"] != "Subscription":
+        return resource
+    topics = [{"url": BACKPORT["topicCanonical"], "valueCanonical": url} for url in sorted(load_topics())]
+    profiles = [*resource.get("supportedProfile", []), BACKPORT["subscriptionProfile"]]
+    return {"extension": topics, **resource, "supportedProfile": profiles}
 
 
 def capability_statement(
@@ -73,6 +87,7 @@ def capability_statement(
         }
         for resource_type in types
     ]
+    resources = [_subscription_support(r) for r in resources]
     rest = {
         "mode": "server",
         **({"security": security} if security else {}),

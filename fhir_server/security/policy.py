@@ -39,6 +39,10 @@ from fhir_server.values import date_range, key
 
 NOTEBOOK_TYPES = frozenset({"Patient", "Communication", "CarePlan", "CareTeam"})
 SYSTEM_TYPES = frozenset({"AuditEvent"})
+# types whose resources belong to the token that wrote them (a subscription names patients and
+# an endpoint): a token limited to some patients reaches only its own, tagged with its owner
+OWNED_TYPES = frozenset({"Subscription"})
+OWNER_SYSTEM = "https://fhir.hopitauxchampagnesud.fr/calipso/CodeSystem/resource-owner"
 CIRCLE_TYPES = frozenset({"CareTeam", "PractitionerRole", "RelatedPerson", "Consent"})  # writes to these change who reaches whom  # the audit trail: system/ scopes only
 HIDDEN = "\x00hidden"  # the cache entry of the labels hidden from an Access
 
@@ -122,12 +126,19 @@ class Access:
             return NOTHING
         if self.patients is None:
             return None
+        if resource_type in OWNED_TYPES:
+            return reach_filter(tokens=[self.owner_entry])
         if resource_type == "Patient":
             return reach_filter(ids=self._keys("Patient", ()), **self._mask(resource_type))
         codes = compartments.get(resource_type)
         if codes is None:
             return None  # not patient data: readable under the scopes
         return reach_filter(references=self._keys(resource_type, tuple(codes)), **self._mask(resource_type))
+
+    @property
+    def owner_entry(self) -> str:
+        """The index entry of the owner tag this user's resources of an owned type carry."""
+        return key("_tag", OWNER_SYSTEM, self.who)
 
     def _mask(self, resource_type: str) -> dict[str, Keys]:
         """What the visibility labels hide from this user, and the user's author entries for

@@ -25,7 +25,7 @@ from __future__ import annotations
 from typing import Iterable
 
 from fhir_server.outcome import FhirError, Issue
-from fhir_server.security.policy import Access
+from fhir_server.security.policy import OWNED_TYPES, Access
 from fhir_server.values import SEPARATOR
 
 GRANTED_BY_COORDINATORS = frozenset({"CareTeam", "RelatedPerson"})
@@ -60,6 +60,10 @@ def check_replaceable(access: Access, resource_type: str, resource_id: str, refe
         return
     if references is None:
         raise not_known(resource_type, resource_id)
+    if resource_type in OWNED_TYPES:
+        if access.owner_entry not in references:
+            raise not_known(resource_type, resource_id)  # another user's: as if it did not exist
+        return
     patients = filed_under(resource_type, resource_id, references, compartments)
     if patients is not None and (not patients or not patients <= access.patients):
         raise not_known(resource_type, resource_id)

@@ -11,10 +11,13 @@ NOTHING: dict[str, Any] = {"_id": {"$in": []}}  # reaches no document
 
 
 def reach_filter(ids: Sequence[str] | None = None, references: Sequence[str] | None = None,
-                 hidden: Sequence[str] = (), authored: Sequence[str] = ()) -> dict[str, Any]:
-    """Documents whose key is one of `ids` (or that carry one of `references`), without any of
-    the `hidden` label entries unless they carry one of `authored` (the user's author entries)."""
+                 hidden: Sequence[str] = (), authored: Sequence[str] = (), tokens: Sequence[str] | None = None) -> dict[str, Any]:
+    """Documents whose key is one of `ids` (or that carry one of `references`, or one of the
+    token entries `tokens`), without any of the `hidden` label entries unless they carry one of
+    `authored` (the user's author entries)."""
     found: dict[str, Any] = {}
+    if tokens is not None:
+        found["ix.tk"] = {"$in": list(tokens)}
     if ids is not None:
         found["_id"] = {"$in": ids}
     if references is not None:

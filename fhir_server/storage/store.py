@@ -70,6 +70,7 @@ READ_FIELDS = {"_id": 0, "type": 1, "id": 1, "version": 1, "updated": 1, "delete
 
 ACCESS_FIELDS = {"ix.rf": 1, "ix.tk": 1}
 SECURITY_LABEL = "_security\x1f"
+ACCESS_TOKENS = (SECURITY_LABEL, "_tag\x1f")  # labels (masking) and tags (the owner of an owned type)
 
 
 def _error_field(error: Any, name: str) -> Any:
@@ -79,10 +80,11 @@ def _error_field(error: Any, name: str) -> Any:
 
 def access_entries(doc: dict[str, Any]) -> list[str]:
     """What an access decision reads of a stored resource: its reference index entries (the
-    patients it is filed under, its author) and its security label entries (masking). The two
-    kinds of keys never share a prefix, so one list holds both."""
+    patients it is filed under, its author), its security label entries (masking) and its tag
+    entries (whose an owned resource is). The kinds of keys never share a prefix, so one list
+    holds them all."""
     index = doc.get("ix") or {}
-    return list(index.get("rf", [])) + [t for t in index.get("tk", []) if t.startswith(SECURITY_LABEL)]
+    return list(index.get("rf", [])) + [t for t in index.get("tk", []) if t.startswith(ACCESS_TOKENS)]
 
 
 class VersionConflict(Exception):

@@ -63,6 +63,7 @@ class DispatchSettings:
     base_url: str  # the FHIR base named in notifications
     lease_seconds: float = 10.0
     idle_seconds: float = 0.5  # between two turns when nothing wakes the dispatcher
+    gather_seconds: float = 0.05  # after a wake, the commits that follow within it join the same turn
     first_retry_seconds: float = 1.0
     max_retry_seconds: float = 600.0
     max_attempts: int = 16  # about 75 minutes of failures before `error`, with the defaults
@@ -86,6 +87,7 @@ class Dispatcher:
         self._states: dict[str, State] = {}
         self._senders: dict[str, asyncio.Task[None]] = {}
         self._task: asyncio.Task[None] | None = None
+        self._lease_until: datetime | None = None  # when the lease this node holds lapses
         self._http = httpx.AsyncClient(timeout=settings.timeout_seconds, follow_redirects=False, transport=transport)
         engine.on_commit.append(self.notice)
 
@@ -122,6 +124,7 @@ class Dispatcher:
             try:
                 async with asyncio.timeout(self.settings.idle_seconds):
                     await self._wake.wait()
+                await asyncio.sleep(self.settings.gather_seconds)  # a burst of commits makes one turn
             except TimeoutError:
                 pass
             self._wake.clear()
@@ -129,16 +132,18 @@ class Dispatcher:
     async def turn(self) -> bool:
         """One pass: hold the lease, number the pending events, start the senders that have work.
         False when another dispatcher holds the lease."""
-        now = self._clock()
-        if not await self._notes.take_lease(LEASE, self.owner, now, now + timedelta(seconds=self.settings.lease_seconds)):
+        if not await self._hold_lease():
             await self._stop_senders()
             return False
         with acting_as(SYSTEM):
             subscribers = await self._load_subscribers()
+            if not subscribers:
+                return True  # nobody listens: events stay pending (a first subscription starts after them)
             try:
                 while await self._fan_out(subscribers):
                     pass
             except LeaseLost:
+                self._lease_until = None
                 await self._stop_senders()
                 return False
             for subscriber in subscribers.values():
@@ -146,6 +151,18 @@ class Dispatcher:
                 if running is None or running.done():
                     self._senders[subscriber.key] = asyncio.create_task(self._serve(subscriber), name=f"send {subscriber.key}")
         return True
+
+    async def _hold_lease(self) -> bool:
+        """Take the lease, or renew it once half of it has run (not on every turn: a turn follows
+        every burst of commits)."""
+        now = self._clock()
+        half = timedelta(seconds=self.settings.lease_seconds / 2)
+        if self._lease_until is not None and now < self._lease_until - half:
+            return True
+        until = now + timedelta(seconds=self.settings.lease_seconds)
+        held = await self._notes.take_lease(LEASE, self.owner, now, until)
+        self._lease_until = until if held else None
+        return held
 
     async def idle(self) -> None:
         """Until the senders started so far are done (tests, shutdown)."""

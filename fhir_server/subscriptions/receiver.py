@@ -33,6 +33,7 @@ class Receiver:
     stall: float = 0.0  # seconds it waits before answering
     received: list[Received] = field(default_factory=list)
     refused_signatures: int = 0
+    arriving: int = 0  # requests begun (answered or not)
     on_receive: Callable[[Received], None] | None = None
     _server: ThreadingHTTPServer | None = None
 
@@ -41,6 +42,7 @@ class Receiver:
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:  # noqa: N802 - http.server's name
+                receiver.arriving += 1
                 body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
                 if not verify(receiver.secret, body, self.headers.get("X-Calipso-Signature", ""), int(time.time())):
                     receiver.refused_signatures += 1

@@ -14,7 +14,7 @@ from dataclasses import asdict
 from typing import Any, Callable
 
 from fhir_server.outcome import FhirError, Issue
-from fhir_server.security.policy import ACCESS, SYSTEM
+from fhir_server.security.policy import ACCESS, OWNER_SYSTEM, SYSTEM
 from fhir_server.subscriptions.endpoints import EndpointPolicy, EndpointRefused
 from fhir_server.subscriptions.subscription import invalid, read_subscription
 from fhir_server.subscriptions.vocabulary import SIGNING_SECRET
@@ -58,6 +58,9 @@ class SubscriptionRule:
         channel["extension"] = [e for e in channel.get("extension", []) if e.get("url") != SIGNING_SECRET]
         if not channel["extension"]:
             del channel["extension"]
+        meta = stored.setdefault("meta", {})
+        tags = [t for t in meta.get("tag", []) if not (isinstance(t, dict) and t.get("system") == OWNER_SYSTEM)]
+        meta["tag"] = [*tags, {"system": OWNER_SYSTEM, "code": access.who}]  # whose it is (policy.OWNED_TYPES)
         owner = asdict(access.claims) if access.claims is not None else None
         return stored, {"secret": secret, "owner": owner}
 
