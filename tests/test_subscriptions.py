@@ -351,3 +351,51 @@ async def test_a_subscription_is_its_owners_alone(secured_api: tuple[FastAPI, ht
     assert [t["code"] for t in created["meta"]["tag"]] == ["Practitioner/other-gp"], "the owner tag is the writer's, whatever it sends"
     assert (await client.get(f"/fhir/Subscription/{subscription}", headers=system)).status_code == 200
     assert (await client.get(f"/fhir/Subscription/{subscription}", headers=gp)).json()["channel"]["endpoint"] == receiver.url
+
+
+async def test_an_r4_criteria_subscription_gets_each_matching_resource(api: tuple[FastAPI, httpx.AsyncClient], receiver: Receiver) -> None:
+    app, client = api
+    clock = Clock()
+    dispatch = dispatcher(app, receiver, clock)
+    classic = {"resourceType": "Subscription", "status": "requested", "reason": "urgent entries", "criteria": "Communication?priority=urgent",
+               "channel": {"type": "rest-hook", "endpoint": receiver.url, "payload": "application/fhir+json",
+                           "extension": [{"url": SECRET_URL, "valueString": SECRET}]}}
+    subscription = await subscribe(client, classic)
+    await turn(dispatch)
+    assert receiver.received[0].body == b"", "an R4 subscription's handshake is an empty POST"
+    urgent = {**notebook_entry("p1", "Chute ce matin"), "priority": "urgent"}
+    created = (await client.post("/fhir/Communication", json=urgent)).json()
+    await write_entries(client, "p1", 1)  # routine: not for it
+    await turn(dispatch)
+    bodies = [r.json() for r in receiver.received[1:]]
+    assert [(b["resourceType"], b["id"], b["priority"]) for b in bodies] == [("Communication", created["id"], "urgent")]
+    assert (await client.get(f"/fhir/Subscription/{subscription}")).json()["status"] == "active"
+
+
+async def test_heartbeats_keep_a_quiet_subscription_alive(api: tuple[FastAPI, httpx.AsyncClient], receiver: Receiver) -> None:
+    app, client = api
+    clock = Clock()
+    dispatch = dispatcher(app, receiver, clock)
+    body = topic_subscription(receiver.url)
+    body["channel"]["extension"].append({"url": BACKPORT + "backport-heartbeat-period", "valueUnsignedInt": 60})
+    await subscribe(client, body)
+    await turn(dispatch)
+    await turn(dispatch)
+    assert receiver.bundles("heartbeat") == [], "just handshaken: no heartbeat yet"
+    clock.advance(61)
+    await turn(dispatch)
+    [heartbeat] = receiver.bundles("heartbeat")
+    assert_conforms(heartbeat)
+    clock.advance(30)
+    await turn(dispatch)
+    assert len(receiver.bundles("heartbeat")) == 1
+
+
+async def test_the_capability_statement_names_the_topics(api: tuple[FastAPI, httpx.AsyncClient]) -> None:
+    _, client = api
+    statement = (await client.get("/fhir/metadata")).json()
+    [subscription] = [r for r in statement["rest"][0]["resource"] if r["type"] == "Subscription"]
+    topics = sorted(e["valueCanonical"] for e in subscription["extension"])
+    assert topics == sorted(f"https://fhir.hopitauxchampagnesud.fr/calipso/SubscriptionTopic/{name}"
+                            for name in ("notebook-entry", "care-team-changed", "care-plan-changed", "patient-discharged"))
+    assert {o["name"] for o in subscription["operation"]} >= {"status", "events"}

@@ -55,7 +55,10 @@ def test_two_nodes_and_a_kill_9_lose_nothing_and_keep_order(database_uri: str, r
     try:
         for node in nodes:
             node.wait_ready()
-        created = httpx.post(f"{nodes[0].base}/Subscription", json=topic_subscription(receiver.url))
+        wait_for(lambda: lease_holder(database_uri, database) is not None)
+        idle = next(node for node in nodes if node.process.pid != lease_holder(database_uri, database))
+        # written on the node that does not dispatch: the other one must learn of it
+        created = httpx.post(f"{idle.base}/Subscription", json=topic_subscription(receiver.url))
         assert created.status_code == 201, created.text
         wait_for(lambda: len(receiver.received) == 1)  # the handshake
 

@@ -161,9 +161,5 @@ class NotificationStore:
     async def failed(self, key: str, attempts: int, next_at: datetime, error: str) -> None:
         await self._states.update_one({"_id": key}, {"$set": {"attempts": attempts, "next_at": next_at, "error": error}}, upsert=True)
 
-    async def reset_attempts(self, key: str) -> None:
-        """The subscriber asked for deliveries again (status requested): no back-off left over."""
-        await self._states.update_one({"_id": key}, {"$set": {"attempts": 0}, "$unset": {"next_at": ""}})
-
 
 __all__ = ["Event", "LeaseLost", "NotificationStore", "State"]

@@ -64,6 +64,7 @@ class DispatchSettings:
     lease_seconds: float = 10.0
     idle_seconds: float = 0.5  # between two turns when nothing wakes the dispatcher
     gather_seconds: float = 0.05  # after a wake, the commits that follow within it join the same turn
+    refresh_seconds: float = 2.0  # subscriptions are read again at least this often (another node may have written one)
     first_retry_seconds: float = 1.0
     max_retry_seconds: float = 600.0
     max_attempts: int = 16  # about 75 minutes of failures before `error`, with the defaults
@@ -84,6 +85,7 @@ class Dispatcher:
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._wake = asyncio.Event()
         self._subscribers: dict[str, Subscriber] | None = None
+        self._loaded_at: datetime | None = None
         self._states: dict[str, State] = {}
         self._senders: dict[str, asyncio.Task[None]] = {}
         self._task: asyncio.Task[None] | None = None
@@ -177,7 +179,11 @@ class Dispatcher:
     # -- subscriptions -------------------------------------------------------------------------
 
     async def _load_subscribers(self) -> dict[str, Subscriber]:
+        now = self._clock()
+        if self._loaded_at is None or (now - self._loaded_at).total_seconds() >= self.settings.refresh_seconds:
+            self._subscribers = None
         if self._subscribers is None:
+            self._loaded_at = now
             found: dict[str, Subscriber] = {}
             result = await self._engine.searcher.search("Subscription", [("status", ",".join(NUMBERED)), ("_count", "1000")], True,
                                                         self.settings.base_url)
@@ -314,7 +320,7 @@ class Dispatcher:
         if await self._send(subscriber, state, body, "handshake", final=True):
             version = await self._engine.store.read("Subscription", subscriber.id)
             await self._notes.start(subscriber.key, version.updated if version is not None else now)
-            await self._notes.reset_attempts(subscriber.key)
+            await self._notes.sent(subscriber.key, now)
             await self._set_status(subscriber, "active", None)
 
     async def _deliver(self, subscriber: Subscriber, state: State, events: list[Event]) -> bool:
