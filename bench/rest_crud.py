@@ -1,12 +1,14 @@
 """REST CRUD benchmark: calipso vs a bare FastAPI + PyMongo baseline on one embedded database.
 
-    python bench/rest_crud.py [--seconds 10] [--connections 32] [--rounds 2]
+    python bench/rest_crud.py [--seconds 10] [--connections 32] [--rounds 2] [--subscribed]
 
 Starts the embedded database, calipso (`calipso serve`) and the baseline (bench/baseline_app.py)
 as child processes, then drives creates of a ~1 KB Patient and reads by random id with wrk
 (a separate process), alternating baseline and calipso in ABBA order round by round. Prints req/s, client-side p50/p99, and the
 CPU each server process and the database used per request, then the ratios.
 Targets (issue 2): read >= 0.9x baseline throughput, create >= 0.7x.
+`--subscribed`: calipso has one topic subscription (notebook entries, to a receiver in this
+process), so its dispatcher drains every write's event: what subscriptions cost the writes.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+import httpx
 import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -24,7 +27,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from pymongo import MongoClient  # noqa: E402
 
 from bench.harness import HEADER, Figures, ServerProcess, calipso_server, free_port, python, require_wrk, run_wrk  # noqa: E402
+from bench.subscriptions import subscription  # noqa: E402
 from fhir_server.storage.embedded import EmbeddedDatabase  # noqa: E402
+from fhir_server.subscriptions.receiver import Receiver  # noqa: E402
 
 def patient_1kb(n: int) -> bytes:
     """A realistic French patient of about 1 KB (fictitious)."""
@@ -61,7 +66,12 @@ def run(args: argparse.Namespace) -> None:
     uri = database.start()
     db_pid = database.pid
     calipso_port, baseline_port = free_port(), free_port()
-    calipso = calipso_server(uri, "bench_calipso", calipso_port)
+    receiver = Receiver("bench-subscription-secret").start() if args.subscribed else None
+    env = {"CALIPSO_SUBSCRIPTION_ENDPOINTS": receiver.url} if receiver else None
+    calipso = calipso_server(uri, "bench_calipso", calipso_port, env)
+    if receiver is not None:
+        created = httpx.post(f"http://127.0.0.1:{calipso_port}/fhir/Subscription", json=subscription(receiver.url))
+        assert created.status_code == 201, created.text
     try:
         baseline = ServerProcess(
             [python(), "bench/baseline_app.py", "--port", str(baseline_port), "--uri", uri, "--database", "bench_baseline"],
@@ -101,12 +111,14 @@ def run(args: argparse.Namespace) -> None:
                                              args.seconds, args.connections, server.pid, db_pid))
     finally:
         client.close()
+        if receiver is not None:
+            receiver.stop()
         calipso.stop()
         baseline.stop()
         database.stop()
 
     print(f"# rest_crud: {args.rounds} rounds x ({args.seconds} s creates + {args.seconds} s reads) per server, "
-          f"wrk -c{args.connections}, {os.cpu_count()} cores, 1 KB Patient")
+          f"wrk -c{args.connections}, {os.cpu_count()} cores, 1 KB Patient{', one subscription' if args.subscribed else ''}")
     print(HEADER)
     for key in (("create", "baseline"), ("create", "calipso"), ("read", "baseline"), ("read", "calipso")):
         print(results[key].row())
@@ -130,7 +142,9 @@ def wrk_arguments(doc: str | None) -> argparse.ArgumentParser:
 
 
 def main() -> None:
-    run(wrk_arguments(__doc__).parse_args())
+    parser = wrk_arguments(__doc__)
+    parser.add_argument("--subscribed", action="store_true", help="calipso with one topic subscription (its dispatcher at work)")
+    run(parser.parse_args())
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ import base64
 import logging
 import os
 import uuid
+from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Protocol
@@ -201,7 +202,10 @@ def engine_committer(engine: Any) -> Committer:
         with acting_as(SYSTEM):
             stored = await engine.store.read_many([f"AuditEvent/{e['id']}" for e in events])
             when = engine.next_time()
-            writes = [engine.prepare("AuditEvent", e["id"], e, "POST", None, when) for e in events if f"AuditEvent/{e['id']}" not in stored]
+            # the audit trail's own writes are no events: nobody is notified of them, and a
+            # dispatcher would otherwise drain one per request audited
+            writes = [replace(engine.prepare("AuditEvent", e["id"], e, "POST", None, when), event=False)
+                      for e in events if f"AuditEvent/{e['id']}" not in stored]
             if writes:
                 await engine.commit(*writes)
 

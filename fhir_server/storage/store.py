@@ -168,6 +168,7 @@ class Write:
     # fields kept with the resource, never served (None: leave what is kept as it is); merged
     # into what is kept, in the same transaction
     private: dict[str, Any] | None = None
+    event: bool = True  # False: its history entry is no pending event (nothing is notified of it: the audit trail)
 
     @property
     def deleted(self) -> bool:
@@ -409,7 +410,9 @@ def _documents(write: Write) -> tuple[dict[str, Any], dict[str, Any]]:
     }
     if write.raw is not None:
         current["raw"] = Binary(write.raw)
-    entry = {**current, "_id": f"{key}/{write.version}", "method": write.method, "pending": True}
+    entry = {**current, "_id": f"{key}/{write.version}", "method": write.method}
+    if write.event:
+        entry["pending"] = True
     if write.index:
         current.update(write.index)  # only the current version is searchable
     return current, entry

@@ -23,6 +23,7 @@ from fhir_server.subscriptions.vocabulary import (BACKPORT, CHANNEL_TYPES, DEFAU
                                                   PAYLOAD_MIME_TYPES)
 
 MAX_HEADERS = 10
+UNNOTIFIED = frozenset({"AuditEvent"})  # written without events (security/audit.py)
 MAX_COUNT = 100  # events per notification, at most
 
 
@@ -80,6 +81,8 @@ def _search(text: str, known_type: Any, expression: str) -> tuple[str, list[tupl
     resource_type, mark, query = text.partition("?")
     if not mark or not known_type(resource_type):
         raise invalid(f"The criteria must be a search on a resource type: Type?parameter=value (not {text[:60]!r})", expression)
+    if resource_type in UNNOTIFIED:
+        raise invalid(f"{resource_type} writes are not notified", expression)
     params = parse_qsl(query, keep_blank_values=True)
     if not params:
         raise invalid("The criteria need at least one search parameter", expression)
