@@ -12,7 +12,7 @@ from starlette.exceptions import HTTPException
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
+from starlette.routing import Route, WebSocketRoute
 
 from fhir_server import __version__
 from fhir_server.ig.install import install_guide
@@ -23,6 +23,7 @@ from fhir_server.rest.hardening import RateLimiter, SecurityHeaders
 from fhir_server.rest.paths import TrailingSlash
 from fhir_server.rest.responses import outcome_response
 from fhir_server.rest.routes import ROUTES, guarded
+from fhir_server.subscriptions.socket import subscription_socket
 from fhir_server.security import build_gate
 from fhir_server.security.audit import message_recorder
 from fhir_server.security.dev_sign_in import DevSignIn
@@ -87,6 +88,9 @@ def create_app(settings: Settings, when_ready: Callable[[], None] | None = None)
     app.router.redirect_slashes = False  # no redirects: a trailing slash is dropped before routing (rest/paths.py)
     for route in ROUTES:
         app.router.routes.append(Route(route.path, guarded(route), methods=[route.method]))
+    # the one route outside the gate: a websocket is bound by a one-time token that an
+    # authorized `$get-ws-binding-token` gave (subscriptions/socket.py decides with it)
+    app.router.routes.append(WebSocketRoute("/fhir/$subscription-websocket", subscription_socket))
     app.add_exception_handler(HTTPException, _http_error)
     app.state.admission = asyncio.Semaphore(settings.http_concurrency) if settings.http_concurrency > 0 else None
     app.state.rate_limiter = RateLimiter(settings.rate_limit_per_second, settings.rate_limit_burst) if settings.rate_limit_per_second > 0 else None

@@ -85,3 +85,70 @@ def test_two_nodes_and_a_kill_9_lose_nothing_and_keep_order(database_uri: str, r
         for node in nodes:
             if node.process.poll() is None:
                 node.stop()
+
+
+def websocket_subscription(patient: str) -> dict[str, Any]:
+    body = topic_subscription("", patient=patient, content="full-resource")
+    body["channel"] = {key: value for key, value in body["channel"].items() if key not in ("endpoint", "extension", "header")}
+    body["channel"]["type"] = "websocket"
+    return body
+
+
+async def test_a_websocket_binds_with_a_token_and_replays_what_it_missed(database_uri: str, tmp_path: Path) -> None:
+    import asyncio
+
+    import orjson
+    import websockets
+
+    from fhir_server.subscriptions.receiver import status_of
+
+    env = {"CALIPSO_MONGODB_URI": database_uri, "CALIPSO_DATABASE": f"test_{uuid.uuid4().hex[:16]}", "CALIPSO_AUDIT": "off"}
+    node = Served(tmp_path / "ws", env=env)
+    try:
+        await asyncio.to_thread(node.wait_ready)
+        async with httpx.AsyncClient(base_url=node.base) as client:
+            created = await client.post("/Subscription", json=websocket_subscription("p1"))
+            assert created.status_code == 201, created.text
+            subscription = created.json()["id"]
+            for _ in range(100):
+                if (await client.get(f"/Subscription/{subscription}")).json()["status"] == "active":
+                    break
+                await asyncio.sleep(0.05)
+
+            async def bind(since: str | None = None) -> Any:
+                params = {"eventsSinceNumber": since} if since else {}
+                answer = (await client.get(f"/Subscription/{subscription}/$get-ws-binding-token", params=params)).json()
+                given = {p["name"]: next(v for k, v in p.items() if k.startswith("value")) for p in answer["parameter"]}
+                socket = await websockets.connect(given["websocket-url"])
+                await socket.send(f"bind-with-token {given['token']}")
+                handshake = orjson.loads(await asyncio.wait_for(socket.recv(), 10))
+                assert status_of(handshake)["type"] == "handshake"
+                return socket, given["token"]
+
+            async def received(socket: Any, count: int) -> list[dict[str, Any]]:
+                found: list[dict[str, Any]] = []
+                while sum(len(status_of(b)["notification-event"]) for b in found) < count:
+                    found.append(orjson.loads(await asyncio.wait_for(socket.recv(), 10)))
+                return found
+
+            socket, token = await bind()
+            for n in range(2):
+                assert (await client.post("/Communication", json=notebook_entry("p1", f"Passage {n}"))).status_code == 201
+            await client.post("/Communication", json=notebook_entry("p2", "autre patient"))
+            bundles = await received(socket, 2)
+            assert [n for b in bundles for n in numbers(b)] == [1, 2]
+            assert [e["resource"]["payload"][0]["contentString"] for b in bundles for e in b["entry"][1:]] == ["Passage 0", "Passage 1"]
+            await socket.close()
+
+            assert (await client.post("/Communication", json=notebook_entry("p1", "Pendant la coupure"))).status_code == 201
+            socket, _ = await bind(since="2")
+            replayed = await received(socket, 2)
+            assert [n for b in replayed for n in numbers(b)] == [2, 3], "what the socket missed comes again"
+            await socket.close()
+
+            reused = await websockets.connect(f"{node.base.replace('http://', 'ws://')}/$subscription-websocket")
+            await reused.send(f"bind-with-token {token}")
+            assert (await asyncio.wait_for(reused.recv(), 10)).startswith("error"), "a binding token serves once"
+            await reused.close()
+    finally:
+        await asyncio.to_thread(node.stop)

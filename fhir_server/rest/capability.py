@@ -20,7 +20,9 @@ TYPE_OPERATIONS = {
     "ValueSet": [("expand", "ValueSet-expand"), ("validate-code", "ValueSet-validate-code")],
     "CodeSystem": [("lookup", "CodeSystem-lookup")],
     "Subscription": [("status", "http://hl7.org/fhir/uv/subscriptions-backport/OperationDefinition/backport-subscription-status"),
-                     ("events", "http://hl7.org/fhir/uv/subscriptions-backport/OperationDefinition/backport-subscription-events")],
+                     ("events", "http://hl7.org/fhir/uv/subscriptions-backport/OperationDefinition/backport-subscription-events"),
+                     ("get-ws-binding-token",
+                      "http://hl7.org/fhir/uv/subscriptions-backport/OperationDefinition/backport-subscription-get-ws-binding-token")],
 }
 
 

@@ -468,6 +468,8 @@ ROUTES: list[FhirRoute] = [
     FhirRoute("/fhir/Patient/{id}/$everything", "GET", everything, EVERYTHING),
     FhirRoute("/fhir/Subscription/{id}/$status", "GET", subscription_operations.status, SUBSCRIPTION_STATUS),
     FhirRoute("/fhir/Subscription/{id}/$events", "GET", subscription_operations.events, SUBSCRIPTION_STATUS),
+    FhirRoute("/fhir/Subscription/{id}/$get-ws-binding-token", "GET", subscription_operations.binding_token, SUBSCRIPTION_STATUS),
+    FhirRoute("/fhir/Subscription/{id}/$get-ws-binding-token", "POST", subscription_operations.binding_token, SUBSCRIPTION_STATUS),
     FhirRoute("/fhir/{compartment}/{id}/{type}", "GET", search_compartment, SEARCHES),
     FhirRoute("/fhir/{type}/{id}", "GET", read, READS, "read"),
     FhirRoute("/fhir/{type}/{id}", "PUT", update, UPDATES, "update"),

@@ -4,13 +4,15 @@ subscription the caller may read, and `$events` shows only what the caller reach
 
 from __future__ import annotations
 
+import secrets
 from dataclasses import replace
+from datetime import timedelta
 
 import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
-from fhir_server.engine.interactions import utc_now
+from fhir_server.engine.interactions import fhir_instant, utc_now
 from fhir_server.outcome import FhirError
 from fhir_server.rest.bundle import assemble
 from fhir_server.rest.context import base_url, engine_of
@@ -20,10 +22,12 @@ from fhir_server.security.policy import ACCESS
 from fhir_server.storage.notifications import NotificationStore
 from fhir_server.subscriptions.dispatcher import reachable_events, state_with
 from fhir_server.subscriptions.notification import encode, notification_bundle, status_parameters
+from fhir_server.subscriptions.socket import token_hash
 from fhir_server.subscriptions.subscription import Subscriber, read_subscription
 from fhir_server.subscriptions.vocabulary import PAYLOAD_CONTENTS
 
 MAX_EVENTS = 100
+BINDING_SECONDS = 300  # a websocket binding token's life
 
 
 async def _subscriber(request: Request) -> Subscriber:
@@ -66,6 +70,28 @@ async def events(request: Request) -> Response:
     return fhir_response(encode(bundle), 200, None, rendering)
 
 
+async def binding_token(request: Request) -> Response:
+    """`Subscription/[id]/$get-ws-binding-token[?eventsSinceNumber=n]`: a one-time token to
+    bind a websocket to this subscription (replaying its events from n when given)."""
+    rendering = negotiate(request)
+    engine = engine_of(request)
+    subscriber = await _subscriber(request)
+    if subscriber.channel.type != "websocket":
+        raise FhirError.of(400, "invalid", "This subscription's channel is not a websocket")
+    since = _number(request.query_params.get("eventsSinceNumber"), "eventsSinceNumber", None)
+    token = secrets.token_urlsafe(32)
+    expires = utc_now() + timedelta(seconds=BINDING_SECONDS)
+    await NotificationStore(engine.store).issue_binding(token_hash(token), subscriber.key, expires, since)
+    socket_url = base_url(request).replace("https://", "wss://").replace("http://", "ws://") + "/$subscription-websocket"
+    parameters = {"resourceType": "Parameters", "parameter": [
+        {"name": "token", "valueString": token},
+        {"name": "expiration", "valueDateTime": fhir_instant(expires)},
+        {"name": "subscription", "valueString": subscriber.key},
+        {"name": "websocket-url", "valueUrl": socket_url},
+    ]}
+    return fhir_response(orjson.dumps(parameters), 200, {"Cache-Control": "no-store"}, rendering)
+
+
 def _number(text: str | None, name: str, default: int | None) -> int | None:
     if text is None:
         return default
@@ -74,4 +100,4 @@ def _number(text: str | None, name: str, default: int | None) -> int | None:
     return int(text)
 
 
-__all__ = ["events", "status"]
+__all__ = ["binding_token", "events", "status"]

@@ -21,6 +21,7 @@ from fhir_server.storage.store import HISTORY, ResourceStore, _is_transient, bac
 STATES = "subscription_state"
 EVENTS = "subscription_events"
 LEASES = "leases"
+BINDINGS = "subscription_bindings"  # one-time websocket binding tokens
 ATTEMPTS = 20
 
 
@@ -68,6 +69,7 @@ class NotificationStore:
         self._states = store.db[STATES]
         self._events = store.db[EVENTS]
         self._leases = store.db[LEASES]
+        self._bindings = store.db[BINDINGS]
 
     async def ensure_indexes(self) -> None:
         await self._events.create_index([("subscription", ASCENDING), ("number", ASCENDING)], unique=True, name="by_number")
@@ -130,6 +132,18 @@ class NotificationStore:
     async def skip(self, taken: list[str]) -> None:
         """History entries no subscription wants: out of the pending index."""
         await self._history.update_many({"_id": {"$in": taken}, "pending": True}, {"$unset": {"pending": ""}})
+
+    # -- websocket binding tokens --------------------------------------------------------------
+
+    async def issue_binding(self, token_hash: str, subscription: str, expires: datetime, since: int | None) -> None:
+        await self._bindings.insert_one({"_id": token_hash, "subscription": subscription, "expires": expires, "since": since})
+
+    async def take_binding(self, token_hash: str, now: datetime) -> tuple[str, int | None] | None:
+        """The subscription a token binds (and the event number to replay from); once only."""
+        found = await self._bindings.find_one_and_delete({"_id": token_hash})
+        if found is None or found["expires"] <= now:
+            return None
+        return found["subscription"], found.get("since")
 
     # -- states and events ----------------------------------------------------------------------
 

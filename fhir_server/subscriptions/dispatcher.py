@@ -284,6 +284,12 @@ class Dispatcher:
             with acting_as(SYSTEM):
                 now = self._clock()
                 state = await self._notes.state(subscriber.key)
+                if subscriber.channel.type == "websocket":  # its sockets send (subscriptions/socket.py); here it only starts
+                    if subscriber.status == "requested":
+                        version = await self._engine.store.read("Subscription", subscriber.id)
+                        await self._notes.start(subscriber.key, version.updated if version is not None else now)
+                        await self._set_status(subscriber, "active", None)
+                    return
                 if subscriber.status == "requested":
                     await self._handshake(subscriber, state)
                     return

@@ -35,12 +35,13 @@ class SubscriptionRule:
             return
         if subscriber.status not in CLIENT_STATUSES:
             raise invalid("A client sets the status requested (or off); the server sets active and error", "Subscription.status")
-        try:
-            self._endpoints.check_form(subscriber.channel.endpoint)
-        except EndpointRefused as refused:
-            raise invalid(str(refused), "Subscription.channel.endpoint") from None
+        if subscriber.channel.type == "rest-hook":
+            try:
+                self._endpoints.check_form(subscriber.channel.endpoint)
+            except EndpointRefused as refused:
+                raise invalid(str(refused), "Subscription.channel.endpoint") from None
         secret = _secret(resource)
-        if not isinstance(secret, str) or len(secret) < MIN_SECRET:
+        if subscriber.channel.type == "rest-hook" and (not isinstance(secret, str) or len(secret) < MIN_SECRET):
             raise invalid(f"The channel needs the extension {SIGNING_SECRET} with a secret of {MIN_SECRET} characters or more "
                           "(notifications are signed with it; it is never served back, so send it with every write)",
                           "Subscription.channel.extension")

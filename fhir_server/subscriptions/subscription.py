@@ -29,7 +29,8 @@ MAX_COUNT = 100  # events per notification, at most
 
 @dataclass(frozen=True)
 class Channel:
-    endpoint: str
+    type: str  # rest-hook | websocket
+    endpoint: str  # empty for a websocket: the subscriber connects
     headers: tuple[tuple[str, str], ...]
     payload: str | None  # the mime type; None: nothing is sent but the ping (R4) or the status (backport empty)
     content: str  # empty | id-only | full-resource
@@ -126,11 +127,18 @@ def read_subscription(resource: dict[str, Any], known_type: Any) -> Subscriber:
 
 
 def _channel(channel: dict[str, Any], backport: bool) -> Channel:
-    if channel.get("type") not in CHANNEL_TYPES:
-        raise invalid(f"calipso sends {', '.join(sorted(CHANNEL_TYPES))} notifications, not {str(channel.get('type'))[:30]!r}",
+    kind = channel.get("type")
+    if kind not in CHANNEL_TYPES:
+        raise invalid(f"calipso sends {', '.join(sorted(CHANNEL_TYPES))} notifications, not {str(kind)[:30]!r}",
                       "Subscription.channel.type")
-    endpoint = channel.get("endpoint")
-    if not isinstance(endpoint, str) or not endpoint.startswith(("http://", "https://")):
+    endpoint = channel.get("endpoint", "")
+    if kind == "websocket":
+        if not backport:
+            raise invalid("A websocket channel is served for topic subscriptions (bind with $get-ws-binding-token)",
+                          "Subscription.channel.type")
+        if endpoint:
+            raise invalid("A websocket channel has no endpoint: the subscriber connects to the server", "Subscription.channel.endpoint")
+    elif not isinstance(endpoint, str) or not endpoint.startswith(("http://", "https://")):
         raise invalid("A rest-hook channel needs an http(s) endpoint", "Subscription.channel.endpoint")
     headers = []
     for number, header in enumerate(channel.get("header", [])):
@@ -154,6 +162,7 @@ def _channel(channel: dict[str, Any], backport: bool) -> Channel:
         raise invalid("A topic subscription needs a payload mime type (application/fhir+json)", "Subscription.channel.payload")
     max_count = _value(channel, BACKPORT["maxCount"], "valuePositiveInt") or MAX_COUNT
     return Channel(
+        type=str(kind),
         endpoint=endpoint,
         headers=tuple(headers),
         payload=payload,
