@@ -10,13 +10,15 @@ validator found an error or a scenario step went wrong, 0 otherwise.
 from __future__ import annotations
 
 import argparse
+import secrets
 import sys
 import tempfile
 from pathlib import Path
 
 from conformance.scenario import Recorded, profiles_served, run_scenario
 from conformance.server import Served
-from conformance.validators import Verdict, calipso_validator, cdl_profiles, hl7_java, json_schema, medplum
+from conformance.validators import Verdict, backport_notifications, calipso_validator, cdl_profiles, hl7_java, json_schema, medplum
+from fhir_server.subscriptions.receiver import Receiver
 
 MAX_SHOWN = 20
 
@@ -33,6 +35,7 @@ def main(argv: list[str] | None = None) -> int:
             json_schema(recorded.bodies),
             calipso_validator(recorded.bodies),
             cdl_profiles(recorded.bodies),
+            backport_notifications(recorded.bodies),
             medplum(recorded.bodies, profiles_served(recorded)),
             hl7_java(recorded.bodies, package),
         ]
@@ -40,14 +43,20 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _record(server: str | None, mllp_port: int | None, work: Path) -> Recorded:
-    if server:
-        return run_scenario(server, mllp_port)
-    served = Served(work / "data", mllp=True)
+    """The scenario's bodies; the started server may notify a receiver in this process (a
+    running one only when it allows the receiver's origin: otherwise that step fails)."""
+    receiver = Receiver(secrets.token_urlsafe(24)).start()
     try:
-        served.wait_ready()
-        return run_scenario(served.base, served.mllp_port)
+        if server:
+            return run_scenario(server, mllp_port, receiver)
+        served = Served(work / "data", mllp=True, env={"CALIPSO_SUBSCRIPTION_ENDPOINTS": receiver.url})
+        try:
+            served.wait_ready()
+            return run_scenario(served.base, served.mllp_port, receiver)
+        finally:
+            served.stop()
     finally:
-        served.stop()
+        receiver.stop()
 
 
 def _package(work: Path) -> Path:

@@ -8,6 +8,7 @@ status an EHR expects is a scenario failure, reported apart from the validators.
 from __future__ import annotations
 
 import copy
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -15,11 +16,15 @@ from typing import Any
 import httpx
 import orjson
 
+from fhir_server.subscriptions.receiver import Receiver
+from fhir_server.subscriptions.vocabulary import BACKPORT, SIGNING_SECRET
+
 FHIR_JSON = "application/fhir+json"
 EXAMPLES = Path(__file__).resolve().parents[1] / "profiles" / "examples"
 INS_SYSTEM = "urn:oid:1.2.250.1.213.1.4.10"
 ADT_SAMPLES = Path(__file__).resolve().parents[1] / "tests" / "data" / "hl7v2" / "fr"
 CDL_EXAMPLE = Path(__file__).resolve().parents[1] / "tests" / "data" / "cdl" / "cdl-bundle-creation-note.json"
+NOTEBOOK_TOPIC = "https://fhir.hopitauxchampagnesud.fr/calipso/SubscriptionTopic/notebook-entry"
 ADT_STORY = ["A01-admission-cardio.hl7", "A03-discharge-home.hl7", "A13-cancel-discharge.hl7", "A08-update-address.hl7",
              "A03-discharge-had-utf8.hl7", "A40-merge-duplicate.hl7"]
 
@@ -63,9 +68,11 @@ def example(name: str) -> dict[str, Any]:
     return orjson.loads((EXAMPLES / name).read_bytes())
 
 
-def run_scenario(base_url: str, mllp_port: int | None = None) -> Recorded:
-    """The notebook of one patient, created, read, searched and checked as an EHR would."""
+def run_scenario(base_url: str, mllp_port: int | None = None, receiver: Receiver | None = None) -> Recorded:
+    """The notebook of one patient, created, read, searched and checked as an EHR would;
+    with a `receiver` (an endpoint the server may notify), subscribed to it as well."""
     ehr = Ehr(base_url)
+    subscription = _subscribe(ehr, receiver) if receiver is not None else None
     if mllp_port is not None:
         _hospital_feed(ehr, mllp_port)
     ehr.call("GET", "metadata", 200)
@@ -80,10 +87,48 @@ def run_scenario(base_url: str, mllp_port: int | None = None) -> Recorded:
     _conformance_resources(ehr)
     _cdl_view(ehr, patient, entry_id)
     _errors(ehr)
+    if subscription is not None and receiver is not None:
+        _notifications(ehr, receiver, subscription)
+    elif receiver is None:
+        ehr.recorded.skipped.append("subscription notifications: no receiver")
     if mllp_port is None:
         ehr.recorded.skipped.append("ADT ingestion of the French samples: no MLLP port given")
     ehr.http.close()
     return ehr.recorded
+
+
+def _subscribe(ehr: Ehr, receiver: Receiver) -> str | None:
+    """A topic subscription to every notebook entry, full resources, to the harness's receiver."""
+    subscription = {
+        "resourceType": "Subscription", "status": "requested", "reason": "conformance harness", "criteria": NOTEBOOK_TOPIC,
+        "channel": {"type": "rest-hook", "endpoint": receiver.url, "payload": "application/fhir+json",
+                    "_payload": {"extension": [{"url": BACKPORT["payloadContent"], "valueCode": "full-resource"}]},
+                    "extension": [{"url": SIGNING_SECRET, "valueString": receiver.secret}]},
+    }
+    created = ehr.call("POST", "Subscription", 201, subscription)
+    deadline = time.monotonic() + 15
+    while not receiver.bundles("handshake") and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if not receiver.bundles("handshake"):
+        ehr.recorded.failures.append("subscription: no handshake reached the receiver")
+    return created.get("id")
+
+
+def _notifications(ehr: Ehr, receiver: Receiver, subscription: str) -> None:
+    """The notifications the receiver got (every one is checked by the validators), then the
+    subscription's $status and $events."""
+    deadline = time.monotonic() + 15
+    while not receiver.bundles() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if not receiver.bundles():
+        ehr.recorded.failures.append("subscription: no event notification reached the receiver")
+    for kind in ("handshake", "event-notification"):
+        for number, bundle in enumerate(receiver.bundles(kind)):
+            ehr.recorded.bodies.append((f"notification {kind} #{number}", bundle))
+    if receiver.refused_signatures:
+        ehr.recorded.failures.append(f"subscription: {receiver.refused_signatures} notifications with a bad signature")
+    ehr.call("GET", f"Subscription/{subscription}/$status", 200)
+    ehr.call("GET", f"Subscription/{subscription}/$events", 200, eventsSinceNumber="1")
 
 
 def _hospital_feed(ehr: Ehr, port: int) -> None:

@@ -82,6 +82,25 @@ def cdl_profiles(bodies: Bodies) -> Verdict:
     return verdict
 
 
+def backport_notifications(bodies: Bodies) -> Verdict:
+    """Notifications (as received, and as `$events` gives them again) against the Backport IG's
+    R4 notification profile; `$status` answers' SubscriptionStatus against its status profile
+    (the definitions calipso carries: fhir_server/subscriptions/backport, NOTICE)."""
+    from fhir_server.subscriptions.profiles import notification_issues, status_issues
+
+    verdict = Verdict("Subscriptions Backport IG notification profiles")
+    for label, body in bodies:
+        if label.startswith("notification ") or "$events" in label:
+            issues = notification_issues(body)
+        elif "$status" in label and body.get("resourceType") == "Bundle":
+            issues = [i for e in body.get("entry", []) for i in status_issues(e.get("resource", {}))]
+        else:
+            continue
+        verdict.checked += 1
+        verdict.errors.extend(f"{label}: {i.expression or ''}: {i.diagnostics}" for i in issues)
+    return verdict
+
+
 def medplum(bodies: Bodies, profiles: list[dict[str, Any]]) -> Verdict:
     """@medplum/core in Node: base R4 for every body, our profiles for resources that claim them."""
     verdict = Verdict("@medplum/core validateResource (Node)")

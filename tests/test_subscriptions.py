@@ -20,6 +20,7 @@ from fhir_server.settings import Settings
 from fhir_server.storage.notifications import NotificationStore
 from fhir_server.subscriptions.dispatcher import DispatchSettings, Dispatcher
 from fhir_server.subscriptions.endpoints import EndpointPolicy
+from fhir_server.subscriptions.profiles import notification_issues, status_issues
 from tests.conftest import fhir_client, notebook_entry, running
 from tests.fhir_schema import assert_conforms
 from fhir_server.subscriptions.receiver import Receiver, numbers, status_of
@@ -28,6 +29,24 @@ SECRET = "a-long-enough-shared-secret"
 TOPIC = "https://fhir.hopitauxchampagnesud.fr/calipso/SubscriptionTopic/notebook-entry"
 BACKPORT = "http://hl7.org/fhir/uv/subscriptions-backport/StructureDefinition/"
 SECRET_URL = "https://fhir.hopitauxchampagnesud.fr/calipso/StructureDefinition/subscription-signing-secret"
+
+
+def assert_notification(bundle: dict[str, Any]) -> None:
+    """A notification conforms to the R4 JSON Schema and to the Backport IG's R4 profiles."""
+    assert_conforms(bundle)
+    assert notification_issues(bundle) == [], [i.diagnostics for i in notification_issues(bundle)]
+
+
+def test_the_notification_profiles_catch_what_is_wrong() -> None:
+    """The transcribed Backport IG profiles (fhir_server/subscriptions/backport) can fail."""
+    wrong_type = {"resourceType": "Bundle", "type": "searchset", "entry": []}
+    assert {i.expression for i in notification_issues(wrong_type)} >= {"Bundle.type"}
+    no_status = {"resourceType": "Bundle", "type": "history", "entry": [{"resource": {"resourceType": "Patient"}}]}
+    assert any("subscriptionStatus" in i.diagnostics for i in notification_issues(no_status))
+    bad_kind = {"resourceType": "Parameters", "parameter": [
+        {"name": "subscription", "valueReference": {"reference": "Subscription/x"}},
+        {"name": "status", "valueCode": "active"}, {"name": "type", "valueCode": "ping"}]}
+    assert any("ping" in i.diagnostics for i in status_issues(bad_kind))
 
 
 class Clock:
@@ -120,8 +139,8 @@ async def test_handshake_then_signed_notifications_in_event_order(api: tuple[Fas
     await turn(dispatch)
     bundles = receiver.bundles()
     assert [n for b in bundles for n in numbers(b)] == [1, 2, 3]
-    for bundle in bundles:
-        assert_conforms(bundle)
+    for bundle in [*receiver.bundles("handshake"), *bundles]:
+        assert_notification(bundle)
         assert bundle["type"] == "history"
         assert bundle["entry"][0]["resource"]["resourceType"] == "Parameters"
     focus = [e["focus"]["reference"] for b in bundles for e in status_of(b)["notification-event"]]
@@ -131,6 +150,7 @@ async def test_handshake_then_signed_notifications_in_event_order(api: tuple[Fas
     assert all(r.headers.get("X-Receiver") == "notebook" for r in receiver.received)
 
     status = (await client.get(f"/fhir/Subscription/{subscription}/$status")).json()
+    assert status_issues(status["entry"][0]["resource"]) == []
     parameters = status_of({"entry": [{"resource": status["entry"][0]["resource"]}]})
     assert parameters["events-since-subscription-start"] == "3" and parameters["status"] == "active"
 
@@ -193,7 +213,7 @@ async def test_after_the_last_attempt_the_subscription_errs_and_keeps_its_events
     stored = (await client.get(f"/fhir/Subscription/{subscription}")).json()
     assert stored["status"] == "error" and "HTTP 500" in stored["error"]
     events = (await client.get(f"/fhir/Subscription/{subscription}/$events", params={"eventsSinceNumber": "1"})).json()
-    assert_conforms(events)
+    assert_notification(events)
     assert list(numbers(events)) == [1, 2]
     assert status_of(events)["type"] == "query-event"
 
@@ -385,7 +405,7 @@ async def test_heartbeats_keep_a_quiet_subscription_alive(api: tuple[FastAPI, ht
     clock.advance(61)
     await turn(dispatch)
     [heartbeat] = receiver.bundles("heartbeat")
-    assert_conforms(heartbeat)
+    assert_notification(heartbeat)
     clock.advance(30)
     await turn(dispatch)
     assert len(receiver.bundles("heartbeat")) == 1

@@ -95,11 +95,20 @@ def _expand_type(elements: list[dict[str, Any]], index: int, definitions: dict[s
     element = elements[index]
     if _subtree_end(elements, index) > index + 1 and not _only_slices_follow(elements, index):
         return  # already expanded (a backbone element, or done for an earlier differential)
+    reference = element.get("contentReference")
     types = element.get("type", [])
-    if len(types) != 1 or types[0]["code"] not in definitions:
+    if isinstance(reference, str) and reference.startswith("#"):
+        # the same content as another element of the base (Parameters.parameter.part is a parameter)
+        type_name = reference[1:]
+        root = type_name.split(".", 1)[0]
+        if root not in definitions:
+            raise SnapshotError(f"{element['id']} refers to {reference}, whose base is not known")
+        type_elements = [e for e in definitions[root]["snapshot"]["element"] if e["path"] == type_name or e["path"].startswith(type_name + ".")]
+    elif len(types) != 1 or types[0]["code"] not in definitions:
         raise SnapshotError(f"{element['id']} has no single complex type to constrain inside")
-    type_elements = definitions[types[0]["code"]]["snapshot"]["element"]
-    type_name = type_elements[0]["path"]
+    else:
+        type_elements = definitions[types[0]["code"]]["snapshot"]["element"]
+        type_name = type_elements[0]["path"]
     children = []
     for child in type_elements[1:]:
         child = copy.deepcopy(child)

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from fhir_server.national import NATIONAL_DIR  # the French guides' definitions calipso checks against
+BACKPORT_DIR = Path(__file__).resolve().parent.parent / "subscriptions" / "backport"  # the Backport IG's notification profiles
 
 DIGEST_PATH = Path(__file__).with_name("r4.json")
 EXTENSIONS_PATH = Path(__file__).with_name("r4-extensions.json")
@@ -277,12 +278,14 @@ def _add_root_invariants(invariants: dict[str, list[list[str]]], sd: dict[str, A
         invariants[sd["type"]] = found
 
 
-def base_definitions(source: Path, profiles: Path = PROFILES_DIR, national: Path = NATIONAL_DIR) -> list[dict[str, Any]]:
-    """The complex types, and the resources our profiles and the national ones constrain, as
-    full StructureDefinitions."""
+def base_definitions(source: Path, profiles: Path = PROFILES_DIR, national: Path = NATIONAL_DIR,
+                     backport: Path = BACKPORT_DIR) -> list[dict[str, Any]]:
+    """The complex types, and the resources our profiles, the national ones and the Backport IG
+    notification ones constrain, as full StructureDefinitions."""
     constrained = {
         json.loads(path.read_text(encoding="utf-8"))["type"]
-        for path in sorted([*profiles.glob("StructureDefinition-*.json"), *national.glob("*/StructureDefinition-*.json")])
+        for path in sorted([*profiles.glob("StructureDefinition-*.json"), *national.glob("*/StructureDefinition-*.json"),
+                            *backport.glob("StructureDefinition-*.json")])
     }
     types = [
         sd
