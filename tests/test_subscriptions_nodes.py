@@ -152,3 +152,40 @@ async def test_a_websocket_binds_with_a_token_and_replays_what_it_missed(databas
             await reused.close()
     finally:
         await asyncio.to_thread(node.stop)
+
+
+async def test_an_r4_websocket_binds_with_the_bearer_token_and_gets_pings(database_uri: str, tmp_path: Path) -> None:
+    import asyncio
+
+    import websockets
+
+    env = {"CALIPSO_MONGODB_URI": database_uri, "CALIPSO_DATABASE": f"test_{uuid.uuid4().hex[:16]}", "CALIPSO_AUDIT": "off"}
+    node = Served(tmp_path / "r4ws", auth=True, env=env)
+    try:
+        await asyncio.to_thread(node.wait_ready)
+        system = {"Authorization": f"Bearer {await asyncio.to_thread(node.token, '--sub', 'ehr', '--scope', 'system/*.cruds')}"}
+        other = {"Authorization": "Bearer " + await asyncio.to_thread(node.token, "--sub", "x", "--scope", "user/*.cruds",
+                                                                      "--fhir-user", "Practitioner/other")}
+        classic = {"resourceType": "Subscription", "status": "requested", "reason": "pings", "criteria": "Communication?patient=Patient/p1",
+                   "channel": {"type": "websocket"}}
+        async with httpx.AsyncClient(base_url=node.base, headers=system) as client:
+            subscription = (await client.post("/Subscription", json=classic)).json()["id"]
+            for _ in range(100):
+                if (await client.get(f"/Subscription/{subscription}")).json()["status"] == "active":
+                    break
+                await asyncio.sleep(0.05)
+            url = f"{node.base.replace('http://', 'ws://')}/$subscription-websocket"
+            for headers in ({}, other):  # no token; a token that does not reach the subscription
+                refused = await websockets.connect(url, additional_headers=headers)
+                await refused.send(f"bind {subscription}")
+                assert (await asyncio.wait_for(refused.recv(), 10)).startswith("error")
+                await refused.close()
+            socket = await websockets.connect(url, additional_headers=system)
+            await socket.send(f"bind {subscription}")
+            assert await asyncio.wait_for(socket.recv(), 10) == f"bound {subscription}"
+            await client.post("/Communication", json=notebook_entry("p2", "autre patient"))
+            assert (await client.post("/Communication", json=notebook_entry("p1", "Passage"))).status_code == 201
+            assert await asyncio.wait_for(socket.recv(), 10) == f"ping {subscription}"
+            await socket.close()
+    finally:
+        await asyncio.to_thread(node.stop)

@@ -18,7 +18,7 @@ from dataclasses import replace
 from datetime import datetime, timezone
 from typing import Callable
 
-from starlette.requests import Request
+from starlette.requests import HTTPConnection, Request
 
 from fhir_server.outcome import FhirError, Issue
 from fhir_server.security.objection import objecting
@@ -59,7 +59,7 @@ class Gate:
         self._cache: OrderedDict[str, tuple[Access, float, int]] = OrderedDict()
         self._deciding: dict[str, asyncio.Future[tuple[Access, float]]] = {}  # one decision per token at a time
 
-    async def identify(self, request: Request, permission: Permission | None) -> Access:
+    async def identify(self, request: HTTPConnection, permission: Permission | None) -> Access:
         """Who calls, and what they reach (401 without a valid token). A public route reaches no data."""
         if permission is not None and permission.public:
             return NOBODY
@@ -67,7 +67,7 @@ class Gate:
             return UNRESTRICTED
         return await self._access(request)
 
-    async def _access(self, request: Request) -> Access:
+    async def _access(self, request: HTTPConnection) -> Access:
         header = request.headers.get("authorization", "")
         scheme, _, token = header.partition(" ")
         if scheme.lower() != "bearer" or not token.strip():

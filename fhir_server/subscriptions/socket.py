@@ -1,6 +1,8 @@
-"""The websocket channel (Backport IG): a subscriber asks `$get-ws-binding-token` (an ordinary,
+"""The websocket channel. Backport IG: a subscriber asks `$get-ws-binding-token` (an ordinary,
 authorized FHIR operation on its own subscription), connects to `[base]/$subscription-websocket`
-and sends `bind-with-token <token>`. The one-time token is what decides access on the socket:
+and sends `bind-with-token <token>`. R4: a subscriber connects with its bearer token on the
+upgrade request and sends `bind <id>`; it gets `bound <id>`, then `ping <id>` when there are
+events (the token must read the subscription, as a GET would). The one-time token is what decides access on the socket:
 it names the subscription, and the subscription's owner claims decide, at each send, what the
 notifications show (as for rest-hook). The socket gets a handshake, then the subscription's
 numbered events from the token's `eventsSinceNumber` on (missed events are replayed), then
@@ -18,6 +20,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from fhir_server.engine.interactions import utc_now
 from fhir_server.outcome import FhirError
+from fhir_server.security.permissions import SUBSCRIPTION_STATUS
 from fhir_server.security.policy import SYSTEM, acting_as
 from fhir_server.security.tokens import Claims
 from fhir_server.storage.notifications import NotificationStore
@@ -48,6 +51,9 @@ async def subscription_socket(websocket: WebSocket) -> None:
         await _close(websocket, "no bind-with-token received")
         return
     verb, _, token = message.strip().partition(" ")
+    if verb == "bind":
+        await _bind_r4(websocket, engine, gate, notes, token.strip())
+        return
     bound = await notes.take_binding(token_hash(token.strip()), utc_now()) if verb == "bind-with-token" and token else None
     if bound is None:
         await _close(websocket, "bind-with-token needs a valid, unused token from $get-ws-binding-token")
@@ -59,6 +65,12 @@ async def subscription_socket(websocket: WebSocket) -> None:
         return
     base = str(websocket.app.state.settings.public_base_url or f"{websocket.base_url}fhir").replace("ws://", "http://").replace(
         "wss://", "https://").rstrip("/")
+    await _run(websocket, engine, gate, notes, subscriber, since, base, key)
+
+
+async def _run(websocket: WebSocket, engine, gate, notes: NotificationStore, subscriber: Subscriber,  # type: ignore[no-untyped-def]
+               since: int | None, base: str, key: str) -> None:
+    """Serve a bound socket until the subscriber goes away or the subscription stops."""
     log.info("websocket bound subscription=%s", key)
     serving = asyncio.create_task(_serve(websocket, engine, gate, notes, subscriber, since, base))
     listening = asyncio.create_task(_until_disconnected(websocket))
@@ -71,6 +83,31 @@ async def subscription_socket(websocket: WebSocket) -> None:
     log.info("websocket closed subscription=%s", key)
 
 
+async def _bind_r4(websocket: WebSocket, engine, gate, notes: NotificationStore, subscription_id: str) -> None:  # type: ignore[no-untyped-def]
+    """R4's `bind <id>`: the upgrade request's bearer token decides, as for a read."""
+    try:
+        access = await gate.identify(websocket, SUBSCRIPTION_STATUS)
+    except FhirError:
+        await _close(websocket, "bind needs a valid bearer token on the connection (or use bind-with-token)")
+        return
+    key = f"Subscription/{subscription_id}"
+    try:
+        if not access.may("Subscription", "r"):
+            raise FhirError.of(403, "forbidden", "no read scope on Subscription")
+        with acting_as(access):
+            engine.check_id(subscription_id)
+            await engine.read("Subscription", subscription_id)
+    except FhirError:
+        await _close(websocket, f"{key[:80]} is not known")
+        return
+    subscriber = await _subscriber(engine, key)
+    if subscriber is None or subscriber.channel.type != "websocket" or subscriber.topic is not None:
+        await _close(websocket, "the subscription is not an active R4 websocket subscription (a topic one binds with a token)")
+        return
+    await websocket.send_text(f"bound {subscription_id}")
+    await _run(websocket, engine, gate, notes, subscriber, None, "", key)
+
+
 async def _until_disconnected(websocket: WebSocket) -> None:
     """What the subscriber sends after binding is ignored; its going away ends the socket."""
     while (await websocket.receive())["type"] != "websocket.disconnect":
@@ -80,7 +117,9 @@ async def _until_disconnected(websocket: WebSocket) -> None:
 async def _serve(websocket: WebSocket, engine, gate, notes: NotificationStore, subscriber: Subscriber,  # type: ignore[no-untyped-def]
                  since: int | None, base: str) -> None:
     state = await notes.state(subscriber.key)
-    await websocket.send_text(encode(notification_bundle(subscriber, "handshake", state, base, [], utc_now())).decode())
+    r4 = subscriber.topic is None  # R4: `ping <id>` per notification, no Bundles
+    if not r4:
+        await websocket.send_text(encode(notification_bundle(subscriber, "handshake", state, base, [], utc_now())).decode())
     last = (since - 1) if since is not None else state.events
     last_sent, reloaded = utc_now(), utc_now()
     while True:
@@ -99,14 +138,17 @@ async def _serve(websocket: WebSocket, engine, gate, notes: NotificationStore, s
             access = await gate.access_of(Claims(**owner) if owner else None)
             with acting_as(access):
                 shown = await reachable_events(engine, access, subscriber.channel.content, events)
-            if shown:
+            if shown and r4:
+                await websocket.send_text(f"ping {subscriber.id}")
+                last_sent = now
+            elif shown:
                 state = state_with(await notes.state(subscriber.key), events[-1].number)
                 await websocket.send_text(encode(notification_bundle(subscriber, "event-notification", state, base, shown, now)).decode())
                 last_sent = now
             last = events[-1].number
             continue
         period = subscriber.channel.heartbeat
-        if period and (now - last_sent).total_seconds() >= period:
+        if period and not r4 and (now - last_sent).total_seconds() >= period:
             state = await notes.state(subscriber.key)
             await websocket.send_text(encode(notification_bundle(subscriber, "heartbeat", state, base, [], now)).decode())
             last_sent = now

@@ -133,9 +133,6 @@ def _channel(channel: dict[str, Any], backport: bool) -> Channel:
                       "Subscription.channel.type")
     endpoint = channel.get("endpoint", "")
     if kind == "websocket":
-        if not backport:
-            raise invalid("A websocket channel is served for topic subscriptions (bind with $get-ws-binding-token)",
-                          "Subscription.channel.type")
         if endpoint:
             raise invalid("A websocket channel has no endpoint: the subscriber connects to the server", "Subscription.channel.endpoint")
     elif not isinstance(endpoint, str) or not endpoint.startswith(("http://", "https://")):
