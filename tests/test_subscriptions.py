@@ -170,16 +170,24 @@ async def test_full_resource_payload_carries_the_version_that_triggered(api: tup
         (entry_id, "1", "Passage 0"), (entry_id, "2", "Correction")]
 
 
+async def failing(api: tuple[FastAPI, httpx.AsyncClient], receiver: Receiver, clock: Clock, answer: int, entries: int,
+                  **overrides: Any) -> tuple[Dispatcher, str]:
+    """A subscription handshaken, then an endpoint that answers `answer` while `entries` are written."""
+    app, client = api
+    dispatch = dispatcher(app, receiver, clock, **overrides)
+    subscription = await subscribe(client, topic_subscription(receiver.url))
+    await turn(dispatch)
+    receiver.answer = answer
+    await write_entries(client, "p1", entries)
+    return dispatch, subscription
+
+
 async def test_an_outage_is_ridden_out_in_order_with_nothing_lost(api: tuple[FastAPI, httpx.AsyncClient], receiver: Receiver) -> None:
     """Fifteen minutes of 503s (the clock compressed): retries back off, then every event
     arrives once the endpoint is back, in order."""
     app, client = api
     clock = Clock()
-    dispatch = dispatcher(app, receiver, clock, max_retry_seconds=120)
-    subscription = await subscribe(client, topic_subscription(receiver.url))
-    await turn(dispatch)
-    receiver.answer = 503
-    await write_entries(client, "p1", 4)
+    dispatch, subscription = await failing(api, receiver, clock, 503, 4, max_retry_seconds=120)
     attempts_seen = []
     outage_end = clock.now + timedelta(minutes=15)
     while clock.now < outage_end:
@@ -200,13 +208,9 @@ async def test_an_outage_is_ridden_out_in_order_with_nothing_lost(api: tuple[Fas
 
 async def test_after_the_last_attempt_the_subscription_errs_and_keeps_its_events(
         api: tuple[FastAPI, httpx.AsyncClient], receiver: Receiver) -> None:
-    app, client = api
+    _, client = api
     clock = Clock()
-    dispatch = dispatcher(app, receiver, clock, max_attempts=3)
-    subscription = await subscribe(client, topic_subscription(receiver.url))
-    await turn(dispatch)
-    receiver.answer = 500
-    await write_entries(client, "p1", 2)
+    dispatch, subscription = await failing(api, receiver, clock, 500, 2, max_attempts=3)
     for _ in range(4):
         await turn(dispatch)
         clock.advance(3600)
