@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, AsyncIterator, Iterator
 
 import httpx
+import orjson
 import pytest
 from fastapi import FastAPI
 
@@ -423,3 +424,24 @@ async def test_the_capability_statement_names_the_topics(api: tuple[FastAPI, htt
     assert topics == sorted(f"https://fhir.hopitauxchampagnesud.fr/calipso/SubscriptionTopic/{name}"
                             for name in ("notebook-entry", "care-team-changed", "care-plan-changed", "patient-discharged"))
     assert {o["name"] for o in subscription["operation"]} >= {"status", "events"}
+
+
+async def test_every_send_and_failure_is_audited_without_patient_data(settings: Settings, receiver: Receiver, tmp_path: Path) -> None:
+    settings = replace(settings, subscriptions=False, subscription_endpoints=(receiver.url,), audit=True, data_dir=tmp_path)
+    async with running(create_app(settings)) as app, fhir_client(app) as client:
+        engine = app.state.engine
+        dispatch = Dispatcher(engine, NotificationStore(engine.store), app.state.gate.access_of, EndpointPolicy((receiver.url,)),
+                              DispatchSettings(base_url="http://calipso.test/fhir"), app.state.audit, clock=Clock())
+        subscription = await subscribe(client, topic_subscription(receiver.url))
+        await turn(dispatch)  # the handshake: sent
+        receiver.answer = 503
+        await write_entries(client, "p1", 1)
+        await turn(dispatch)  # the notification: failed
+        await app.state.audit.flush()
+        bundle = (await client.get("/fhir/AuditEvent", params={"entity": f"Subscription/{subscription}", "_count": "50"})).json()
+        outcomes = sorted(e["resource"]["outcomeDesc"] for e in bundle.get("entry", []))
+        assert outcomes == ["event: HTTP 503", "handshake: HTTP 200"]
+        for entry in bundle["entry"]:
+            event = entry["resource"]
+            assert event["type"]["code"] == "110106" and event["agent"][0]["network"]["address"].startswith("http://127.0.0.1:")
+            assert "p1" not in orjson.dumps(event).decode()
