@@ -150,6 +150,11 @@ class NotificationStore:
     async def state(self, key: str) -> State:
         return State.of(await self._states.find_one({"_id": key}), key)
 
+    async def states(self, keys: list[str]) -> dict[str, State]:
+        """Several subscriptions' states in one query (those with none get an empty one)."""
+        found = {doc["_id"]: doc async for doc in self._states.find({"_id": {"$in": keys}})} if keys else {}
+        return {key: State.of(found.get(key), key) for key in keys}
+
     async def start(self, key: str, since: datetime) -> None:
         """A subscription's first handshake: events from `since` on are its own."""
         await self._states.update_one({"_id": key}, {"$setOnInsert": {"since": since, "events": 0, "delivered": 0}}, upsert=True)

@@ -148,9 +148,11 @@ class Dispatcher:
                 self._lease_until = None
                 await self._stop_senders()
                 return False
+            self._states = await self._notes.states(list(subscribers))
+            now = self._clock()
             for subscriber in subscribers.values():
                 running = self._senders.get(subscriber.key)
-                if running is None or running.done():
+                if (running is None or running.done()) and _has_work(subscriber, self._states[subscriber.key], now):
                     self._senders[subscriber.key] = asyncio.create_task(self._serve(subscriber), name=f"send {subscriber.key}")
         return True
 
@@ -187,16 +189,16 @@ class Dispatcher:
             found: dict[str, Subscriber] = {}
             result = await self._engine.searcher.search("Subscription", [("status", ",".join(NUMBERED)), ("_count", "1000")], True,
                                                         self.settings.base_url)
-            for doc in result.matches:
-                version = await self._engine.store.read("Subscription", doc["id"])
-                if version is None or version.raw is None:
+            versions = await self._engine.store.read_many([f"Subscription/{doc['id']}" for doc in result.matches])
+            for version in versions.values():
+                if version.raw is None:
                     continue
                 try:
                     subscriber = read_subscription(orjson.loads(version.raw), self._engine.spec.is_resource_type)
                 except FhirError:
                     continue  # written before a rule changed: it gets no events
                 found[subscriber.key] = subscriber
-                self._states[subscriber.key] = await self._notes.state(subscriber.key)
+            self._states = await self._notes.states(list(found))
             self._subscribers = found
         return self._subscribers
 
@@ -435,6 +437,23 @@ async def reachable_events(engine: Engine, access: Access, content: str, events:
             raw = version.raw if version is not None else None
         shown.append((event, raw))
     return shown
+
+
+def _has_work(subscriber: Subscriber, state: State, now: datetime) -> bool:
+    """Whether a subscription's sender has something to do this turn (a handshake, events not
+    yet acknowledged and no back-off running, a heartbeat due, its end passed)."""
+    if subscriber.status == "requested":
+        return True
+    if subscriber.status != "active":
+        return False
+    if subscriber.channel.type == "websocket":
+        return False  # its sockets send (socket.py)
+    if ended(subscriber, now):
+        return True  # to turn it off
+    if state.next_at is not None and state.next_at > now:
+        return False
+    period = subscriber.channel.heartbeat
+    return state.events > state.delivered or bool(period and (state.last_sent is None or (now - state.last_sent).total_seconds() >= period))
 
 
 def state_with(state: State, events: int) -> State:
