@@ -20,10 +20,13 @@ from fastapi import FastAPI
 from conformance.server import Served
 from fhir_server.app import create_app
 from fhir_server.settings import Settings
+from fhir_server.spec import load_spec
+from fhir_server.xml_format import XmlFormat
 from fhir_server.storage.embedded import EmbeddedDatabase
 from tests.fhir_schema import assert_conforms
 
 FHIR_JSON = "application/fhir+json"
+FHIR_XML = "application/fhir+xml"
 pytest_plugins = ["tests.bridge_fixtures", "tests.webapp_fixtures"]  # `bridged` (an app with its MLLP listener), `demo_server`
 
 
@@ -57,6 +60,8 @@ async def check_fhir_body(response: httpx.Response) -> None:
     await response.aread()
     if response.headers.get("content-type", "").startswith(FHIR_JSON):
         assert_conforms(orjson.loads(response.content))
+    elif response.headers.get("content-type", "").startswith(FHIR_XML):
+        assert_conforms(XmlFormat(load_spec()).from_xml(response.content))
     elif response.content:
         raise AssertionError(f"non-FHIR body from {response.request.url}: {response.content[:120]!r}")
 

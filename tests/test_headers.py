@@ -97,17 +97,40 @@ async def test_pretty(client: httpx.AsyncClient) -> None:
     assert b"\n" not in compact.content
 
 
-async def test_xml_is_refused_with_406_and_415(client: httpx.AsyncClient) -> None:
+async def test_fhir_xml_in_and_out_other_formats_refused(client: httpx.AsyncClient) -> None:
+    """Every body the client receives is checked against the R4 JSON Schema (conftest), XML ones
+    once read back."""
+    from fhir_server.spec import load_spec
+    from fhir_server.xml_format import XmlFormat
+
+    xml = XmlFormat(load_spec())
     created = (await _created(client)).json()
     url = f"/fhir/Patient/{created['id']}"
-    for params, headers in (({"_format": "xml"}, {}), ({}, {"Accept": "application/fhir+xml"}), ({"_format": "text/turtle"}, {})):
+    for params, headers in (({"_format": "xml"}, {}), ({}, {"Accept": "application/fhir+xml"}), ({}, {"Accept": "application/xml, */*"})):
         response = await client.get(url, params=params, headers=headers)
-        assert response.status_code == 406
-        assert response.json()["issue"][0]["code"] == "not-supported"
-    xml_body = await client.post(
-        "/fhir/Patient", content=b"<Patient xmlns='http://hl7.org/fhir'/>", headers={"Content-Type": "application/fhir+xml"}
-    )
-    assert xml_body.status_code == 415
+        assert response.status_code == 200 and response.headers["content-type"].startswith("application/fhir+xml")
+        assert xml.from_xml(response.content) == created
+    assert (await client.get(url, params={"_format": "text/turtle"})).status_code == 406
+    missing = await client.get("/fhir/Patient/nobody", headers={"Accept": "application/fhir+xml"})
+    assert missing.status_code == 404 and xml.from_xml(missing.content)["resourceType"] == "OperationOutcome"
+    search = await client.get("/fhir/Patient", params={"_format": "xml", "_id": created["id"]})
+    assert xml.from_xml(search.content)["entry"][0]["resource"] == created
+
+    posted = await client.post("/fhir/Patient", content=xml.to_xml(notebook_patient()), headers={"Content-Type": "application/fhir+xml"})
+    assert posted.status_code == 201, posted.text
+    assert posted.json()["name"] == notebook_patient()["name"]
+    transaction = {"resourceType": "Bundle", "type": "transaction", "entry": [
+        {"fullUrl": "urn:uuid:0e1d6a0e-8c33-4b0e-9f7e-6a1b2c3d4e5f", "resource": notebook_patient(), "request": {"method": "POST", "url": "Patient"}},
+        {"resource": {"resourceType": "Communication", "status": "completed", "subject": {"reference": "urn:uuid:0e1d6a0e-8c33-4b0e-9f7e-6a1b2c3d4e5f"}},
+         "request": {"method": "POST", "url": "Communication"}}]}
+    applied = await client.post("/fhir", content=xml.to_xml(transaction),
+                                headers={"Content-Type": "application/fhir+xml", "Accept": "application/fhir+xml"})
+    assert applied.status_code == 200, applied.text
+    answer = xml.from_xml(applied.content)
+    assert answer["type"] == "transaction-response" and [e["response"]["status"][:3] for e in answer["entry"]] == ["201", "201"]
+    broken = await client.post("/fhir/Patient", content=b"<Patient xmlns='http://hl7.org/fhir'><id value='x'/>",
+                               headers={"Content-Type": "application/fhir+xml"})
+    assert broken.status_code == 400
     form = await client.post("/fhir/Patient", content=b"a=b", headers={"Content-Type": "application/x-www-form-urlencoded"})
     assert form.status_code == 415
 

@@ -165,10 +165,19 @@ async def test_conditional_patch(client: httpx.AsyncClient, patient: dict[str, A
 
 
 async def test_patch_body_type(client: httpx.AsyncClient, patient: dict[str, Any]) -> None:
-    response = await client.patch("/fhir/Patient/p", content=b"<Parameters/>", headers={"Content-Type": "application/fhir+xml"})
+    response = await client.patch("/fhir/Patient/p", content=b"gender=other", headers={"Content-Type": "text/plain"})
     assert response.status_code == 415
     response = await client.patch("/fhir/Patient/p", content=b"[{", headers=JSON_PATCH)
     assert response.status_code == 400
+    response = await client.patch("/fhir/Patient/p", content=b"<Parameters/>", headers={"Content-Type": "application/fhir+xml"})
+    assert response.status_code == 400  # no FHIR namespace
+    fhirpath_xml = (b'<Parameters xmlns="http://hl7.org/fhir"><parameter><name value="operation"/>'
+                    b'<part><name value="type"/><valueCode value="replace"/></part>'
+                    b'<part><name value="path"/><valueString value="Patient.gender"/></part>'
+                    b'<part><name value="value"/><valueCode value="other"/></part></parameter></Parameters>')
+    response = await client.patch("/fhir/Patient/p", content=fhirpath_xml, headers={"Content-Type": "application/fhir+xml"})
+    assert response.status_code == 200, response.text
+    assert response.json()["gender"] == "other"
 
 
 async def test_concurrent_patches_are_all_applied(client: httpx.AsyncClient, patient: dict[str, Any]) -> None:

@@ -1,4 +1,5 @@
-"""Reading a request body: bounded in size before it is buffered, then parsed as JSON."""
+"""Reading a request body: bounded in size before it is buffered, then parsed as JSON (or FHIR
+XML, read into the same JSON: xml_format.py)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,9 @@ from starlette.requests import Request
 
 from fhir_server.engine.patch import FHIRPATH_PATCH, JSON_PATCH
 from fhir_server.outcome import FhirError
-from fhir_server.rest.negotiation import check_body_type
+from fhir_server.rest.negotiation import body_is_xml
+from fhir_server.spec import load_spec
+from fhir_server.xml_format import XmlFormat
 
 
 def _too_large(limit: int) -> FhirError:
@@ -35,8 +38,12 @@ UTF8_BOM = b"\xef\xbb\xbf"
 
 
 async def read_json(request: Request, limit: int) -> Any:
-    """The body as JSON; 400 with the parser's reason when it is not JSON."""
-    check_body_type(request)
+    """The body as JSON; 400 with the parser's reason when it is not JSON (or XML)."""
+    if body_is_xml(request):
+        raw = await read_body(request, limit)
+        if not raw.strip():
+            raise FhirError.of(400, "required", "The request has no body: a FHIR resource was expected")
+        return XmlFormat(load_spec()).from_xml(raw.removeprefix(UTF8_BOM))
     return await _parse(request, limit)
 
 
@@ -45,8 +52,7 @@ async def read_patch(request: Request, limit: int) -> tuple[Any, str]:
     media = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
     if media == JSON_PATCH:
         return await _parse(request, limit), JSON_PATCH
-    check_body_type(request)
-    return await _parse(request, limit), FHIRPATH_PATCH
+    return await read_json(request, limit), FHIRPATH_PATCH
 
 
 async def _parse(request: Request, limit: int) -> Any:

@@ -117,7 +117,7 @@ def instance_statement(description: str, url: str, guides: list[str], rest: dict
         "implementation": {"description": description, "url": url},
         "fhirVersion": fhir_version,
         "implementationGuide": guides,
-        "format": ["json", "application/fhir+json"],
+        "format": ["json", "application/fhir+json", "xml", "application/fhir+xml"],
         "rest": [rest],
     }
 

@@ -1,4 +1,5 @@
-"""Content negotiation: JSON in, JSON out; XML is refused clearly (406 / 415)."""
+"""Content negotiation: FHIR JSON or FHIR XML, in and out (`_format`, `Accept`, `Content-Type`);
+other formats are refused clearly (406 / 415)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,11 @@ from starlette.requests import Request
 from fhir_server.outcome import FhirError
 
 FHIR_JSON = "application/fhir+json"
+FHIR_XML = "application/fhir+xml"
 CONTENT_TYPE = "application/fhir+json; charset=utf-8"
+XML_CONTENT_TYPE = "application/fhir+xml; charset=utf-8"
+XML_FORMATS = frozenset({"xml", "text/xml", "application/xml", "application/fhir+xml", "application/xml+fhir"})
+XML_MEDIA = frozenset({"application/fhir+xml", "application/xml", "text/xml", "application/xml+fhir"})
 
 JSON_FORMATS = frozenset({"json", "application/json", "application/fhir+json", "application/json+fhir"})
 JSON_MEDIA = frozenset({"application/fhir+json", "application/json", "application/json+fhir", "application/*", "*/*"})
@@ -22,6 +27,7 @@ class Rendering:
     """How to write the response body."""
 
     pretty: bool = False
+    xml: bool = False  # FHIR XML instead of JSON
 
 
 def _media_types(header: str) -> list[str]:
@@ -44,32 +50,49 @@ def negotiate(request: Request) -> Rendering:
     """Check `_format` and `Accept`; 406 when the client wants a format we do not serve."""
     params = request.query_params
     requested = params.get("_format")
+    xml = False
     if requested is not None:
-        if requested.strip().lower().split(";", 1)[0] not in JSON_FORMATS:
-            raise FhirError.of(406, "not-supported", f"_format={requested[:40]!r} is not served: only JSON")
+        asked = requested.strip().lower().split(";", 1)[0]
+        if asked not in JSON_FORMATS and asked not in XML_FORMATS:
+            raise FhirError.of(406, "not-supported", f"_format={requested[:40]!r} is not served: json or xml")
+        xml = asked in XML_FORMATS
     else:
         accept = request.headers.get("accept")
         if accept:
             media = _media_types(accept)
-            if media and not any(m in JSON_MEDIA or m.endswith("+json") for m in media):
-                raise FhirError.of(406, "not-supported", "Only application/fhir+json is served (XML is not supported)")
+            json_ok = [m for m in media if m in JSON_MEDIA or m.endswith("+json")]
+            xml_ok = [m for m in media if m in XML_MEDIA]
+            if media and not json_ok and not xml_ok:
+                raise FhirError.of(406, "not-supported", f"Only {FHIR_JSON} and {FHIR_XML} are served")
+            xml = bool(xml_ok) and (not json_ok or media.index(xml_ok[0]) < media.index(json_ok[0]))
             if (version := _other_fhir_version(accept)) is not None:
                 raise FhirError.of(406, "not-supported", f"fhirVersion={version!r} is not served: this server speaks FHIR R4 (4.0)")
-    return Rendering(pretty=params.get("_pretty", "").lower() == "true")
+    return Rendering(pretty=params.get("_pretty", "").lower() == "true", xml=xml)
 
 
-def check_body_type(request: Request) -> None:
-    """415 for a body that is not JSON (a missing Content-Type is read as JSON)."""
+def preferred(request: Request) -> Rendering:
+    """The rendering a client asked for, for an error answer: never raises (a refused format
+    gets JSON)."""
+    try:
+        return negotiate(request)
+    except FhirError:
+        return Rendering()
+
+
+def body_is_xml(request: Request) -> bool:
+    """Whether the body is FHIR XML (False: JSON, also when no Content-Type is given); 415 for
+    any other body."""
     content_type = request.headers.get("content-type")
     if not content_type:
-        return
+        return False
     media = content_type.split(";", 1)[0].strip().lower()
     if (version := _other_fhir_version(content_type)) is not None:
         raise FhirError.of(415, "not-supported", f"A body in FHIR {version!r} is not accepted: this server speaks FHIR R4 (4.0)")
     if media in JSON_MEDIA or media.endswith("+json"):
-        return
-    hint = " (XML is not supported)" if XML_MEDIA_HINT in media else ""
-    raise FhirError.of(415, "not-supported", f"Content-Type {media[:60]!r} is not accepted: send {FHIR_JSON}{hint}")
+        return False
+    if media in XML_MEDIA:
+        return True
+    raise FhirError.of(415, "not-supported", f"Content-Type {media[:60]!r} is not accepted: send {FHIR_JSON} or {FHIR_XML}")
 
 
-__all__ = ["CONTENT_TYPE", "FHIR_JSON", "Rendering", "check_body_type", "negotiate"]
+__all__ = ["CONTENT_TYPE", "FHIR_JSON", "FHIR_XML", "Rendering", "XML_CONTENT_TYPE", "body_is_xml", "negotiate", "preferred"]

@@ -1,4 +1,5 @@
-"""FHIR responses built from bytes: the stored JSON is served as it is."""
+"""FHIR responses built from bytes: the stored JSON is served as it is (or as FHIR XML when the
+client asked for it: xml_format.py)."""
 
 from __future__ import annotations
 
@@ -9,12 +10,16 @@ import orjson
 from starlette.responses import Response
 
 from fhir_server.outcome import Issue, operation_outcome
-from fhir_server.rest.negotiation import CONTENT_TYPE, Rendering
+from fhir_server.rest.negotiation import CONTENT_TYPE, XML_CONTENT_TYPE, Rendering
+from fhir_server.spec import load_spec
+from fhir_server.xml_format import XmlFormat
 from fhir_server.storage.store import Version
 
 
 def render(body: bytes | dict[str, Any], rendering: Rendering) -> bytes:
-    """Serialise (or re-indent) a body; stored bytes pass through untouched unless _pretty."""
+    """Serialise (or re-indent) a body; stored bytes pass through untouched unless _pretty or XML."""
+    if rendering.xml:
+        return XmlFormat(load_spec()).to_xml(orjson.loads(body) if isinstance(body, (bytes, bytearray)) else body)
     if isinstance(body, (bytes, bytearray)):
         return orjson.dumps(orjson.loads(body), option=orjson.OPT_INDENT_2) if rendering.pretty else bytes(body)
     return orjson.dumps(body, option=orjson.OPT_INDENT_2 if rendering.pretty else 0)
@@ -29,7 +34,8 @@ def fhir_response(
     """A response with the FHIR JSON media type (no body for 204/304 or when None)."""
     if body is None:
         return Response(status_code=status, headers=headers)
-    return Response(render(body, rendering), status_code=status, headers=headers, media_type=CONTENT_TYPE)
+    media_type = XML_CONTENT_TYPE if rendering.xml else CONTENT_TYPE
+    return Response(render(body, rendering), status_code=status, headers=headers, media_type=media_type)
 
 
 def outcome_response(

@@ -28,7 +28,7 @@ from fhir_server.rest.capability import capability_statement
 from fhir_server.rest.context import base_url, engine_of, settings_of
 from fhir_server.rest.history_bundle import history_bundle
 from fhir_server.rest.hl7v2_ingest import ingest
-from fhir_server.rest.negotiation import Rendering, negotiate
+from fhir_server.rest.negotiation import Rendering, negotiate, preferred
 from fhir_server.rest.openapi import openapi_document
 from fhir_server.rest.preconditions import if_match, not_modified, parse_instant, return_preference, strict_handling
 from fhir_server.rest.search_bundle import search_bundle, search_etag, unchanged
@@ -365,7 +365,7 @@ def guarded(route: FhirRoute) -> Endpoint:
             return response
         except FhirError as error:
             status = error.status
-            return outcome_response(error.status, error.issues, error.headers)
+            return outcome_response(error.status, error.issues, error.headers, preferred(request))
         except Exception as error:  # noqa: BLE001 - the last line of defence
             incident = uuid.uuid4().hex[:12]
             # type and frames only: exception messages may quote request data
