@@ -15,7 +15,7 @@ import re
 import xml.etree.ElementTree as ET
 import xml.parsers.expat
 from typing import Any
-from xml.sax.saxutils import escape, quoteattr
+from xml.sax.saxutils import quoteattr
 
 from fhir_server.outcome import FhirError
 from fhir_server.spec import Spec
@@ -25,6 +25,9 @@ XHTML_NS = "http://www.w3.org/1999/xhtml"
 RESOURCE_TYPES = ("Resource", "DomainResource")
 DOCTYPE = re.compile(rb"<!DOCTYPE|<!ENTITY", re.IGNORECASE)
 INTEGERS = frozenset({"integer", "positiveInt", "unsignedInt"})
+# characters an XML parser would normalise in an attribute value (to spaces) unless written as references
+ATTRIBUTE_ENTITIES = {"\n": "&#10;", "\r": "&#13;", "\t": "&#9;"}
+MAX_DEPTH = 64  # as deep as a JSON body may nest (validation/structural.py)
 
 
 class XmlFormat:
@@ -81,10 +84,10 @@ class XmlFormat:
     def _primitive(self, name: str, type_name: str, value: Any, extra: Any, parts: list[str]) -> None:
         attributes = ""
         if isinstance(extra, dict) and "id" in extra:
-            attributes += f" id={quoteattr(str(extra['id']))}"
+            attributes += f" id={_attribute(str(extra['id']))}"
         if value is not None:
             text = ("true" if value else "false") if isinstance(value, bool) else _number(value) if isinstance(value, (int, float)) else value
-            attributes += f" value={quoteattr(str(text))}"
+            attributes += f" value={_attribute(str(text))}"
         extensions = (extra or {}).get("extension") if isinstance(extra, dict) else None
         if not extensions:
             parts.append(f"<{name}{attributes}/>")
@@ -105,15 +108,17 @@ class XmlFormat:
             raise FhirError.of(400, "structure", f"The body is not well-formed XML ({str(error)[:80]})") from None
         return self._read_resource(root)
 
-    def _read_resource(self, element: ET.Element) -> dict[str, Any]:
+    def _read_resource(self, element: ET.Element, depth: int = 0) -> dict[str, Any]:
         namespace, resource_type = _split(element.tag)
         if namespace != FHIR_NS or resource_type not in self._spec.resource_types:
             raise FhirError.of(400, "structure", f"<{resource_type[:40]}> in namespace {namespace[:60]!r} is not a FHIR resource")
         resource: dict[str, Any] = {"resourceType": resource_type}
-        self._read_children(element, resource_type, resource)
+        self._read_children(element, resource_type, resource, depth + 1)
         return resource
 
-    def _read_children(self, element: ET.Element, type_name: str, into: dict[str, Any]) -> None:
+    def _read_children(self, element: ET.Element, type_name: str, into: dict[str, Any], depth: int = 0) -> None:
+        if depth > MAX_DEPTH:
+            raise FhirError.of(422, "too-costly", f"The XML nests deeper than {MAX_DEPTH} levels")
         members = self._spec.structures[type_name]
         for child in element:
             namespace, name = _split(child.tag)
@@ -126,7 +131,7 @@ class XmlFormat:
             info = members[name]
             child_type = info["type"]
             if child_type in self._spec.primitives:
-                value, extra = self._read_primitive(child, child_type)
+                value, extra = self._read_primitive(child, child_type, depth + 1)
                 if value is not None or info.get("array", False):  # an array keeps its places (null where only `_name` says)
                     _put(into, name, value, info.get("array", False))
                 if extra:
@@ -137,17 +142,17 @@ class XmlFormat:
                 inner = [c for c in child]
                 if len(inner) != 1:
                     raise FhirError.of(400, "structure", f"<{name}> holds one resource")
-                _put(into, name, self._read_resource(inner[0]), info.get("array", False))
+                _put(into, name, self._read_resource(inner[0], depth + 1), info.get("array", False))
             else:
                 item: dict[str, Any] = {}
                 if "id" in child.attrib:
                     item["id"] = child.attrib["id"]
                 if child_type == "Extension" and "url" in child.attrib:
                     item["url"] = child.attrib["url"]
-                self._read_children(child, child_type, item)
+                self._read_children(child, child_type, item, depth + 1)
                 _put(into, name, item, info.get("array", False))
 
-    def _read_primitive(self, element: ET.Element, type_name: str) -> tuple[Any, dict[str, Any] | None]:
+    def _read_primitive(self, element: ET.Element, type_name: str, depth: int = 0) -> tuple[Any, dict[str, Any] | None]:
         text = element.attrib.get("value")
         value: Any = text
         if text is not None:
@@ -160,10 +165,14 @@ class XmlFormat:
         if "id" in element.attrib:
             extra["id"] = element.attrib["id"]
         extensions: dict[str, Any] = {}
-        self._read_children(element, "Element", extensions)
+        self._read_children(element, "Element", extensions, depth + 1)
         if extensions.get("extension"):
             extra["extension"] = extensions["extension"]
         return value, extra or None
+
+
+def _attribute(text: str) -> str:
+    return quoteattr(text, ATTRIBUTE_ENTITIES)
 
 
 def _put(into: dict[str, Any], name: str, value: Any, array: bool) -> None:
@@ -185,9 +194,9 @@ def _put_extra(into: dict[str, Any], name: str, extra: dict[str, Any], array: bo
 def _attributes(item: dict[str, Any], type_name: str) -> str:
     found = ""
     if isinstance(item, dict) and "id" in item:
-        found += f" id={quoteattr(str(item['id']))}"
+        found += f" id={_attribute(str(item['id']))}"
     if type_name == "Extension" and isinstance(item, dict) and "url" in item:
-        found += f" url={quoteattr(str(item['url']))}"
+        found += f" url={_attribute(str(item['url']))}"
     return found
 
 
@@ -246,4 +255,4 @@ def _xhtml_text(element: ET.Element) -> str:
     return text.replace(" />", "/>").replace("\r", "\r")
 
 
-__all__ = ["FHIR_NS", "XmlFormat", "escape"]
+__all__ = ["FHIR_NS", "XmlFormat"]

@@ -74,3 +74,18 @@ def test_hostile_or_broken_xml_is_refused(xml: XmlFormat, body: bytes, expected:
     with pytest.raises(FhirError) as refused:
         xml.from_xml(body)
     assert refused.value.status == 400 and expected in refused.value.issues[0].diagnostics
+
+
+def test_line_breaks_and_tabs_in_values_survive(xml: XmlFormat) -> None:
+    """An XML parser turns a raw line break in an attribute into a space: they are written as
+    character references."""
+    entry = {"resourceType": "Communication", "status": "completed",
+             "payload": [{"contentString": "Pansement refait.\nPlaie propre,\r\n\tà revoir jeudi"}]}
+    assert xml.from_xml(xml.to_xml(entry)) == entry
+
+
+def test_deep_nesting_is_refused_not_crashed(xml: XmlFormat) -> None:
+    body = b'<Patient xmlns="http://hl7.org/fhir">' + b"<extension url='x'>" * 5000 + b"</extension>" * 5000 + b"</Patient>"
+    with pytest.raises(FhirError) as refused:
+        xml.from_xml(body)
+    assert refused.value.status == 422
