@@ -48,6 +48,11 @@ def test_the_notification_profiles_catch_what_is_wrong() -> None:
         {"name": "subscription", "valueReference": {"reference": "Subscription/x"}},
         {"name": "status", "valueCode": "active"}, {"name": "type", "valueCode": "ping"}]}
     assert any("ping" in i.diagnostics for i in status_issues(bad_kind))
+    integer_number = {"resourceType": "Parameters", "parameter": [
+        {"name": "subscription", "valueReference": {"reference": "Subscription/x"}}, {"name": "status", "valueCode": "active"},
+        {"name": "type", "valueCode": "event-notification"},
+        {"name": "notification-event", "part": [{"name": "event-number", "valueInteger": 1}]}]}
+    assert any("valueInteger is not allowed" in i.diagnostics for i in status_issues(integer_number)), "a choice narrowed to string"
 
 
 class Clock:

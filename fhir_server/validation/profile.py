@@ -4,7 +4,8 @@ It runs after the structural pass, which has already held the resource to base R
 (element names, JSON kinds, base cardinality, required base codes). So a profile is compiled
 into the rules its differential introduced, with their parents for navigation:
 cardinality, fixed and pattern values, required bindings to our value sets, reference target
-types, slicing, and the profile's own FHIRPath invariants. Core invariants are
+types, the types a choice element is narrowed to, slicing, and the profile's own FHIRPath
+invariants. Core invariants are
 `invariants.CoreInvariants`.
 """
 
@@ -51,6 +52,7 @@ class Rule:
     slice_name: str | None = None
     resource_type: str | None = None  # a resource-valued element (Bundle.entry.resource) constrained to one type
     resource_profile: str | None = None  # ... and to one of the guide's profiles, checked on the nested resource
+    choice_keys: frozenset[str] | None = None  # a choice element narrowed to some types: the JSON keys allowed (valueString)
 
     def child(self, name: str) -> "Rule | None":
         for rule in self.children:
@@ -155,6 +157,8 @@ def _rule_of(element: dict[str, Any], profile_url: str, guide: ImplementationGui
     if targets and "Resource" not in targets:
         rule.targets = frozenset(targets)
     types = element.get("type", [])
+    if choice and types:
+        rule.choice_keys = frozenset(rule.name + t["code"][0].upper() + t["code"][1:] for t in types if t.get("code"))
     if element["path"].endswith(".resource") and len(types) == 1 and types[0].get("code") not in ("Resource", None):
         rule.resource_type = types[0]["code"]
         profiles = [p for p in types[0].get("profile", []) if p in guide.profiles]
@@ -226,7 +230,10 @@ class _Walk:
         if rule.slicing is not None:
             self._check_slices(rule, found, location)
             return
-        for member_location, value in ((_located(location, key, index), v) for key, index, v in found):
+        for key, index, value in found:
+            member_location = _located(location, key, index)
+            if rule.choice_keys is not None and key not in rule.choice_keys:
+                self._issue("value", f"{key} is not allowed here: {', '.join(sorted(rule.choice_keys))}", member_location)
             self.check_value(rule, value, member_location)
 
     def _check_slices(self, rule: Rule, found: list[tuple[str, int | None, Any]], location: str) -> None:
