@@ -19,6 +19,7 @@ from xml.sax.saxutils import quoteattr
 
 from fhir_server.outcome import FhirError
 from fhir_server.spec import Spec
+from fhir_server.validation.structural import MAX_DEPTH  # an XML body nests no deeper than a JSON one
 
 FHIR_NS = "http://hl7.org/fhir"
 XHTML_NS = "http://www.w3.org/1999/xhtml"
@@ -27,7 +28,7 @@ DOCTYPE = re.compile(rb"<!DOCTYPE|<!ENTITY", re.IGNORECASE)
 INTEGERS = frozenset({"integer", "positiveInt", "unsignedInt"})
 # characters an XML parser would normalise in an attribute value (to spaces) unless written as references
 ATTRIBUTE_ENTITIES = {"\n": "&#10;", "\r": "&#13;", "\t": "&#9;"}
-MAX_DEPTH = 64  # as deep as a JSON body may nest (validation/structural.py)
+ET.register_namespace("", XHTML_NS)  # a re-serialised div keeps XHTML as its default namespace
 
 
 class XmlFormat:
@@ -103,7 +104,7 @@ class XmlFormat:
             raise FhirError.of(400, "structure", "An XML body may not declare a document type or entities")
         try:
             root = ET.fromstring(data)
-            self._narratives = _narratives(data)
+            self._narratives = _narratives(data) if XHTML_NS.encode() in data else []  # a second pass only where a div is
         except (ET.ParseError, xml.parsers.expat.ExpatError) as error:
             raise FhirError.of(400, "structure", f"The body is not well-formed XML ({str(error)[:80]})") from None
         return self._read_resource(root)
@@ -250,9 +251,8 @@ def _narratives(data: bytes) -> list[str]:
 
 
 def _xhtml_text(element: ET.Element) -> str:
-    ET.register_namespace("", XHTML_NS)
-    text = ET.tostring(element, encoding="unicode", short_empty_elements=True)
-    return text.replace(" />", "/>").replace("\r", "\r")
+    """A div written with a namespace prefix (the raw text would lack the default namespace)."""
+    return ET.tostring(element, encoding="unicode", short_empty_elements=True).replace(" />", "/>")
 
 
 __all__ = ["FHIR_NS", "XmlFormat"]

@@ -88,6 +88,11 @@ class _Plan:
     prefetched: dict[str, Version] = field(default_factory=dict)  # current versions the lookups brought
     fresh: set[str] = field(default_factory=set)  # keys this plan made up (new ids): nothing stored there
     valid_early: set[EntryIndex] = field(default_factory=set)  # entries whose resource passed while the lookups ran
+    # whether the entries come from a Bundle (a write sent on its own has no index): read per entry, decided once
+    in_bundle: bool = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.in_bundle = all(r.index is not None for r in self.requests)
 
     async def prepare(self, pacer: Pacer = NO_PACING) -> None:
         """Between entries (~1 ms of work each), `pacer` lets other requests go first."""
@@ -122,11 +127,6 @@ class _Plan:
             await pacer.turn()
             with blame(request.index):
                 self._prepare_write(request, updated)
-
-    @property
-    def in_bundle(self) -> bool:
-        """Whether the entries come from a Bundle (a write sent on its own has no index)."""
-        return all(r.index is not None for r in self.requests)
 
     # 1. targets
 

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from fhir_server.national import NATIONAL_DIR  # the French guides' definitions calipso checks against
-BACKPORT_DIR = Path(__file__).resolve().parent.parent / "subscriptions" / "backport"  # the Backport IG's notification profiles
+from fhir_server.subscriptions.vocabulary import BACKPORT_DIR  # the Backport IG's notification profiles
 
 DIGEST_PATH = Path(__file__).with_name("r4.json")
 EXTENSIONS_PATH = Path(__file__).with_name("r4-extensions.json")

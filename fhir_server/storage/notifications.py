@@ -16,7 +16,7 @@ from typing import Any
 from pymongo import ASCENDING, ReturnDocument
 from pymongo.errors import DuplicateKeyError, OperationFailure
 
-from fhir_server.storage.store import HISTORY, ResourceStore, _is_transient, back_off
+from fhir_server.storage.store import HISTORY, ResourceStore, is_transient, back_off
 
 STATES = "subscription_state"
 EVENTS = "subscription_events"
@@ -99,7 +99,7 @@ class NotificationStore:
             try:
                 return await self._number_once(taken, wanted)
             except OperationFailure as error:
-                if not _is_transient(error):
+                if not is_transient(error):
                     raise
                 await back_off(attempt)
         raise LeaseLost("the events could not be numbered: the database kept refusing")

@@ -269,7 +269,7 @@ class ResourceStore:
                     return  # our earlier commit did land; its answer was lost
                 raise
             except OperationFailure as error:
-                if not _is_transient(error):
+                if not is_transient(error):
                     raise
                 maybe_committed = maybe_committed or error.has_error_label("UnknownTransactionCommitResult")
                 await back_off(attempt)
@@ -378,7 +378,7 @@ class ResourceStore:
         await self._history.update_many({"_id": {"$in": keys}}, {"$unset": {"pending": ""}})
 
 
-def _is_transient(error: OperationFailure) -> bool:
+def is_transient(error: OperationFailure) -> bool:
     """A failure that retrying the same transaction can cure (labels, or a bulk WriteConflict)."""
     if error.code == WRITE_CONFLICT or any(
         error.has_error_label(label) for label in ("TransientTransactionError", "UnknownTransactionCommitResult")
@@ -386,7 +386,7 @@ def _is_transient(error: OperationFailure) -> bool:
         return True
     if isinstance(error, ClientBulkWriteException):
         inner = error.error
-        if isinstance(inner, OperationFailure) and _is_transient(inner):
+        if isinstance(inner, OperationFailure) and is_transient(inner):
             return True
         return any(_error_field(e, "code") == WRITE_CONFLICT for e in error.write_errors or [])
     return False
@@ -450,4 +450,4 @@ def history_key(version: Version) -> str:
     return f"{version.type}/{version.id}/{version.version}"
 
 
-__all__ = ["Bookkeeping", "ConditionFailed", "Current", "GuardTaken", "INBOX", "ResourceStore", "StorageBusy", "back_off", "Version", "VersionConflict", "Write", "at_or_after", "history_key"]
+__all__ = ["Bookkeeping", "ConditionFailed", "Current", "GuardTaken", "INBOX", "ResourceStore", "StorageBusy", "back_off", "Version", "VersionConflict", "Write", "at_or_after", "history_key", "is_transient"]

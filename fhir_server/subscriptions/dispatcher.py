@@ -27,7 +27,7 @@ import random
 import socket
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any, Awaitable, Callable
 
@@ -48,6 +48,7 @@ from fhir_server.storage.store import Version, history_key
 from fhir_server.subscriptions.endpoints import EndpointPolicy, EndpointRefused, origin
 from fhir_server.subscriptions.notification import encode, notification_bundle
 from fhir_server.subscriptions.signing import signature
+from fhir_server.subscriptions.rules import owner_claims
 from fhir_server.subscriptions.subscription import Subscriber, ended, read_subscription
 from fhir_server.subscriptions.vocabulary import SIGNATURE_HEADER
 
@@ -86,7 +87,6 @@ class Dispatcher:
         self._wake = asyncio.Event()
         self._subscribers: dict[str, Subscriber] | None = None
         self._loaded_at: datetime | None = None
-        self._states: dict[str, State] = {}
         self._senders: dict[str, asyncio.Task[None]] = {}
         self._task: asyncio.Task[None] | None = None
         self._lease_until: datetime | None = None  # when the lease this node holds lapses
@@ -141,19 +141,19 @@ class Dispatcher:
             subscribers = await self._load_subscribers()
             if not subscribers:
                 return True  # nobody listens: events stay pending (a first subscription starts after them)
+            states = await self._notes.states(list(subscribers))
             try:
-                while await self._fan_out(subscribers):
+                while await self._fan_out(subscribers, states):
                     pass
             except LeaseLost:
                 self._lease_until = None
                 await self._stop_senders()
                 return False
-            self._states = await self._notes.states(list(subscribers))
             now = self._clock()
             for subscriber in subscribers.values():
-                running = self._senders.get(subscriber.key)
-                if (running is None or running.done()) and _has_work(subscriber, self._states[subscriber.key], now):
-                    self._senders[subscriber.key] = asyncio.create_task(self._serve(subscriber), name=f"send {subscriber.key}")
+                running, state = self._senders.get(subscriber.key), states[subscriber.key]
+                if (running is None or running.done()) and _has_work(subscriber, state, now):
+                    self._senders[subscriber.key] = asyncio.create_task(self._serve(subscriber, state), name=f"send {subscriber.key}")
         return True
 
     async def _hold_lease(self) -> bool:
@@ -198,14 +198,14 @@ class Dispatcher:
                 except FhirError:
                     continue  # written before a rule changed: it gets no events
                 found[subscriber.key] = subscriber
-            self._states = await self._notes.states(list(found))
             self._subscribers = found
         return self._subscribers
 
     # -- fan-out -------------------------------------------------------------------------------
 
-    async def _fan_out(self, subscribers: dict[str, Subscriber]) -> bool:
-        """Number one batch of pending events; True when more may be waiting."""
+    async def _fan_out(self, subscribers: dict[str, Subscriber], states: dict[str, State]) -> bool:
+        """Number one batch of pending events (the states' event counts follow); True when more
+        may be waiting."""
         events = await self._engine.store.pending_events(FAN_OUT_BATCH)
         if not events:
             return False
@@ -215,8 +215,8 @@ class Dispatcher:
         for event in events:
             documents: dict[int, dict[str, Any] | None] = {}
             for subscriber in subscribers.values():
-                state = self._states.get(subscriber.key)
-                if state is None or state.since is None or event.updated <= state.since or not subscriber.wants(event.type):
+                since = states[subscriber.key].since
+                if since is None or event.updated <= since or not subscriber.wants(event.type):
                     continue
                 if await self._wants(subscriber, event, documents, compiled):
                     wanted.append((subscriber.key, {"type": event.type, "id": event.id, "version": event.version,
@@ -224,7 +224,7 @@ class Dispatcher:
         if wanted:
             totals = await self._notes.number(taken, wanted)
             for key, total in totals.items():
-                self._states[key] = await self._notes.state(key)
+                states[key] = replace(states[key], events=total)
         else:
             await self._notes.skip(taken)
         return len(events) == FAN_OUT_BATCH
@@ -280,88 +280,83 @@ class Dispatcher:
 
     # -- delivery ------------------------------------------------------------------------------
 
-    async def _serve(self, subscriber: Subscriber) -> None:
-        """What one subscription's sender does in one turn."""
+    async def _serve(self, subscriber: Subscriber, state: State) -> None:
+        """What one subscription's sender does in one turn (`state`: as the turn read it)."""
         try:
             with acting_as(SYSTEM):
                 now = self._clock()
-                state = await self._notes.state(subscriber.key)
                 if subscriber.channel.type == "websocket":  # its sockets send (subscriptions/socket.py); here it only starts
                     if subscriber.status == "requested":
                         version = await self._engine.store.read("Subscription", subscriber.id)
                         await self._notes.start(subscriber.key, version.updated if version is not None else now)
                         await self._set_status(subscriber, "active", None)
                     return
-                if subscriber.status == "requested":
-                    await self._handshake(subscriber, state)
+                if subscriber.status not in ("requested", "active"):
                     return
-                if subscriber.status != "active":
-                    return
-                if ended(subscriber, now):
+                if subscriber.status == "active" and ended(subscriber, now):
                     await self._set_status(subscriber, "off", None)
                     return
-                if state.next_at is not None and state.next_at > now:
+                if state.next_at is not None and state.next_at > now and subscriber.status == "active":
+                    return
+                private = await self._engine.store.private("Subscription", subscriber.id)  # secret and owner
+                if subscriber.status == "requested":
+                    await self._handshake(subscriber, state, private)
                     return
                 while True:
                     events = await self._notes.events(subscriber.key, state.delivered, None, subscriber.channel.max_count)
                     if not events:
                         break
-                    if not await self._deliver(subscriber, state, events):
+                    if not await self._deliver(subscriber, state, events, private):
                         return
                     state = await self._notes.state(subscriber.key)
-                period = subscriber.channel.heartbeat
-                if period and (state.last_sent is None or (now - state.last_sent).total_seconds() >= period):
+                if heartbeat_due(subscriber, state.last_sent, now):
                     body = encode(notification_bundle(subscriber, "heartbeat", state, self.settings.base_url, [], now))
-                    if await self._send(subscriber, state, body, "heartbeat"):
+                    if await self._send(subscriber, state, body, "heartbeat", private):
                         await self._notes.sent(subscriber.key, now)
         except asyncio.CancelledError:
             raise
         except Exception as error:  # noqa: BLE001 - one subscription's failure stops no other
             log.error("sender failed subscription=%s type=%s", subscriber.key, type(error).__name__)
 
-    async def _handshake(self, subscriber: Subscriber, state: State) -> None:
+    async def _handshake(self, subscriber: Subscriber, state: State, private: dict[str, Any]) -> None:
         now = self._clock()
         if subscriber.topic is not None:
             body = encode(notification_bundle(subscriber, "handshake", state, self.settings.base_url, [], now, status="requested"))
         else:
             body = b""
-        if await self._send(subscriber, state, body, "handshake", final=True):
+        if await self._send(subscriber, state, body, "handshake", private, final=True):
             version = await self._engine.store.read("Subscription", subscriber.id)
             await self._notes.start(subscriber.key, version.updated if version is not None else now)
             await self._notes.sent(subscriber.key, now)
             await self._set_status(subscriber, "active", None)
 
-    async def _deliver(self, subscriber: Subscriber, state: State, events: list[Event]) -> bool:
+    async def _deliver(self, subscriber: Subscriber, state: State, events: list[Event], private: dict[str, Any]) -> bool:
         """Send these events (those the subscriber still reaches); True once acknowledged."""
-        private = await self._engine.store.private("Subscription", subscriber.id)
-        owner = private.get("owner")
-        access = await self._access_of(Claims(**owner) if owner else None)
-        with acting_as(access):
-            shown = await reachable_events(self._engine, access, subscriber.channel.content, events)
+        shown = await seen_by_owner(self._engine, self._access_of, private, subscriber.channel.content, events)
         last = events[-1].number
         if not shown:
             await self._notes.delivered(subscriber.key, last, self._clock())
             return True
         if subscriber.topic is None:  # R4 criteria: one request per resource, the resource or nothing
             for event, raw in shown:
-                if not await self._send(subscriber, state, raw or b"", "event"):
+                if not await self._send(subscriber, state, raw or b"", "event", private):
                     return False
                 await self._notes.delivered(subscriber.key, event.number, self._clock())
             await self._notes.delivered(subscriber.key, last, self._clock())
             return True
         body = encode(notification_bundle(subscriber, "event-notification", state_with(state, last), self.settings.base_url, shown,
                                           self._clock()))
-        if not await self._send(subscriber, state, body, "event"):
+        if not await self._send(subscriber, state, body, "event", private):
             return False
         await self._notes.delivered(subscriber.key, last, self._clock())
         return True
 
-    async def _send(self, subscriber: Subscriber, state: State, body: bytes, kind: str, final: bool = False) -> bool:
-        """POST one notification; on failure the back-off (or `error`) is recorded. `final`: a
-        handshake, which fails the subscription at once."""
+    async def _send(self, subscriber: Subscriber, state: State, body: bytes, kind: str, private: dict[str, Any],
+                    final: bool = False) -> bool:
+        """POST one notification, signed with the secret kept `private`ly; on failure the back-off
+        (or `error`) is recorded. `final`: a handshake, which fails the subscription at once."""
         channel = subscriber.channel
         destination = origin(channel.endpoint)
-        private = await self._engine.store.private("Subscription", subscriber.id)
         secret = private.get("secret")
         outcome, status = "", 0
         try:
@@ -420,6 +415,15 @@ class Dispatcher:
         self._subscribers = None
 
 
+async def seen_by_owner(engine: Engine, access_of: Callable[[Claims | None], Awaitable[Access]], private: dict[str, Any],
+                        content: str, events: list[Event]) -> list[tuple[Event, bytes | None]]:
+    """The events as the subscription's owner reaches them now: its access decided again from
+    the token claims kept with the subscription (`private`)."""
+    access = await access_of(owner_claims(private))
+    with acting_as(access):
+        return await reachable_events(engine, access, content, events)
+
+
 async def reachable_events(engine: Engine, access: Access, content: str, events: list[Event]) -> list[tuple[Event, bytes | None]]:
     """The events whose resource `access` still reaches (run under it), each with its version's
     JSON when the payload carries resources and the scopes read them."""
@@ -452,14 +456,20 @@ def _has_work(subscriber: Subscriber, state: State, now: datetime) -> bool:
         return True  # to turn it off
     if state.next_at is not None and state.next_at > now:
         return False
+    return state.events > state.delivered or heartbeat_due(subscriber, state.last_sent, now)
+
+
+def heartbeat_due(subscriber: Subscriber, last_sent: datetime | None, now: datetime) -> bool:
+    """Whether a subscription with a heartbeat period has been quiet that long."""
     period = subscriber.channel.heartbeat
-    return state.events > state.delivered or bool(period and (state.last_sent is None or (now - state.last_sent).total_seconds() >= period))
+    if not period:
+        return False
+    return last_sent is None or (now - last_sent).total_seconds() >= period
 
 
 def state_with(state: State, events: int) -> State:
     """The state as a notification shows it: at least the events it carries."""
-    return State(state.key, max(state.events, events), state.delivered, state.attempts, state.next_at, state.since, state.last_sent,
-                 state.error)
+    return replace(state, events=max(state.events, events))
 
 
-__all__ = ["DispatchSettings", "Dispatcher", "reachable_events"]
+__all__ = ["DispatchSettings", "Dispatcher", "heartbeat_due", "reachable_events", "seen_by_owner", "state_with"]

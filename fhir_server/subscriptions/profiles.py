@@ -5,16 +5,12 @@ them."""
 from __future__ import annotations
 
 from functools import cache
-from pathlib import Path
 from typing import Any
 
 from fhir_server.ig import load_guide
 from fhir_server.outcome import Issue
-from fhir_server.subscriptions.vocabulary import BACKPORT
+from fhir_server.subscriptions.vocabulary import BACKPORT, BACKPORT_DIR
 from fhir_server.validation.profile import ProfileValidator
-
-BACKPORT_DIR = Path(__file__).resolve().parent / "backport"
-
 
 @cache
 def _validator() -> ProfileValidator:

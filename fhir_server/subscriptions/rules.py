@@ -15,6 +15,7 @@ from typing import Any, Callable
 
 from fhir_server.outcome import FhirError, Issue
 from fhir_server.security.policy import ACCESS, OWNER_SYSTEM, SYSTEM
+from fhir_server.security.tokens import Claims
 from fhir_server.subscriptions.endpoints import EndpointPolicy, EndpointRefused
 from fhir_server.subscriptions.subscription import invalid, read_subscription
 from fhir_server.subscriptions.vocabulary import SIGNING_SECRET
@@ -66,6 +67,12 @@ class SubscriptionRule:
         return stored, {"secret": secret, "owner": owner}
 
 
+def owner_claims(private: dict[str, Any]) -> Claims | None:
+    """The token claims `withhold` kept with a subscription (None: written with auth off)."""
+    owner = private.get("owner")
+    return Claims(**owner) if owner else None
+
+
 def _secret(resource: dict[str, Any]) -> Any:
     for extension in (resource.get("channel") or {}).get("extension", []):
         if isinstance(extension, dict) and extension.get("url") == SIGNING_SECRET:
@@ -77,4 +84,4 @@ def _topic_types(subscriber: Any) -> list[str]:
     return [t.resource_type for t in subscriber.topic.triggers] if subscriber.topic else []
 
 
-__all__ = ["SubscriptionRule"]
+__all__ = ["SubscriptionRule", "owner_claims"]

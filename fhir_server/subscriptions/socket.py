@@ -22,9 +22,8 @@ from fhir_server.engine.interactions import utc_now
 from fhir_server.outcome import FhirError
 from fhir_server.security.permissions import SUBSCRIPTION_STATUS
 from fhir_server.security.policy import SYSTEM, acting_as
-from fhir_server.security.tokens import Claims
 from fhir_server.storage.notifications import NotificationStore
-from fhir_server.subscriptions.dispatcher import reachable_events, state_with
+from fhir_server.subscriptions.dispatcher import heartbeat_due, seen_by_owner, state_with
 from fhir_server.subscriptions.notification import encode, notification_bundle
 from fhir_server.subscriptions.subscription import Subscriber, read_subscription
 
@@ -134,10 +133,7 @@ async def _serve(websocket: WebSocket, engine, gate, notes: NotificationStore, s
         events = await notes.events(subscriber.key, last, None, subscriber.channel.max_count)
         if events:
             private = await engine.store.private("Subscription", subscriber.id)
-            owner = private.get("owner")
-            access = await gate.access_of(Claims(**owner) if owner else None)
-            with acting_as(access):
-                shown = await reachable_events(engine, access, subscriber.channel.content, events)
+            shown = await seen_by_owner(engine, gate.access_of, private, subscriber.channel.content, events)
             if shown and r4:
                 await websocket.send_text(f"ping {subscriber.id}")
                 last_sent = now
@@ -147,8 +143,7 @@ async def _serve(websocket: WebSocket, engine, gate, notes: NotificationStore, s
                 last_sent = now
             last = events[-1].number
             continue
-        period = subscriber.channel.heartbeat
-        if period and not r4 and (now - last_sent).total_seconds() >= period:
+        if not r4 and heartbeat_due(subscriber, last_sent, now):
             state = await notes.state(subscriber.key)
             await websocket.send_text(encode(notification_bundle(subscriber, "heartbeat", state, base, [], now)).decode())
             last_sent = now

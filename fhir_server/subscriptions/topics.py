@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import cache
+from typing import Any
 from urllib.parse import parse_qsl
 
 from fhir_server.ig import PROFILES_DIR, read_json_folder
@@ -39,7 +40,7 @@ def _criteria(text: str | None) -> list[tuple[str, str]] | None:
     return parse_qsl(text, keep_blank_values=True) if text else None
 
 
-def _trigger(data: dict) -> Trigger:  # type: ignore[type-arg]
+def _trigger(data: dict[str, Any]) -> Trigger:
     methods = {METHODS[i] for i in data.get("supportedInteraction", [])}
     if "PUT" in methods:
         methods.add("PATCH")  # a patch is an update

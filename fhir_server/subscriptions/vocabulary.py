@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from importlib.resources import files
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -16,6 +17,7 @@ CHANNEL_TYPES: frozenset[str] = frozenset(_DATA["channelTypes"])
 PAYLOAD_CONTENTS: frozenset[str] = frozenset(_DATA["payloadContents"])
 DEFAULT_PAYLOAD_CONTENT: str = _DATA["defaultPayloadContent"]
 PAYLOAD_MIME_TYPES: frozenset[str] = frozenset(_DATA["payloadMimeTypes"])
+BACKPORT_DIR = Path(__file__).resolve().parent / "backport"  # the Backport IG's R4 notification profiles (NOTICE)
 
-__all__ = ["BACKPORT", "CHANNEL_TYPES", "DEFAULT_PAYLOAD_CONTENT", "PAYLOAD_CONTENTS", "PAYLOAD_MIME_TYPES", "SIGNATURE_HEADER",
+__all__ = ["BACKPORT", "BACKPORT_DIR", "CHANNEL_TYPES", "DEFAULT_PAYLOAD_CONTENT", "PAYLOAD_CONTENTS", "PAYLOAD_MIME_TYPES", "SIGNATURE_HEADER",
            "SIGNING_SECRET"]
