@@ -28,7 +28,7 @@ from fhir_server.security import build_gate
 from fhir_server.security.audit import message_recorder
 from fhir_server.security.dev_sign_in import DevSignIn
 from fhir_server.settings import Settings
-from fhir_server.services import build_dispatcher, build_services
+from fhir_server.services import build_dispatcher, build_export_worker, build_services
 from fhir_server.storage.circle import CircleStore
 from fhir_server.storage.connection import connect
 
@@ -60,6 +60,8 @@ def create_app(settings: Settings, when_ready: Callable[[], None] | None = None)
         if dispatcher is not None:
             await dispatcher.start()
         app.state.dispatcher = dispatcher
+        app.state.export_worker = build_export_worker(settings, services, app.state.gate.access_of)
+        await app.state.export_worker.start()
         listener = None
         if settings.mllp_port is not None:
             listener = MllpListener(app.state.bridge, listener_settings(settings), message_recorder(app.state.audit))
@@ -74,6 +76,7 @@ def create_app(settings: Settings, when_ready: Callable[[], None] | None = None)
                 await listener.stop()
             if dispatcher is not None:
                 await dispatcher.stop()
+            await app.state.export_worker.stop()
             await services.close()
 
     app = FastAPI(

@@ -11,6 +11,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Awaitable, Callable
 
+from fhir_server.bulk.files import ExportFiles
+from fhir_server.bulk.runner import RunSettings
+from fhir_server.bulk.worker import ExportWorker, WorkerSettings
 from fhir_server.engine import Engine
 from fhir_server.security.audit import AuditTrail, engine_committer
 from fhir_server.security.policy import Access
@@ -18,6 +21,7 @@ from fhir_server.security.tokens import Claims
 from fhir_server.settings import Settings
 from fhir_server.spec import load_spec
 from fhir_server.storage.connection import connect
+from fhir_server.storage.exports import ExportStore
 from fhir_server.storage.store import ResourceStore
 from fhir_server.storage.notifications import NotificationStore
 from fhir_server.storage.versions import check_server, is_embedded
@@ -52,6 +56,7 @@ async def build_services(settings: Settings, role: str = "api") -> Services:
         engine.searcher.embedded_strategy = is_embedded(server)
         engine.type_rules["Subscription"] = SubscriptionRule(engine.spec.is_resource_type, EndpointPolicy(settings.subscription_endpoints))
         await NotificationStore(store).ensure_indexes()
+        await ExportStore(store).ensure_indexes()
         audit = AuditTrail(engine_committer(engine), settings.data_dir / "audit", role=role) if settings.audit else None
         if audit is not None:
             await audit.start()
@@ -72,4 +77,13 @@ def build_dispatcher(settings: Settings, services: Services, access_of: Callable
                       dispatch, services.audit)
 
 
-__all__ = ["Services", "build_dispatcher", "build_services"]
+def build_export_worker(settings: Settings, services: Services, access_of: Callable[[Claims | None], Awaitable[Access]]) -> ExportWorker:
+    """The `$export` worker of an API node (`access_of`: the gate's, to decide a job owner's
+    access when its job runs); files under the data folder's `exports/`."""
+    run = RunSettings(page_size=settings.export_page_size, lease_seconds=settings.export_lease_seconds,
+                      max_per_second=settings.export_max_per_second)
+    return ExportWorker(services.engine, ExportStore(services.store), ExportFiles(settings.data_dir / "exports"), access_of,
+                        WorkerSettings(run, settings.export_retention_seconds), services.audit)
+
+
+__all__ = ["Services", "build_dispatcher", "build_export_worker", "build_services"]

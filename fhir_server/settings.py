@@ -66,6 +66,10 @@ class Settings:
     subscription_max_attempts: int = 16  # failed sends in a row before a subscription goes `error`
     subscription_retry_cap_seconds: float = 600.0  # the longest pause between two attempts
     subscription_lease_seconds: float = 10.0  # how long a silent dispatcher keeps the others waiting
+    export_page_size: int = 500  # resources a $export job reads per query (and per checkpoint)
+    export_lease_seconds: float = 30.0  # how long a silent export worker keeps its job from the others
+    export_retention_seconds: float = 3600.0  # how long a finished export's files stay (the manifest's Expires)
+    export_max_per_second: float = 0.0  # a cap on each export's pace (0: none; exports give way to requests anyway)
 
     @classmethod
     def from_env(cls, **overrides: Any) -> "Settings":
@@ -106,6 +110,10 @@ class Settings:
             subscription_max_attempts=_env_int("CALIPSO_SUBSCRIPTION_MAX_ATTEMPTS", 16),
             subscription_retry_cap_seconds=float(_env_int("CALIPSO_SUBSCRIPTION_RETRY_CAP_SECONDS", 600)),
             subscription_lease_seconds=float(_env_int("CALIPSO_SUBSCRIPTION_LEASE_SECONDS", 10)),
+            export_page_size=max(1, _env_int("CALIPSO_EXPORT_PAGE_SIZE", 500)),
+            export_lease_seconds=float(_env_int("CALIPSO_EXPORT_LEASE_SECONDS", 30)),
+            export_retention_seconds=float(_env_int("CALIPSO_EXPORT_RETENTION_SECONDS", 3600)),
+            export_max_per_second=float(_env_int("CALIPSO_EXPORT_MAX_PER_SECOND", 0)),
         )
         return replace(settings, **{k: v for k, v in overrides.items() if v is not None})
 

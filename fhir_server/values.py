@@ -41,6 +41,16 @@ def key(*parts: str) -> str:
     return SEPARATOR.join(clean(p) for p in parts)
 
 
+def instant(text: str) -> datetime | None:
+    """An instant or dateTime given as a parameter (`_since`), UTC when it names no zone; None
+    when the text is not one."""
+    try:
+        moment = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=timezone.utc)
+
+
 def date_range(text: str) -> tuple[datetime, datetime] | None:
     """The instants a date/dateTime/instant covers, first and last millisecond (UTC)."""
     match = DATE_TIME.match(text.strip())

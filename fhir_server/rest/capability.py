@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from fhir_server import __version__
+from fhir_server.bulk.request import EXPORT
 from fhir_server.ig import ImplementationGuide
 from fhir_server.search.parameters import Parameters
 from fhir_server.spec import Spec
@@ -16,7 +17,8 @@ PUBLISHED = "2026-11-22"
 OPERATION_DEFINITION = "http://hl7.org/fhir/OperationDefinition/"
 # type -> operations beyond $validate (which every type has), with their R4 definitions
 TYPE_OPERATIONS = {
-    "Patient": [("everything", "Patient-everything")],
+    "Patient": [("everything", "Patient-everything"), ("export", EXPORT["operations"]["patient"])],
+    "Group": [("export", EXPORT["operations"]["group"])],
     "ValueSet": [("expand", "ValueSet-expand"), ("validate-code", "ValueSet-validate-code")],
     "CodeSystem": [("lookup", "CodeSystem-lookup")],
     "Subscription": [("status", "http://hl7.org/fhir/uv/subscriptions-backport/OperationDefinition/backport-subscription-status"),
@@ -95,9 +97,10 @@ def capability_statement(
         **({"security": security} if security else {}),
         "resource": resources,
         "interaction": [{"code": code} for code in system_interactions],
+        "operation": [{"name": "export", "definition": EXPORT["operations"]["system"]}],
     }
     statement = instance_statement("calipso FHIR R4 server for the home-care liaison notebook", base_url, [guide.guide["url"]], rest,
-                                   fhir_version=spec.fhir_version)
+                                   instantiates=[EXPORT["capability"]], fhir_version=spec.fhir_version)
     if "patch" in type_interactions:
         statement["patchFormat"] = ["application/json-patch+json", "application/fhir+json"]
     return statement

@@ -10,6 +10,7 @@ from starlette.requests import Request
 from fhir_server.engine.interactions import parse_etag
 from fhir_server.outcome import FhirError
 from fhir_server.storage.store import Version
+from fhir_server.values import instant
 
 RETURN_PREFERENCES = ("minimal", "representation", "OperationOutcome")
 
@@ -62,13 +63,9 @@ def strict_handling(request: Request) -> bool:
 
 def parse_instant(value: str, parameter: str) -> datetime:
     """An instant or dateTime parameter (`_since`); 400 when it is not one."""
-    text = value.strip()
-    try:
-        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        raise FhirError.of(400, "invalid", f"{parameter} must be an instant such as 2026-01-31T08:00:00Z") from None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=timezone.utc)
+    moment = instant(value)
+    if moment is None:
+        raise FhirError.of(400, "invalid", f"{parameter} must be an instant such as 2026-01-31T08:00:00Z")
     return moment
 
 

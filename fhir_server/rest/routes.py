@@ -23,7 +23,7 @@ from fhir_server.engine import writes
 from fhir_server.outcome import FhirError, Issue, operation_outcome
 from fhir_server.rest.body import read_body, read_json, read_patch
 from fhir_server.rest.bundles import transaction_or_batch
-from fhir_server.rest import cdl, subscription_operations
+from fhir_server.rest import bulk_export, cdl, subscription_operations
 from fhir_server.rest.capability import capability_statement
 from fhir_server.rest.context import base_url, engine_of, settings_of
 from fhir_server.rest.history_bundle import history_bundle
@@ -42,7 +42,7 @@ from fhir_server.rest.responses import fhir_response, outcome_response, version_
 from fhir_server.security.discovery import rest_security
 from fhir_server.security.discovery import smart_configuration as smart_discovery
 from fhir_server.security.audit import audit_event
-from fhir_server.security.permissions import (BUNDLES, CREATES, DELETES, EVERYTHING, EXPANDS, HL7_INBOX, INSTANCE_HISTORY,
+from fhir_server.security.permissions import (BUNDLES, CREATES, DELETES, EVERYTHING, EXPANDS, EXPORT_CANCELS, EXPORT_JOBS, EXPORTS, HL7_INBOX, INSTANCE_HISTORY,
                                               LOOKS_UP, NOTE_DELETES, NOTE_READS, NOTE_SEARCHES, NOTE_UPDATES, PATCHES, PUBLIC,
                                               READS, SEARCHES, SUBSCRIPTION_STATUS, SYSTEM_HISTORY, SYSTEM_SEARCHES, TYPE_HISTORY, UPDATES,
                                               VALIDATES, VREADS, Permission)
@@ -442,6 +442,15 @@ ROUTES: list[FhirRoute] = [
     FhirRoute("/cdl/DocumentReference/{id}", "PUT", cdl.update_note, NOTE_UPDATES),
     FhirRoute("/cdl/DocumentReference/{id}", "DELETE", cdl.delete_note, NOTE_DELETES),
     # operations first: `$name` would otherwise be read as an id
+    FhirRoute("/fhir/$export", "GET", bulk_export.kick_off_system, EXPORTS),
+    FhirRoute("/fhir/$export", "POST", bulk_export.kick_off_system, EXPORTS),
+    FhirRoute("/fhir/Patient/$export", "GET", bulk_export.kick_off_patients, EXPORTS),
+    FhirRoute("/fhir/Patient/$export", "POST", bulk_export.kick_off_patients, EXPORTS),
+    FhirRoute("/fhir/Group/{id}/$export", "GET", bulk_export.kick_off_group, EXPORTS),
+    FhirRoute("/fhir/Group/{id}/$export", "POST", bulk_export.kick_off_group, EXPORTS),
+    FhirRoute("/fhir/$export-status/{job}", "GET", bulk_export.status, EXPORT_JOBS),
+    FhirRoute("/fhir/$export-status/{job}", "DELETE", bulk_export.cancel, EXPORT_CANCELS),
+    FhirRoute("/fhir/$export-file/{job}/{name}", "GET", bulk_export.download, EXPORT_JOBS),
     FhirRoute("/fhir/ValueSet/$expand", "GET", expand, EXPANDS),
     FhirRoute("/fhir/ValueSet/$expand", "POST", expand, EXPANDS),
     FhirRoute("/fhir/ValueSet/{id}/$expand", "GET", expand, EXPANDS),

@@ -108,6 +108,16 @@ def notification_event(subscription: str, destination: str, status: int, outcome
     return event
 
 
+def export_event(job: str, owner: str, status: str, exported: int, when: datetime | None = None) -> dict[str, Any]:
+    """The AuditEvent of a bulk export that ended: whose, which job, how many resources (the
+    kick-off and every download are audited as interactions of their own)."""
+    event = audit_event("operation", "E", 200 if status == "completed" else 500, owner, None, when=when)
+    event["type"] = EXPORT_TYPE
+    del event["subtype"]
+    event["outcomeDesc"] = f"bulk export {job} {status}: {exported} resources"[:200]
+    return event
+
+
 def message_recorder(trail: "AuditTrail | None") -> Callable[[str, str, str], None] | None:
     """What the MLLP listener calls with each message's (ACK code, sender, inbox key)."""
     if trail is None:
@@ -224,4 +234,4 @@ def _read_journal(path: Path) -> list[dict[str, Any]]:
     return events
 
 
-__all__ = ["AuditTrail", "audit_event", "engine_committer", "message_event", "message_recorder", "notification_event"]
+__all__ = ["AuditTrail", "audit_event", "engine_committer", "export_event", "message_event", "message_recorder", "notification_event"]

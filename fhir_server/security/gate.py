@@ -175,7 +175,7 @@ class Gate:
         if permission.system_only and not (access.context == "system" and access.unrestricted):
             raise forbidden("This endpoint takes system/ scopes only (a resource's own history takes user/ and patient/ scopes)")
         if permission.letter is None:
-            return  # transaction / batch: each entry is checked as it is read
+            return  # checked by the endpoint: each Bundle entry, each exported type, the owner of an export job
         for resource_type in permission.types(request):
             if not access.may(resource_type, permission.letter):
                 raise forbidden(f"The token's scopes do not allow this interaction on {resource_type[:40]}")

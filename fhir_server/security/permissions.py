@@ -43,6 +43,8 @@ class Permission:
     public: bool = False  # no token needed (discovery); runs with no access to data
     system_only: bool = False  # `system/` scopes only (history across resources, the HL7 inbox)
     per_entry: bool = False  # transaction / batch: each entry is checked as it is read
+    per_type: bool = False  # $export kick-off: each type the export asks is checked (bulk/jobs.py)
+    own: bool = False  # the caller's own export jobs: the endpoint finds them by their owner, 404 for anyone else's
 
 
 def notes(request: Request) -> list[str]:
@@ -68,12 +70,15 @@ VALIDATES = Permission(READ, "operation", "E")
 EXPANDS = Permission(READ, "operation", "E", types=fixed("ValueSet"))
 LOOKS_UP = Permission(READ, "operation", "E", types=fixed("CodeSystem"))
 SUBSCRIPTION_STATUS = Permission(READ, "operation", "E", types=fixed("Subscription"))  # $status, $events
+EXPORTS = Permission(None, "operation", "E", types=fixed("*"), per_type=True)
+EXPORT_JOBS = Permission(None, "operation", "R", types=fixed("*"), own=True)  # poll, download
+EXPORT_CANCELS = Permission(None, "operation", "D", types=fixed("*"), own=True)
 HL7_INBOX = Permission(None, "create", "C", system_only=True)
 NOTE_READS = Permission(READ, "read", "R", types=notes)
 NOTE_SEARCHES = Permission(SEARCH, "search-type", "E", types=notes)
 NOTE_UPDATES = Permission(UPDATE, "update", "U", types=notes)
 NOTE_DELETES = Permission(DELETE, "delete", "D", types=notes)
 
-__all__ = ["BUNDLES", "CREATES", "DELETES", "EVERYTHING", "EXPANDS", "HL7_INBOX", "INSTANCE_HISTORY", "LOOKS_UP", "PATCHES", "SUBSCRIPTION_STATUS",
+__all__ = ["BUNDLES", "CREATES", "DELETES", "EVERYTHING", "EXPANDS", "EXPORTS", "EXPORT_CANCELS", "EXPORT_JOBS", "HL7_INBOX", "INSTANCE_HISTORY", "LOOKS_UP", "PATCHES", "SUBSCRIPTION_STATUS",
            "NOTE_DELETES", "NOTE_READS", "NOTE_SEARCHES", "NOTE_UPDATES", "PUBLIC", "Permission", "READS", "SEARCHES", "SYSTEM_HISTORY", "SYSTEM_SEARCHES", "TYPE_HISTORY", "UPDATES",
            "VALIDATES", "VREADS"]

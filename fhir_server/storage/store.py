@@ -35,7 +35,7 @@ INBOX = "inbox"  # HL7 v2 messages as received, with their outcome (the bridge's
 PRIVATE = "private"  # what a write keeps but never serves (a subscription's signing secret and owner)
 
 # collections other stores in storage/ keep on this database, created up front as well
-EXTRA_COLLECTIONS = ("subscription_state", "subscription_events", "leases", "subscription_bindings")
+EXTRA_COLLECTIONS = ("subscription_state", "subscription_events", "leases", "subscription_bindings", "export_jobs", "export_slots")
 
 # Every index costs every write (measured: bench/RESULTS.md); each one here serves a query.
 INDEXES: dict[str, list[tuple[list[tuple[str, int]], dict[str, Any]]]] = {

@@ -1,0 +1,234 @@
+"""One export job run: its steps (one per exported type, then the deleted resources), page by
+page from the database into NDJSON parts, with a checkpoint after every page.
+
+Memory stays flat whatever the export's size: a page of documents at a time, written as the
+stored bytes (`raw`, the JSON reads serve) unless `_elements` asks for a subset. A page is read
+by keyset on `_id` (rows after the last one written), so a resumed run continues where the
+last checkpoint left it. The run acts under the owner's access, decided again when it starts:
+the same clauses (care-team compartments, visibility labels) as its reads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from typing import Any, Callable
+from urllib.parse import parse_qsl
+
+import orjson
+
+from fhir_server.bulk.files import ExportFiles
+from fhir_server.bulk.request import elements_for
+from fhir_server.engine.pacing import Pacer
+from fhir_server.search.executor import Searcher
+from fhir_server.search.subset import subset
+from fhir_server.security.policy import ACCESS
+from fhir_server.spec import Spec
+from fhir_server.storage import filters
+from fhir_server.storage.exports import ExportStore
+from fhir_server.storage.reach import NOTHING
+from fhir_server.storage.search_store import SearchStore
+from fhir_server.values import ONE_MS, key
+
+PATIENTS_PER_QUERY = 500  # a Group's members are exported this many at a time (the query's key list)
+RESOURCES_PER_PART = 100_000  # an output file holds at most this many resources
+NEXT_TYPE = chr(ord("/") + 1)  # "Type/..." ids end before "Type0"
+
+
+class JobLost(Exception):
+    """The job was cancelled, or another worker holds it now: this run stops."""
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    page_size: int = 500
+    lease_seconds: float = 30.0
+    max_per_second: float = 0.0  # 0: as fast as the API lets it (the pacer gives way to requests)
+
+
+class ExportRun:
+    def __init__(self, job: dict[str, Any], worker: str, exports: ExportStore, search: SearchStore, searcher: Searcher,
+                 spec: Spec, files: ExportFiles, pacer: Pacer, settings: RunSettings,
+                 clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc)):
+        self._job = job
+        self._id: str = job["_id"]
+        self._worker = worker
+        self._exports = exports
+        self._search = search
+        self._searcher = searcher
+        self._spec = spec
+        self._files = files
+        self._pacer = pacer
+        self._settings = settings
+        self._clock = clock
+        self._parts: list[dict[str, Any]] = [dict(part) for part in job.get("files", [])]
+        self._exported: int = job.get("exported", 0)
+        self._open: dict[tuple[str, str], dict[str, Any]] = {}  # this run's part per (kind, type): a resumed run starts new ones
+        self._started = time.monotonic()
+        self._written_here = 0
+
+    async def run(self) -> None:
+        """Every step from the checkpoint on; JobLost when the job is no longer this worker's."""
+        await self._files.prepare(self._id)
+        job = self._job
+        notes = job.get("notes") or []
+        if notes and not any(part["kind"] == "errors" for part in self._parts):
+            await self._write("errors", "OperationOutcome", [_outcome(note) for note in notes], {})
+        position: dict[str, Any] = job.get("position") or {"step": 0, "batch": 0, "after": ""}
+        for index in range(position["step"], len(job["steps"])):
+            step = job["steps"][index]
+            resumed: dict[str, Any] = position if index == position["step"] else {"step": index, "batch": 0, "after": ""}
+            if step["kind"] == "deleted":
+                await self._deleted(index, step["type"], resumed["after"])
+            else:
+                await self._output(index, step["type"], resumed["batch"], resumed["after"])
+
+    # -- the resources -----------------------------------------------------------------------------
+
+    async def _output(self, index: int, resource_type: str, first_batch: int, after: str) -> None:
+        job = self._job
+        reach = ACCESS.get().clause(resource_type, self._spec.compartments["Patient"])
+        if reach == NOTHING:
+            return
+        chosen = await self._type_filter(resource_type)
+        common = [filters.equal("deleted", False), self._updated(), reach or {}, chosen or {}]
+        population: list[str] | None = job.get("population")
+        codes = self._spec.compartments["Patient"].get(resource_type, [])
+        if population is None:
+            batches: list[list[str] | None] = [None]
+        else:
+            batches = [population[i:i + PATIENTS_PER_QUERY] for i in range(0, len(population), PATIENTS_PER_QUERY)]
+        in_compartment = job["level"] != "system" and resource_type != "Patient"
+        elements = elements_for(tuple(job.get("elements") or ()), resource_type)
+        for number in range(first_batch, len(batches)):
+            batch = batches[number]
+            earlier = frozenset(p for b in batches[:number] for p in b or ())
+            if batch is None:
+                scope: dict[str, Any] = {}
+            elif resource_type == "Patient":
+                scope = filters.one_of("_id", [f"Patient/{p}" for p in batch])
+            else:
+                scope = filters.one_of("ix.rf", [key(code, f"Patient/{p}") for code in codes for p in batch])
+            query = filters.all_of([*common, scope])
+            keep = _kept(in_compartment and batch is None, codes, earlier)
+            await self._pages(index, number, resource_type, query, after if number == first_batch else "", keep, elements)
+
+    async def _pages(self, index: int, batch: int, resource_type: str, query: dict[str, Any], after: str,
+                     keep: Callable[[dict[str, Any]], bool] | None, elements: list[str] | None) -> None:
+        fields = {"_id": 1, "raw": 1, **({"ix.rf": 1} if keep is not None else {})}
+        while True:
+            bounds = {"_id": filters.within([("gt", after or f"{resource_type}/"), ("lt", resource_type + NEXT_TYPE)])}
+            rows = await self._search.find(filters.all_of([query, bounds]), fields, [("_id", 1)], self._settings.page_size)
+            if not rows:
+                return
+            after = rows[-1]["_id"]
+            kept = [row for row in rows if keep is None or keep(row)]
+            lines = [subset(bytes(row["raw"]), self._spec, None, elements) for row in kept]
+            await self._write("output", resource_type, lines, {"step": index, "batch": batch, "after": after})
+            if len(rows) < self._settings.page_size:
+                return
+
+    async def _type_filter(self, resource_type: str) -> dict[str, Any] | None:
+        """The `_typeFilter` criteria of a type, any of them (None: no filter)."""
+        queries = (self._job.get("type_filters") or {}).get(resource_type)
+        if not queries:
+            return None
+        compiled = [await self._searcher.criteria(resource_type, parse_qsl(q, keep_blank_values=True), "") for q in queries]
+        return filters.any_of([criteria.filter() for criteria in compiled])
+
+    def _updated(self) -> dict[str, Any]:
+        """`_since` < lastUpdated <= min(`_until`, transactionTime)."""
+        job = self._job
+        bounds = [("lt", job["until"] + ONE_MS)]
+        if job.get("since") is not None:
+            bounds.append(("gt", job["since"]))
+        return {"updated": filters.within(bounds)}
+
+    # -- the deleted resources -----------------------------------------------------------------------
+
+    async def _deleted(self, index: int, resource_type: str, after: str) -> None:
+        query = filters.all_of([filters.equal("deleted", True), self._updated()])
+        while True:
+            bounds = {"_id": filters.within([("gt", after or f"{resource_type}/"), ("lt", resource_type + NEXT_TYPE)])}
+            rows = await self._search.find(filters.all_of([query, bounds]), {"_id": 1}, [("_id", 1)], self._settings.page_size)
+            if not rows:
+                return
+            after = rows[-1]["_id"]
+            lines = [orjson.dumps(_deletion(row["_id"])) for row in rows]
+            await self._write("deleted", "Bundle", lines, {"step": index, "batch": 0, "after": after}, resource_type)
+            if len(rows) < self._settings.page_size:
+                return
+
+    # -- writing and checkpoints ----------------------------------------------------------------------
+
+    async def _write(self, kind: str, file_type: str, lines: list[bytes], position: dict[str, Any], name_type: str | None = None) -> None:
+        """Append lines to this run's part, then checkpoint (the part's new length, the position)."""
+        if lines:
+            part = self._part(kind, file_type, name_type or file_type)
+            data = b"\n".join(lines) + b"\n"
+            try:
+                await self._files.append(self._id, part["name"], data)
+            except FileNotFoundError:
+                raise JobLost("the export's folder is gone (cancelled)") from None
+            part["count"] += len(lines)
+            part["bytes"] += len(data)
+            if kind == "output":
+                self._exported += len(lines)
+        fields = {"files": self._parts, "exported": self._exported,
+                  "lease_until": self._clock() + timedelta(seconds=self._settings.lease_seconds)}
+        if position:
+            fields["position"] = position
+        if not await self._exports.checkpoint(self._id, self._worker, fields):
+            raise JobLost("the job was cancelled or taken over")
+        await self._pace(len(lines))
+
+    def _part(self, kind: str, file_type: str, name_type: str) -> dict[str, Any]:
+        part = self._open.get((kind, name_type))
+        if part is None or part["count"] >= RESOURCES_PER_PART:
+            prefix = name_type if kind == "output" else f"{kind}-{name_type}"
+            number = 1 + sum(1 for p in self._parts if p["name"].rsplit("-", 1)[0] == prefix)
+            part = {"kind": kind, "type": file_type, "name": f"{prefix}-{number}.ndjson", "count": 0, "bytes": 0}
+            self._parts.append(part)
+            self._open[(kind, name_type)] = part
+        return part
+
+    async def _pace(self, written: int) -> None:
+        """Give way to the API's requests; keep under the configured rate."""
+        await self._pacer.turn()
+        rate = self._settings.max_per_second
+        if rate > 0 and written:
+            self._written_here += written
+            ahead = self._written_here / rate - (time.monotonic() - self._started)
+            if ahead > 0:
+                await asyncio.sleep(ahead)
+
+
+def _kept(in_compartment: bool, codes: list[str], earlier: frozenset[str]) -> Callable[[dict[str, Any]], bool] | None:
+    """What a page's rows must also pass: belonging to some patient's compartment (a patient-level
+    export of every patient), and not to a patient of an earlier batch (exported already)."""
+    if not in_compartment and not earlier:
+        return None
+    prefixes = tuple(key(code, "Patient/") for code in codes)
+
+    def keep(row: dict[str, Any]) -> bool:
+        entries = (row.get("ix") or {}).get("rf") or []
+        if in_compartment and not any(entry.startswith(prefixes) for entry in entries):
+            return False
+        return not any(entry.startswith(prefixes) and entry.rpartition("Patient/")[2] in earlier for entry in entries)
+
+    return keep
+
+
+def _deletion(key_: str) -> dict[str, Any]:
+    """A deleted resource as the IG lists it: a transaction Bundle with its DELETE."""
+    return {"resourceType": "Bundle", "type": "transaction", "entry": [{"request": {"method": "DELETE", "url": key_}}]}
+
+
+def _outcome(text: str) -> bytes:
+    return orjson.dumps({"resourceType": "OperationOutcome", "issue": [{"severity": "warning", "code": "not-supported",
+                                                                         "diagnostics": text}]})
+
+
+__all__ = ["ExportRun", "JobLost", "RunSettings"]
