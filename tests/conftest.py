@@ -27,6 +27,7 @@ from tests.fhir_schema import assert_conforms
 
 FHIR_JSON = "application/fhir+json"
 FHIR_XML = "application/fhir+xml"
+FHIR_NDJSON = "application/fhir+ndjson"
 pytest_plugins = ["tests.bridge_fixtures", "tests.webapp_fixtures"]  # `bridged` (an app with its MLLP listener), `demo_server`
 
 
@@ -43,7 +44,7 @@ def database_uri(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 
 @pytest.fixture
-def settings(database_uri: str) -> Settings:
+def settings(database_uri: str, tmp_path: Path) -> Settings:
     """Settings for one test: its own database name isolates it from every other test.
 
     The guide's artifacts are not installed, so a test starts from an empty database; the
@@ -51,15 +52,22 @@ def settings(database_uri: str) -> Settings:
     """
     return Settings(
         mongodb_uri=database_uri, database=f"test_{uuid.uuid4().hex[:16]}", max_body_bytes=64 * 1024, serve_guide=False, auth=False, audit=False,
-        mllp_port=None
+        mllp_port=None, data_dir=tmp_path / "data"
     )
 
 
 async def check_fhir_body(response: httpx.Response) -> None:
-    """Response hook: every FHIR JSON body must conform to the R4 JSON Schema."""
+    """Response hook: every FHIR JSON body (and every line of an NDJSON export file) must
+    conform to the R4 JSON Schema; a Bulk Data manifest is the only plain JSON served."""
     await response.aread()
-    if response.headers.get("content-type", "").startswith(FHIR_JSON):
+    content_type = response.headers.get("content-type", "")
+    if content_type.startswith(FHIR_JSON):
         assert_conforms(orjson.loads(response.content))
+    elif content_type.startswith(FHIR_NDJSON):
+        for line in response.content.splitlines():
+            assert_conforms(orjson.loads(line))
+    elif content_type.startswith("application/json") and "/$export-status/" in response.request.url.path:
+        assert set(orjson.loads(response.content)) >= {"transactionTime", "request", "requiresAccessToken", "output", "error"}
     elif response.headers.get("content-type", "").startswith(FHIR_XML):
         assert_conforms(XmlFormat(load_spec()).from_xml(response.content))
     elif response.content:
