@@ -51,6 +51,17 @@ def _parser() -> argparse.ArgumentParser:
     load.add_argument("--data-dir", type=Path, default=None, help="local engine: the embedded database's files")
     load.add_argument("--chunk", type=int, default=200, help="resources per transaction Bundle (default 200)")
     load.add_argument("--token", default=None, help="bearer token for --server (default: CALIPSO_TOKEN)")
+    export = commands.add_parser("export", help="bulk-export a running server's data as NDJSON files (FHIR Bulk Data $export)")
+    export.add_argument("--server", default="http://127.0.0.1:8080/fhir", help="FHIR base URL (default http://127.0.0.1:8080/fhir)")
+    export.add_argument("--out", type=Path, required=True, help="the folder the files (and manifest.json) are written to")
+    level = export.add_mutually_exclusive_group()
+    level.add_argument("--group", default=None, help="export a Group's patients (Group/[id]/$export)")
+    level.add_argument("--patients", action="store_true", help="export every patient's compartment (Patient/$export)")
+    export.add_argument("--type", default=None, help="resource types, comma-separated (_type)")
+    export.add_argument("--since", default=None, help="only what changed after this instant (_since)")
+    export.add_argument("--type-filter", action="append", default=[], help="Type?search criteria (_typeFilter), repeatable")
+    export.add_argument("--keep", action="store_true", help="leave the export on the server (default: DELETE it once downloaded)")
+    export.add_argument("--token", default=None, help="bearer token (default: CALIPSO_TOKEN)")
     send = commands.add_parser("send", help="send HL7 v2 files over MLLP, waiting for each ACK")
     send.add_argument("paths", nargs="+", type=Path, metavar="FILE_OR_DIR")
     send.add_argument("--host", default="127.0.0.1")
@@ -375,10 +386,46 @@ def receive(args: argparse.Namespace) -> int:
     return 0
 
 
+def export(args: argparse.Namespace) -> int:
+    """Kick off, follow and download a bulk export; 1 when the server refused or failed it."""
+    import asyncio
+    from urllib.parse import urlencode
+
+    import httpx
+
+    from fhir_server.bulk.client import ExportFailed
+    from fhir_server.bulk.client import export as bulk_export
+
+    base = args.server.rstrip("/")
+    path = f"/Group/{args.group}/$export" if args.group else "/Patient/$export" if args.patients else "/$export"
+    query = [(k, v) for k, v in (("_type", args.type), ("_since", args.since)) if v] + [("_typeFilter", f) for f in args.type_filter]
+    url = f"{base}{path}" + (f"?{urlencode(query)}" if query else "")
+    token = args.token or os.environ.get("CALIPSO_TOKEN")
+
+    async def run() -> int:
+        async with httpx.AsyncClient(timeout=300, headers={"Authorization": f"Bearer {token}"} if token else {}) as client:
+            done = await bulk_export(client, url, args.out, keep=args.keep)
+        counts = ", ".join(f"{n} {t}" for t, n in sorted(done.resources.items())) or "no resources"
+        print(f"exported {counts} into {len(done.files)} file(s) in {done.folder}")
+        return 0
+
+    try:
+        return asyncio.run(run())
+    except ExportFailed as error:
+        print(f"calipso export: {error}", file=sys.stderr)
+        return 1
+    except httpx.TransportError as error:
+        print(f"calipso export: cannot reach {base}: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("calipso export: cancelled (the server's job was deleted)", file=sys.stderr)
+        return 130
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     commands = {"serve": serve, "token": token, "load": load, "validate": validate, "ig": ig, "send": send, "mllp": mllp, "inbox": inbox,
-                "doctor": doctor, "demo": demo, "receive": receive}
+                "doctor": doctor, "demo": demo, "receive": receive, "export": export}
     return commands[args.command](args)
 
 
