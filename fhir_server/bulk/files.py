@@ -1,5 +1,5 @@
 """Export output files on disk: one folder per job under the data folder, NDJSON parts appended
-page by page. A part's valid length is what the job's checkpoint recorded, so bytes a dead or
+page by page, made durable at each checkpoint. A part's valid length is what the job's last checkpoint recorded, so bytes a dead or
 displaced worker wrote after its last checkpoint are never served (a resumed job starts a new
 part instead of rewriting an old one)."""
 
@@ -35,9 +35,13 @@ class ExportFiles:
         await asyncio.to_thread(self.folder(job_id).mkdir, parents=True, exist_ok=True)
 
     async def append(self, job_id: str, name: str, data: bytes) -> None:
-        """Append and make durable (the checkpoint that follows counts these bytes). Raises
-        FileNotFoundError once the job's folder is gone (cancelled)."""
+        """Append (durable once `sync` returns). Raises FileNotFoundError once the job's folder
+        is gone (cancelled)."""
         await asyncio.to_thread(_append, self.path(job_id, name), data)
+
+    async def sync(self, job_id: str, names: list[str]) -> None:
+        """Make what was appended to these parts durable (before a checkpoint counts it)."""
+        await asyncio.to_thread(_sync, [self.path(job_id, name) for name in names])
 
     async def read(self, job_id: str, name: str, length: int) -> AsyncIterator[bytes]:
         """The first `length` bytes of a part, in chunks."""
@@ -60,9 +64,17 @@ def _append(path: Path, data: bytes) -> None:
         view = memoryview(data)
         while view:
             view = view[os.write(fd, view):]
-        os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def _sync(paths: list[Path]) -> None:
+    for path in paths:
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
 
 __all__ = ["ExportFiles"]

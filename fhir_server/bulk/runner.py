@@ -1,17 +1,19 @@
 """One export job run: its steps (one per exported type, then the deleted resources), page by
-page from the database into NDJSON parts, with a checkpoint after every page.
+page from the database into NDJSON parts, with a checkpoint every second and after each step.
 
 Memory stays flat whatever the export's size: a page of documents at a time, written as the
-stored bytes (`raw`, the JSON reads serve) unless `_elements` asks for a subset. A page is read
-by keyset on `_id` (rows after the last one written), so a resumed run continues where the
-last checkpoint left it. The run acts under the owner's access, decided again when it starts:
-the same clauses (care-team compartments, visibility labels) as its reads.
+stored bytes (`raw`, the JSON reads serve) unless `_elements` asks for a subset. Pages come from
+one database cursor per type, in `_id` order; a resumed run opens its cursor after the last
+`_id` its checkpoint recorded (keyset), so it continues where it stood. The run acts under the
+owner's access, decided again when it starts: the same clauses (care-team compartments, visibility labels) as its reads.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import AsyncGenerator
+from contextlib import aclosing
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any, Callable
@@ -34,6 +36,7 @@ from fhir_server.values import ONE_MS, key
 
 PATIENTS_PER_QUERY = 500  # a Group's members are exported this many at a time (the query's key list)
 RESOURCES_PER_PART = 100_000  # an output file holds at most this many resources
+CHECKPOINT_SECONDS = 1.0  # progress is recorded (files synced, lease renewed) this often, and at the end of each step
 NEXT_TYPE = chr(ord("/") + 1)  # "Type/..." ids end before "Type0"
 
 
@@ -68,6 +71,9 @@ class ExportRun:
         self._open: dict[tuple[str, str], dict[str, Any]] = {}  # this run's part per (kind, type): a resumed run starts new ones
         self._started = time.monotonic()
         self._written_here = 0
+        self._position: dict[str, Any] = {}
+        self._unsynced: set[str] = set()  # parts appended to since the last checkpoint
+        self._checkpointed = time.monotonic()
 
     async def run(self) -> None:
         """Every step from the checkpoint on; JobLost when the job is no longer this worker's."""
@@ -76,6 +82,7 @@ class ExportRun:
         notes = job.get("notes") or []
         if notes and not any(part["kind"] == "errors" for part in self._parts):
             await self._write("errors", "OperationOutcome", [_outcome(note) for note in notes], {})
+            await self._checkpoint()
         position: dict[str, Any] = job.get("position") or {"step": 0, "batch": 0, "after": ""}
         for index in range(position["step"], len(job["steps"])):
             step = job["steps"][index]
@@ -84,6 +91,7 @@ class ExportRun:
                 await self._deleted(index, step["type"], resumed["after"])
             else:
                 await self._output(index, step["type"], resumed["batch"], resumed["after"])
+            await self._checkpoint()
 
     # -- the resources -----------------------------------------------------------------------------
 
@@ -118,17 +126,16 @@ class ExportRun:
     async def _pages(self, index: int, batch: int, resource_type: str, query: dict[str, Any], after: str,
                      keep: Callable[[dict[str, Any]], bool] | None, elements: list[str] | None) -> None:
         fields = {"_id": 1, "raw": 1, **({"ix.rf": 1} if keep is not None else {})}
-        while True:
-            bounds = {"_id": filters.within([("gt", after or f"{resource_type}/"), ("lt", resource_type + NEXT_TYPE)])}
-            rows = await self._search.find(filters.all_of([query, bounds]), fields, [("_id", 1)], self._settings.page_size)
-            if not rows:
-                return
-            after = rows[-1]["_id"]
-            kept = [row for row in rows if keep is None or keep(row)]
-            lines = [subset(bytes(row["raw"]), self._spec, None, elements) for row in kept]
-            await self._write("output", resource_type, lines, {"step": index, "batch": batch, "after": after})
-            if len(rows) < self._settings.page_size:
-                return
+        async with aclosing(self._rows(resource_type, query, after, fields)) as pages:
+            async for rows in pages:
+                kept = [row for row in rows if keep is None or keep(row)]
+                lines = [subset(bytes(row["raw"]), self._spec, None, elements) for row in kept]
+                await self._write("output", resource_type, lines, {"step": index, "batch": batch, "after": rows[-1]["_id"]})
+
+    def _rows(self, resource_type: str, query: dict[str, Any], after: str, fields: dict[str, Any]) -> AsyncGenerator[list[dict[str, Any]], None]:
+        """A type's rows matching `query` after the keyset position `after`, by `_id`, a page at a time."""
+        bounds = {"_id": filters.within([("gt", after or f"{resource_type}/"), ("lt", resource_type + NEXT_TYPE)])}
+        return self._search.batches(filters.all_of([query, bounds]), fields, [("_id", 1)], self._settings.page_size)
 
     async def _type_filter(self, resource_type: str) -> dict[str, Any] | None:
         """The `_typeFilter` criteria of a type, any of them (None: no filter)."""
@@ -150,21 +157,15 @@ class ExportRun:
 
     async def _deleted(self, index: int, resource_type: str, after: str) -> None:
         query = filters.all_of([filters.equal("deleted", True), self._updated()])
-        while True:
-            bounds = {"_id": filters.within([("gt", after or f"{resource_type}/"), ("lt", resource_type + NEXT_TYPE)])}
-            rows = await self._search.find(filters.all_of([query, bounds]), {"_id": 1}, [("_id", 1)], self._settings.page_size)
-            if not rows:
-                return
-            after = rows[-1]["_id"]
-            lines = [orjson.dumps(_deletion(row["_id"])) for row in rows]
-            await self._write("deleted", "Bundle", lines, {"step": index, "batch": 0, "after": after}, resource_type)
-            if len(rows) < self._settings.page_size:
-                return
+        async with aclosing(self._rows(resource_type, query, after, {"_id": 1})) as pages:
+            async for rows in pages:
+                lines = [orjson.dumps(_deletion(row["_id"])) for row in rows]
+                await self._write("deleted", "Bundle", lines, {"step": index, "batch": 0, "after": rows[-1]["_id"]}, resource_type)
 
     # -- writing and checkpoints ----------------------------------------------------------------------
 
     async def _write(self, kind: str, file_type: str, lines: list[bytes], position: dict[str, Any], name_type: str | None = None) -> None:
-        """Append lines to this run's part, then checkpoint (the part's new length, the position)."""
+        """Append lines to this run's part; checkpoint when the last one is a while ago."""
         if lines:
             part = self._part(kind, file_type, name_type or file_type)
             data = b"\n".join(lines) + b"\n"
@@ -172,17 +173,30 @@ class ExportRun:
                 await self._files.append(self._id, part["name"], data)
             except FileNotFoundError:
                 raise JobLost("the export's folder is gone (cancelled)") from None
+            self._unsynced.add(part["name"])
             part["count"] += len(lines)
             part["bytes"] += len(data)
             if kind == "output":
                 self._exported += len(lines)
+        self._position = position or self._position
+        if time.monotonic() - self._checkpointed >= CHECKPOINT_SECONDS:
+            await self._checkpoint()
+        await self._pace(len(lines))
+
+    async def _checkpoint(self) -> None:
+        """Make the parts durable, then record their lengths, the position and the lease."""
+        try:
+            await self._files.sync(self._id, sorted(self._unsynced))
+        except FileNotFoundError:
+            raise JobLost("the export's folder is gone (cancelled)") from None
+        self._unsynced.clear()
         fields = {"files": self._parts, "exported": self._exported,
                   "lease_until": self._clock() + timedelta(seconds=self._settings.lease_seconds)}
-        if position:
-            fields["position"] = position
+        if self._position:
+            fields["position"] = self._position
         if not await self._exports.checkpoint(self._id, self._worker, fields):
             raise JobLost("the job was cancelled or taken over")
-        await self._pace(len(lines))
+        self._checkpointed = time.monotonic()
 
     def _part(self, kind: str, file_type: str, name_type: str) -> dict[str, Any]:
         part = self._open.get((kind, name_type))

@@ -71,7 +71,7 @@ class ExportStore:
         """The oldest active job no live worker holds, now held by `worker` until `until`."""
         free = {"status": {"$in": list(ACTIVE)}, "$or": [{"lease_until": None}, {"lease_until": {"$lt": now}}]}
         return await self._jobs.find_one_and_update(
-            free, {"$set": {"status": "running", "worker": worker, "lease_until": until}, "$inc": {"attempts": 1}},
+            free, {"$set": {"status": "running", "worker": worker, "lease_until": until, "started": now}, "$inc": {"attempts": 1}},
             sort=[("created", ASCENDING)], return_document=ReturnDocument.AFTER)
 
     async def checkpoint(self, job_id: str, worker: str, fields: dict[str, Any]) -> bool:

@@ -3,6 +3,7 @@ documents out. The searcher decides what to ask; how it is asked of the database
 
 from __future__ import annotations
 
+from collections.abc import AsyncGenerator
 from typing import Any, Sequence
 
 from fhir_server.storage.filters import Filter
@@ -18,6 +19,23 @@ class SearchStore:
                    limit: int | None = None) -> list[dict[str, Any]]:
         """The documents matching `plan` (whole, or only `fields`), in `sort` order, at most `limit`."""
         return [doc async for doc in self._cursor(plan, fields, sort, limit)]
+
+    async def batches(self, plan: Filter, fields: dict[str, Any], sort: Sort, size: int) -> AsyncGenerator[list[dict[str, Any]], None]:
+        """The matching documents in `sort` order, `size` at a time, from one cursor: memory holds
+        a batch, whatever the number of matches (a bulk export's reading). Close it (aclosing)
+        when leaving early: the cursor is closed with it."""
+        cursor = self._current.find(plan, fields).sort(list(sort)).batch_size(size)
+        try:
+            batch: list[dict[str, Any]] = []
+            async for doc in cursor:
+                batch.append(doc)
+                if len(batch) == size:
+                    yield batch
+                    batch = []
+            if batch:
+                yield batch
+        finally:
+            await cursor.close()
 
     async def count(self, plan: Filter) -> int:
         return int(await self._current.count_documents(plan))
