@@ -86,6 +86,7 @@ def run_scenario(base_url: str, mllp_port: int | None = None, receiver: Receiver
     ehr.call("GET", "_history", 200, _count="50")
     _conformance_resources(ehr)
     _cdl_view(ehr, patient, entry_id)
+    _bulk_export(ehr)
     _errors(ehr)
     if subscription is not None and receiver is not None:
         _notifications(ehr, receiver, subscription)
@@ -129,6 +130,28 @@ def _notifications(ehr: Ehr, receiver: Receiver, subscription: str) -> None:
         ehr.recorded.failures.append(f"subscription: {receiver.refused_signatures} notifications with a bad signature")
     ehr.call("GET", f"Subscription/{subscription}/$status", 200)
     ehr.call("GET", f"Subscription/{subscription}/$events", 200, eventsSinceNumber="1")
+
+
+def _bulk_export(ehr: Ehr, timeout: float = 120) -> None:
+    """A system `$export` polled to its manifest; every NDJSON line is recorded as a body (the
+    validators check each exported resource)."""
+    kick_off = ehr.http.get(f"{ehr.base}/$export", headers={"Prefer": "respond-async"})
+    if kick_off.status_code != 202:
+        ehr.recorded.failures.append(f"GET $export -> {kick_off.status_code}: expected 202")
+        return
+    status_url = kick_off.headers["content-location"]
+    deadline = time.monotonic() + timeout
+    while (poll := ehr.http.get(status_url)).status_code == 202 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    if poll.status_code != 200:
+        ehr.recorded.failures.append(f"GET $export-status -> {poll.status_code}: expected 200")
+        return
+    for item in poll.json()["output"]:
+        lines = ehr.http.get(item["url"]).content.splitlines()
+        if len(lines) != item["count"]:
+            ehr.recorded.failures.append(f"$export {item['type']}: {len(lines)} lines, the manifest says {item['count']}")
+        ehr.recorded.bodies += [(f"$export NDJSON {item['type']} line {n}", orjson.loads(line)) for n, line in enumerate(lines, 1)]
+    ehr.http.delete(status_url)
 
 
 def _hospital_feed(ehr: Ehr, port: int) -> None:

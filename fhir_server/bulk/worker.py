@@ -55,22 +55,24 @@ class ExportWorker:
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._swept = 0.0
+        self._stopping = False
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._loop(), name="export-worker")
 
     async def stop(self) -> None:
+        """Stop at once: a job running here is resumed by the next worker once its lease lapses."""
+        self._stopping = True
         if self._task is not None:
             self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await asyncio.wait({self._task}, timeout=5)  # the database may be gone: do not wait on it
 
     def poke(self) -> None:
         """A job was kicked off here: look now."""
         self._wake.set()
 
     async def _loop(self) -> None:
-        while True:
+        while not self._stopping:
             try:
                 await self._sweep()
                 job = await self.jobs.claim(self.name, self._clock(), self._lease_end())
@@ -82,8 +84,9 @@ class ExportWorker:
             except Exception as error:  # noqa: BLE001 - the worker outlives a database hiccup
                 log.error("export worker error type=%s", type(error).__name__)
             self._wake.clear()
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), IDLE_SECONDS)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(IDLE_SECONDS):
+                    await self._wake.wait()
 
     def _lease_end(self) -> datetime:
         return self._clock() + timedelta(seconds=self._settings.run.lease_seconds)
