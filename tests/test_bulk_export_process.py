@@ -78,7 +78,7 @@ def download(body: dict[str, Any], headers: dict[str, str] | None = None) -> lis
 
 def test_an_export_survives_a_kill_9_and_resumes_where_it_stood(database_uri: str, tmp_path: Path) -> None:
     env = {"CALIPSO_MONGODB_URI": database_uri, "CALIPSO_DATABASE": f"test_{uuid.uuid4().hex[:16]}", "CALIPSO_AUDIT": "off",
-           "CALIPSO_EXPORT_MAX_PER_SECOND": "300", "CALIPSO_EXPORT_PAGE_SIZE": "25", "CALIPSO_EXPORT_LEASE_SECONDS": "3"}
+           "CALIPSO_EXPORT_MAX_PER_SECOND": "100", "CALIPSO_EXPORT_PAGE_SIZE": "25", "CALIPSO_EXPORT_LEASE_SECONDS": "3"}
     first = Served(tmp_path / "data", env=env)
     try:
         first.wait_ready()

@@ -1,5 +1,5 @@
 """One export job run: its steps (one per exported type, then the deleted resources), page by
-page from the database into NDJSON parts, with a checkpoint every second and after each step.
+page from the database into NDJSON parts, with a checkpoint every few seconds.
 
 Memory stays flat whatever the export's size: a page of documents at a time, written as the
 stored bytes (`raw`, the JSON reads serve) unless `_elements` asks for a subset. Pages come from
@@ -30,13 +30,14 @@ from fhir_server.security.policy import ACCESS
 from fhir_server.spec import Spec
 from fhir_server.storage import filters
 from fhir_server.storage.exports import ExportStore
+from fhir_server.storage.matching import matches
 from fhir_server.storage.reach import NOTHING
 from fhir_server.storage.search_store import SearchStore
 from fhir_server.values import ONE_MS, key
 
-PATIENTS_PER_QUERY = 500  # a Group's members are exported this many at a time (the query's key list)
+PATIENTS_PER_QUERY = 500  # a Group's members are exported this many at a time (the query's key list; on MongoDB)
 RESOURCES_PER_PART = 100_000  # an output file holds at most this many resources
-CHECKPOINT_SECONDS = 1.0  # progress is recorded (files synced, lease renewed) this often, and at the end of each step
+CHECKPOINT_SECONDS = 5.0  # progress is recorded (files synced, lease renewed) this often: each write holds the embedded database's readers
 NEXT_TYPE = chr(ord("/") + 1)  # "Type/..." ids end before "Type0"
 
 
@@ -75,8 +76,10 @@ class ExportRun:
         self._unsynced: set[str] = set()  # parts appended to since the last checkpoint
         self._checkpointed = time.monotonic()
 
-    async def run(self) -> None:
-        """Every step from the checkpoint on; JobLost when the job is no longer this worker's."""
+    async def run(self) -> dict[str, Any]:
+        """Every step from the checkpoint on; the job's final record (its parts, durable on disk,
+        and their count) for the worker to finish it with. JobLost when the job is no longer this
+        worker's."""
         await self._files.prepare(self._id)
         job = self._job
         notes = job.get("notes") or []
@@ -91,46 +94,64 @@ class ExportRun:
                 await self._deleted(index, step["type"], resumed["after"])
             else:
                 await self._output(index, step["type"], resumed["batch"], resumed["after"])
-            await self._checkpoint()
+        await self._sync()
+        return {"files": self._parts, "exported": self._exported}
 
     # -- the resources -----------------------------------------------------------------------------
 
-    async def _output(self, index: int, resource_type: str, first_batch: int, after: str) -> None:
+    async def _output(self, index: int, resource_type: str, first_scope: int, after: str) -> None:
         job = self._job
         reach = ACCESS.get().clause(resource_type, self._spec.compartments["Patient"])
         if reach == NOTHING:
             return
         chosen = await self._type_filter(resource_type)
-        common = [filters.equal("deleted", False), self._updated(), reach or {}, chosen or {}]
+        common = filters.all_of([filters.equal("deleted", False), self._updated(), reach or {}, chosen or {}])
         population: list[str] | None = job.get("population")
         codes = self._spec.compartments["Patient"].get(resource_type, [])
-        if population is None:
-            batches: list[list[str] | None] = [None]
-        else:
-            batches = [population[i:i + PATIENTS_PER_QUERY] for i in range(0, len(population), PATIENTS_PER_QUERY)]
-        in_compartment = job["level"] != "system" and resource_type != "Patient"
+        scopes = self._scopes(resource_type, population, codes)
+        in_compartment = job["level"] != "system" and resource_type != "Patient" and population is None
         elements = elements_for(tuple(job.get("elements") or ()), resource_type)
-        for number in range(first_batch, len(batches)):
-            batch = batches[number]
-            earlier = frozenset(p for b in batches[:number] for p in b or ())
-            if batch is None:
-                scope: dict[str, Any] = {}
-            elif resource_type == "Patient":
-                scope = filters.one_of("_id", [f"Patient/{p}" for p in batch])
-            else:
-                scope = filters.one_of("ix.rf", [key(code, f"Patient/{p}") for code in codes for p in batch])
-            query = filters.all_of([*common, scope])
-            keep = _kept(in_compartment and batch is None, codes, earlier)
-            await self._pages(index, number, resource_type, query, after if number == first_batch else "", keep, elements)
+        covered: set[str] = set().union(*(scope.covers for scope in scopes[:first_scope]))  # exported by earlier scopes
+        keep = _kept(in_compartment, population is not None and resource_type != "Patient", codes, covered)
+        for number in range(first_scope, len(scopes)):
+            scope = scopes[number]
+            await self._pages(index, number, resource_type, scope, common, after if number == first_scope else "", keep, elements)
+            covered |= scope.covers
 
-    async def _pages(self, index: int, batch: int, resource_type: str, query: dict[str, Any], after: str,
+    def _scopes(self, resource_type: str, population: list[str] | None, codes: list[str]) -> list[_Scope]:
+        """The queries that together cover the export's patients (one, without a population)."""
+        if population is None:
+            return [_Scope({}, frozenset())]
+        batches = [population[i:i + PATIENTS_PER_QUERY] for i in range(0, len(population), PATIENTS_PER_QUERY)]
+        if resource_type == "Patient":
+            return [_Scope(filters.one_of("_id", [f"Patient/{p}" for p in batch]), frozenset()) for batch in batches]
+        if self._searcher.embedded_strategy:
+            # one indexed equality per query: SecantusDB decodes the whole collection for `$in` over
+            # many keys (docs/architecture.md), and one long query holds all its other clients
+            return [_Scope(filters.equal("ix.rf", entry), frozenset({entry})) for p in population for entry in
+                    (key(code, f"Patient/{p}") for code in codes)]
+        keyed = [[key(code, f"Patient/{p}") for p in batch for code in codes] for batch in batches]
+        return [_Scope(filters.one_of("ix.rf", keys), frozenset(keys)) for keys in keyed]
+
+    async def _pages(self, index: int, number: int, resource_type: str, scope: _Scope, common: dict[str, Any], after: str,
                      keep: Callable[[dict[str, Any]], bool] | None, elements: list[str] | None) -> None:
         fields = {"_id": 1, "raw": 1, **({"ix.rf": 1} if keep is not None else {})}
-        async with aclosing(self._rows(resource_type, query, after, fields)) as pages:
+        residual: dict[str, Any] | None = None
+        if self._searcher.embedded_strategy and scope.query:
+            # the scope's one indexed clause alone goes to the database (SecantusDB decodes the
+            # whole collection for `$and`); the rest is matched here
+            query = scope.query if "_id" in scope.query else {"type": resource_type, **scope.query}
+            residual = common
+            fields.update({name: 1 for name in filters.fields_read([common])} | {"ix.rf": 1})
+            rows_of = self._search.batches(query, fields, [("_id", 1)], self._settings.page_size)
+        else:
+            rows_of = self._rows(resource_type, filters.all_of([common, scope.query]), after, fields)
+        async with aclosing(rows_of) as pages:
             async for rows in pages:
-                kept = [row for row in rows if keep is None or keep(row)]
+                kept = [row for row in rows if row["_id"] > after and (keep is None or keep(row))
+                        and (residual is None or matches(row, residual))]
                 lines = [subset(bytes(row["raw"]), self._spec, None, elements) for row in kept]
-                await self._write("output", resource_type, lines, {"step": index, "batch": batch, "after": rows[-1]["_id"]})
+                await self._write("output", resource_type, lines, {"step": index, "batch": number, "after": rows[-1]["_id"]})
 
     def _rows(self, resource_type: str, query: dict[str, Any], after: str, fields: dict[str, Any]) -> AsyncGenerator[list[dict[str, Any]], None]:
         """A type's rows matching `query` after the keyset position `after`, by `_id`, a page at a time."""
@@ -183,13 +204,16 @@ class ExportRun:
             await self._checkpoint()
         await self._pace(len(lines))
 
-    async def _checkpoint(self) -> None:
-        """Make the parts durable, then record their lengths, the position and the lease."""
+    async def _sync(self) -> None:
         try:
             await self._files.sync(self._id, sorted(self._unsynced))
         except FileNotFoundError:
             raise JobLost("the export's folder is gone (cancelled)") from None
         self._unsynced.clear()
+
+    async def _checkpoint(self) -> None:
+        """Make the parts durable, then record their lengths, the position and the lease."""
+        await self._sync()
         fields = {"files": self._parts, "exported": self._exported,
                   "lease_until": self._clock() + timedelta(seconds=self._settings.lease_seconds)}
         if self._position:
@@ -219,10 +243,20 @@ class ExportRun:
                 await asyncio.sleep(ahead)
 
 
-def _kept(in_compartment: bool, codes: list[str], earlier: frozenset[str]) -> Callable[[dict[str, Any]], bool] | None:
+@dataclass(frozen=True)
+class _Scope:
+    """One query of a type's export: its clause, and the compartment entries it covers (a row
+    carrying one of them was exported by this query: later ones skip it)."""
+
+    query: dict[str, Any]
+    covers: frozenset[str]
+
+
+def _kept(in_compartment: bool, several: bool, codes: list[str], covered: set[str]) -> Callable[[dict[str, Any]], bool] | None:
     """What a page's rows must also pass: belonging to some patient's compartment (a patient-level
-    export of every patient), and not to a patient of an earlier batch (exported already)."""
-    if not in_compartment and not earlier:
+    export of every patient), and no entry an earlier query covered (exported already). `covered`
+    grows as the scopes are read; `several`: the type is read by several scopes)."""
+    if not in_compartment and not several:
         return None
     prefixes = tuple(key(code, "Patient/") for code in codes)
 
@@ -230,7 +264,7 @@ def _kept(in_compartment: bool, codes: list[str], earlier: frozenset[str]) -> Ca
         entries = (row.get("ix") or {}).get("rf") or []
         if in_compartment and not any(entry.startswith(prefixes) for entry in entries):
             return False
-        return not any(entry.startswith(prefixes) and entry.rpartition("Patient/")[2] in earlier for entry in entries)
+        return not (covered and any(entry in covered for entry in entries))
 
     return keep
 

@@ -103,7 +103,7 @@ class ExportWorker:
         try:
             # a long task of this process's workload: it gives way to requests between pages
             with acting_as(access), engine.workload.working(), engine.workload.long_task() as pacer:
-                await ExportRun(job, self.name, self.jobs, SearchStore(engine.store.current_versions), engine.searcher,
+                final = await ExportRun(job, self.name, self.jobs, SearchStore(engine.store.current_versions), engine.searcher,
                                 engine.spec, self.files, pacer, self._settings.run, self._clock).run()
         except JobLost:
             if await self.jobs.get(job_id) is None:  # cancelled: what this run wrote goes too
@@ -116,21 +116,22 @@ class ExportWorker:
             log.error("export failed job=%s type=%s", job_id, type(error).__name__)
             await self._finish(job, "failed", f"The export failed ({type(error).__name__}); kick it off again")
             return
-        await self._finish(job, "completed")
+        await self._finish(job, "completed", final=final)
 
-    async def _finish(self, job: dict[str, Any], status: str, error: str | None = None) -> None:
+    async def _finish(self, job: dict[str, Any], status: str, error: str | None = None, final: dict[str, Any] | None = None) -> None:
+        """The job's last write (with the run's final record of its parts), its slot freed."""
         now = self._clock()
-        fields: dict[str, Any] = {"status": status, "finished": now, "lease_until": None,
+        fields: dict[str, Any] = {**(final or {}), "status": status, "finished": now, "lease_until": None,
                                   "expires": now + timedelta(seconds=self._settings.retention_seconds)}
         if error is not None:
             fields["error"] = error
         if not await self.jobs.checkpoint(job["_id"], self.name, fields):
             return
         await self.jobs.release_slot(job["owner"], job["_id"])
-        done = await self.jobs.get(job["_id"]) or job
-        log.info("export %s job=%s resources=%s", status, job["_id"], done.get("exported", 0))
+        exported = (final or job).get("exported", 0)
+        log.info("export %s job=%s resources=%s", status, job["_id"], exported)
         if self._audit is not None:
-            self._audit.record(export_event(job["_id"], job["owner"], status, done.get("exported", 0), now))
+            self._audit.record(export_event(job["_id"], job["owner"], status, exported, now))
 
     async def _sweep(self) -> None:
         """Remove the expired exports' jobs and files (at most once a minute)."""

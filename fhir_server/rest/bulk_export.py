@@ -76,7 +76,8 @@ async def _kick_off(request: Request, level: str, group_id: str | None = None) -
         for query in queries:
             await engine.searcher.criteria(resource_type, parse_qsl(query, keep_blank_values=True), base_url(request))
     access = ACCESS.get()
-    job = plan_job(export, access, engine.spec, await worker.jobs.types_present(), datetime.now(timezone.utc), str(request.url), members)
+    present = await worker.jobs.types_present(sorted(engine.spec.resource_types)) if export.types is None else []
+    job = plan_job(export, access, engine.spec, present, datetime.now(timezone.utc), str(request.url), members)
     if not await worker.jobs.take_slot(access.who, job["_id"]):
         raise FhirError(429, Issue("throttled", "An export of this client is still running: poll it (or DELETE it) first"),
                         headers={"Retry-After": BUSY_SECONDS})

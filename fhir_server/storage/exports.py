@@ -31,9 +31,15 @@ class ExportStore:
     async def ensure_indexes(self) -> None:
         await self._jobs.create_index([("status", ASCENDING), ("created", ASCENDING)], name="by_status")
 
-    async def types_present(self) -> list[str]:
-        """The resource types the database holds (current versions, deleted ones included)."""
-        return sorted(await self._resources.distinct("type"))
+    async def types_present(self, known: list[str]) -> list[str]:
+        """Those of the `known` types the database holds (current versions, deleted ones
+        included): one indexed look-up per type, each short (a `distinct` decodes the whole
+        collection on the embedded database, in one go that holds its other clients)."""
+        found = []
+        for resource_type in known:
+            if await self._resources.find_one({"type": resource_type}, {"_id": 1}) is not None:
+                found.append(resource_type)
+        return found
 
     # -- one running export per client -----------------------------------------------------------
 
