@@ -14,6 +14,7 @@ import pytest
 from fastapi import FastAPI
 
 from fhir_server.app import create_app
+from fhir_server.security.policy import VISIBILITY
 from fhir_server.settings import Settings
 from tests.conftest import fhir_client, notebook_entry, notebook_patient, running
 from tests.export_fixtures import ASYNC, exported, ids, kick_off, manifest
@@ -52,11 +53,17 @@ async def test_a_system_export_writes_every_resource_as_a_read_serves_it(client:
     assert body["output"][0]["type"] == "Patient" and all(o["url"].startswith("http://calipso.test/fhir/$export-file/") for o in body["output"])
 
 
-async def test_a_group_export_covers_its_members_and_an_empty_group_exports_nothing(client: httpx.AsyncClient) -> None:
+@pytest.mark.parametrize("embedded", [True, False], ids=["key-by-key", "one-query"])
+async def test_a_group_export_covers_its_members_and_an_empty_group_exports_nothing(app: FastAPI, client: httpx.AsyncClient,
+                                                                                     embedded: bool) -> None:
+    app.state.engine.searcher.embedded_strategy = embedded  # the embedded database's plan, and MongoDB's (one $in query)
     await _seed(client)
+    both = {**notebook_entry("p1"), "id": "p1-and-p2", "recipient": [{"reference": "Patient/p2"}]}
+    assert (await client.put("/fhir/Communication/p1-and-p2", json=both)).status_code == 201  # in two compartments: once
     found = await exported(client, await manifest(client, await kick_off(client, "/fhir/Group/pair/$export")))
-    assert ids(found) == {"Patient/p1", "Patient/p2", "CarePlan/plan-p1", "Group/pair",
+    assert ids(found) == {"Patient/p1", "Patient/p2", "CarePlan/plan-p1", "Group/pair", "Communication/p1-and-p2",
                           *(f"Communication/{p}-entry-{n}" for p in ("p1", "p2") for n in range(4))}
+    assert len(found["Communication"]) == 9  # no entry twice
     empty = await manifest(client, await kick_off(client, "/fhir/Group/empty/$export"))
     assert empty["output"] == []  # never "every patient" (Microsoft fhir-server #1634)
     # patient narrows a Group export (POST Parameters); a patient outside the Group is said in error[]
@@ -65,7 +72,7 @@ async def test_a_group_export_covers_its_members_and_an_empty_group_exports_noth
         {"name": "patient", "valueReference": {"reference": "Patient/p3"}},
         {"name": "_type", "valueString": "Patient,Communication"}]))
     narrowed = await exported(client, body)
-    assert ids(narrowed) == {"Patient/p2", *(f"Communication/p2-entry-{n}" for n in range(4))}
+    assert ids(narrowed) == {"Patient/p2", "Communication/p1-and-p2", *(f"Communication/p2-entry-{n}" for n in range(4))}
     notes = await exported(client, body, part="error")
     assert "not members of the Group" in notes["OperationOutcome"][0]["issue"][0]["diagnostics"]
     missing = await client.get("/fhir/Group/nobody/$export", headers=ASYNC)
@@ -201,22 +208,35 @@ async def test_files_are_served_gzipped_on_request_and_expire(settings: Settings
         assert not (app.state.settings.data_dir / "exports" / url.split("/")[-2]).exists()
 
 
-async def test_a_practitioner_exports_its_circle_only_and_jobs_are_their_owners(secured: Any) -> None:  # noqa: F811
+@pytest.mark.parametrize("embedded", [True, False], ids=["key-by-key", "one-query"])
+async def test_a_practitioner_exports_its_circle_only_and_jobs_are_their_owners(secured: Any, embedded: bool) -> None:  # noqa: F811
     app, client, issuer = secured
+    app.state.engine.searcher.embedded_strategy = embedded
     aud = app.state.settings.auth_audience
-    await _notebook(client, bearer(issuer.token("feed", "system/*.cruds", aud)))
+    feed = bearer(issuer.token("feed", "system/*.cruds", aud))
+    await _notebook(client, feed)
+    hidden = {**notebook_entry("helene"), "id": "hidden-from-professionals",
+              "meta": {"security": [{"system": VISIBILITY.system, "code": "MASQUE_PS"}]}}
+    assert (await client.put("/fhir/Communication/hidden-from-professionals", json=hidden, headers=feed)).status_code == 201
+    group = {"resourceType": "Group", "id": "both", "type": "person", "actual": True,
+             "member": [{"entity": {"reference": "Patient/helene"}}, {"entity": {"reference": "Patient/jean"}}]}
+    assert (await client.put("/fhir/Group/both", json=group, headers=feed)).status_code == 201
     gp = bearer(issuer.token("gp", "user/*.rs", aud, fhir_user="Practitioner/gp"))
     status_url = await kick_off(client, "/fhir/Patient/$export", headers=gp)
     body = await manifest(client, status_url, gp)
     assert body["requiresAccessToken"] is True
     found = await exported(client, body, gp)
     patients = {r["subject"]["reference"] for r in found.get("Communication", [])} | {f"Patient/{r['id']}" for r in found["Patient"]}
-    assert patients == {"Patient/helene"} and len(found["Communication"]) == 3
+    assert patients == {"Patient/helene"} and len(found["Communication"]) == 3  # not the entry labelled MASQUE_PS
     assert ids(found) >= {"CareTeam/team-helene", "CarePlan/plan-helene"} and "CarePlan/plan-jean" not in ids(found)
-    # a system export reaches both patients; the GP's job is the GP's alone
+    # a Group naming both patients exports, for the GP, only the patient it reaches
+    await client.delete(status_url, headers=gp)
+    in_group = await exported(client, await manifest(client, await kick_off(client, "/fhir/Group/both/$export", headers=gp), gp), gp)
+    assert {r["id"] for r in in_group["Patient"]} == {"helene"} and len(in_group["Communication"]) == 3
+    # a system export reaches both patients and the labelled entry; the GP's job is the GP's alone
     system = bearer(issuer.token("feed", "system/*.rs", aud))
     everyone = await exported(client, await manifest(client, await kick_off(client, "/fhir/Patient/$export", headers=system), system), system)
-    assert len(everyone["Communication"]) == 6
+    assert len(everyone["Communication"]) == 7
     nurse = bearer(issuer.token("moreau", "user/*.rs", aud, fhir_user="Practitioner/nurse-moreau"))
     assert (await client.get(status_url, headers=nurse)).status_code == 404
     assert (await client.get(body["output"][0]["url"], headers=nurse)).status_code == 404
