@@ -18,7 +18,7 @@ from fhir_server.security.policy import VISIBILITY
 from fhir_server.settings import Settings
 from tests.conftest import fhir_client, notebook_entry, notebook_patient, running
 from tests.export_fixtures import ASYNC, exported, ids, kick_off, manifest
-from tests.test_security_policy import _notebook, bearer, secured  # noqa: F401 - the fixture, with its notebook
+from tests.test_security_policy import _audit_events, _notebook, audited, bearer, secured  # noqa: F401 - the fixtures, with their notebook
 
 PATIENTS = ("p1", "p2", "p3")
 
@@ -261,3 +261,38 @@ async def test_export_files_hold_valid_ndjson_lines(client: httpx.AsyncClient) -
     body = await manifest(client, await kick_off(client, "/fhir/$export?_type=Communication"))
     raw = (await client.get(body["output"][0]["url"])).content
     assert raw.endswith(b"\n") and all(orjson.loads(line)["resourceType"] == "Communication" for line in raw.splitlines())
+
+
+@pytest.mark.parametrize("body,answer", [
+    (b"{not json", "JSON"),
+    (b'{"resourceType": "Patient"}', "takes a Parameters resource"),
+    (b'{"resourceType": "Parameters", "parameter": [{"valueString": "Patient"}]}', "needs a name"),
+    (b'{"resourceType": "Parameters", "parameter": [{"name": "_type"}]}', "has no value"),
+    (b'{"resourceType": "Parameters", "parameter": [{"name": "patient", "valueReference": {"reference": "Group/x"}}]}', "not a parameter of system-level"),
+])
+async def test_a_post_kick_off_refuses_bad_parameters(client: httpx.AsyncClient, body: bytes, answer: str) -> None:
+    response = await client.post("/fhir/$export", content=body, headers=ASYNC)
+    assert response.status_code == 400 and answer in response.text, response.text
+    wrong = await client.post("/fhir/Patient/$export", headers=ASYNC, json={"resourceType": "Parameters", "parameter": [
+        {"name": "patient", "valueReference": {"reference": "Patient/../secrets"}}]})
+    assert wrong.status_code == 400 and "Patient/id" in wrong.text
+    huge = await client.post("/fhir/$export", headers=ASYNC, content=b'{"resourceType": "Parameters", "x": "' + b"a" * 70_000 + b'"}')
+    assert huge.status_code == 413
+    assert (await client.get("/fhir/$export-status/not-a-job")).status_code == 404
+    assert (await client.get("/fhir/$export-file/0123456789abcdef0123456789abcdef/..")).status_code == 404
+
+
+async def test_an_export_is_audited_without_patient_data(audited: Any) -> None:  # noqa: F811
+    app, client, issuer = audited
+    aud = app.state.settings.auth_audience
+    system = bearer(issuer.token("warehouse", "system/*.rs system/*.cud", aud))
+    await _notebook(client, system)
+    body = await manifest(client, await kick_off(client, "/fhir/$export?_type=Patient", headers=system), system)
+    assert len((await exported(client, body, system))["Patient"]) == 2
+    await app.state.audit.flush()
+    ended = await _audit_events(client, system, type="http://dicom.nema.org/resources/ontology/DCM|110106")
+    assert len(ended) == 1 and ended[0]["outcomeDesc"].endswith("completed: 2 resources")
+    assert ended[0]["agent"][0]["altId"] == "system:warehouse"
+    assert "helene" not in orjson.dumps(ended).decode() and "jean" not in orjson.dumps(ended).decode()
+    operations = await _audit_events(client, system, altid="system:warehouse", subtype="operation")
+    assert len(operations) >= 3  # the kick-off, the polls, the download
