@@ -75,7 +75,6 @@ class ExportRun:
         self._position: dict[str, Any] = {}
         self._unsynced: set[str] = set()  # parts appended to since the last checkpoint
         self._checkpointed = time.monotonic()
-        self._step_codes: list[str] = []  # the compartment codes the type being exported uses (its scopes)
 
     async def run(self) -> dict[str, Any]:
         """Every step from the checkpoint on; the job's final record (its parts, durable on disk,
@@ -94,15 +93,13 @@ class ExportRun:
             if step["kind"] == "deleted":
                 await self._deleted(index, step["type"], resumed["after"])
             else:
-                await self._output(index, step["type"], resumed["batch"], resumed["after"], resumed.get("codes"))
+                await self._output(index, step["type"], resumed["batch"], resumed["after"])
         await self._sync()
         return {"files": self._parts, "exported": self._exported}
 
     # -- the resources -----------------------------------------------------------------------------
 
-    async def _output(self, index: int, resource_type: str, first_scope: int, after: str, used: list[str] | None) -> None:
-        """One type's resources, from scope `first_scope` on (`used`: the compartment codes in use
-        its checkpoint recorded: a resumed run keeps the same scopes)."""
+    async def _output(self, index: int, resource_type: str, first_scope: int, after: str) -> None:
         job = self._job
         reach = ACCESS.get().clause(resource_type, self._spec.compartments["Patient"])
         if reach == NOTHING:
@@ -111,10 +108,7 @@ class ExportRun:
         common = filters.all_of([filters.equal("deleted", False), self._updated(), reach or {}, chosen or {}])
         population: list[str] | None = job.get("population")
         codes = self._spec.compartments["Patient"].get(resource_type, [])
-        if used is None:
-            used = await self._codes_in_use(resource_type, codes) if population else codes
-        self._step_codes = used
-        scopes = self._scopes(resource_type, population, used)
+        scopes = self._scopes(resource_type, population, codes)
         in_compartment = job["level"] != "system" and resource_type != "Patient" and population is None
         elements = elements_for(tuple(job.get("elements") or ()), resource_type)
         covered: set[str] = set().union(*(scope.covers for scope in scopes[:first_scope]))  # exported by earlier scopes
@@ -123,17 +117,6 @@ class ExportRun:
             scope = scopes[number]
             await self._pages(index, number, resource_type, scope, common, after if number == first_scope else "", keep, elements)
             covered |= scope.covers
-
-    async def _codes_in_use(self, resource_type: str, codes: list[str]) -> list[str]:
-        """The compartment parameters of a type that point at some patient in the database (one
-        look-up each, a range of the search index): a query per patient is spent only on them
-        (a notebook entry's `sender` is seldom a patient)."""
-        used = []
-        for code in codes:
-            entries = {"type": resource_type, "ix.rf": filters.within([("gt", key(code, "Patient/")), ("lt", key(code, "Patient0"))])}
-            if await self._search.find(entries, {"_id": 1}, None, 1):
-                used.append(code)
-        return used
 
     def _scopes(self, resource_type: str, population: list[str] | None, codes: list[str]) -> list[_Scope]:
         """The queries that together cover the export's patients (one, without a population)."""
@@ -168,8 +151,7 @@ class ExportRun:
                 kept = [row for row in rows if row["_id"] > after and (keep is None or keep(row))
                         and (residual is None or matches(row, residual))]
                 lines = [subset(bytes(row["raw"]), self._spec, None, elements) for row in kept]
-                await self._write("output", resource_type, lines,
-                                  {"step": index, "batch": number, "after": rows[-1]["_id"], "codes": self._step_codes})
+                await self._write("output", resource_type, lines, {"step": index, "batch": number, "after": rows[-1]["_id"]})
 
     def _rows(self, resource_type: str, query: dict[str, Any], after: str, fields: dict[str, Any]) -> AsyncGenerator[list[dict[str, Any]], None]:
         """A type's rows matching `query` after the keyset position `after`, by `_id`, a page at a time."""
