@@ -17,6 +17,7 @@ from typing import Any
 
 import httpx
 import orjson
+import pytest
 
 from conformance.server import CALIPSO, Served
 from tests.conftest import notebook_entry, notebook_patient
@@ -76,14 +77,15 @@ def download(body: dict[str, Any], headers: dict[str, str] | None = None) -> lis
     return found
 
 
-def test_an_export_survives_a_kill_9_and_resumes_where_it_stood(database_uri: str, tmp_path: Path) -> None:
+@pytest.mark.parametrize("path", ["/$export?_type=Communication", "/Group/four/$export?_type=Communication"], ids=["system", "group"])
+def test_an_export_survives_a_kill_9_and_resumes_where_it_stood(database_uri: str, tmp_path: Path, path: str) -> None:
     env = {"CALIPSO_MONGODB_URI": database_uri, "CALIPSO_DATABASE": f"test_{uuid.uuid4().hex[:16]}", "CALIPSO_AUDIT": "off",
            "CALIPSO_EXPORT_MAX_PER_SECOND": "100", "CALIPSO_EXPORT_PAGE_SIZE": "25", "CALIPSO_EXPORT_LEASE_SECONDS": "3"}
     first = Served(tmp_path / "data", env=env)
     try:
         first.wait_ready()
-        load(first.base, notebook(4, 300))
-        status_url = kick_off(first.base, "/$export?_type=Communication")
+        load(first.base, [*notebook(4, 300), group("four", [f"pat-{p:03}" for p in range(4)])])
+        status_url = kick_off(first.base, path)
         while not (progress := httpx.get(status_url).headers.get("x-progress", "queued"))[0].isdigit() or int(progress.split()[0]) < 100:
             time.sleep(0.05)
         os.kill(first.process.pid, signal.SIGKILL)
