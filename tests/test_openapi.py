@@ -12,7 +12,8 @@ from conformance.server import Served
 
 # The notebook's types and the system interactions: every operation of theirs is fuzzed.
 FUZZED_PATHS = ("/metadata", "/", "/_history", "/Patient", "/Communication", "/CarePlan", "/CareTeam", "/Encounter",
-                "/Practitioner", "/PractitionerRole", "/RelatedPerson", "/Bundle")
+                "/Practitioner", "/PractitionerRole", "/RelatedPerson", "/Bundle", "/$export", "/$export-status", "/$export-file",
+                "/Group/{id}/$export")
 EXAMPLES_PER_OPERATION = 12
 
 
@@ -25,6 +26,7 @@ def test_the_document_describes_what_the_capability_statement_declares(served: S
     assert {p["name"] for p in patient["searchParam"]} <= searched
     assert set(document["paths"]["/Patient/{id}"]) == {"get", "put", "patch", "delete"}
     assert len([p for p in document["paths"] if p.endswith("/{id}")]) == len(statement["rest"][0]["resource"])
+    assert {"/$export", "/Patient/$export", "/Group/{id}/$export", "/$export-status/{job}", "/$export-file/{job}/{name}"} <= set(document["paths"])
 
 
 def _fuzzed(path: str) -> bool:

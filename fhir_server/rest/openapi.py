@@ -41,6 +41,8 @@ def openapi_document(statement: dict[str, Any]) -> dict[str, Any]:
         paths["/_history"] = {"get": _operation("history-system", "Every change", {"200": _fhir("Bundle")})}
     for resource in rest["resource"]:
         _add_type(paths, resource)
+    if any(o["name"] == "export" for o in rest.get("operation", [])):
+        _add_export(paths, [r["type"] for r in rest["resource"] if any(o["name"] == "export" for o in r.get("operation", []))])
     return {
         "openapi": "3.1.0",
         "info": {"title": "calipso FHIR R4 API", "version": statement["software"]["version"],
@@ -89,6 +91,34 @@ def _add_type(paths: dict[str, dict[str, Any]], resource: dict[str, Any]) -> Non
         version = {"name": "vid", "in": "path", "required": True, "schema": {"type": "string", "pattern": ID_PATTERN}}
         paths[f"{instance_path}/_history/{{vid}}"] = {"get": _operation(f"vread-{kind}", f"One version of a {kind}",
                                                                          {"200": _fhir(kind)}, [_id(), version])}
+
+
+def _add_export(paths: dict[str, dict[str, Any]], levels: list[str]) -> None:
+    """Bulk Data `$export` (docs/bulk-export.md): kick-off at system level and for the types that
+    declare it, the status URL and the files."""
+    prefer = {"name": "Prefer", "in": "header", "required": True,
+              "schema": {"type": "string", "enum": ["respond-async", "respond-async, handling=lenient"]}}
+    query = [_query(name, {"type": "string"}) for name in ("_type", "_since", "_until", "_typeFilter", "_elements", "_outputFormat")]
+    accepted = {"202": _fhir("OperationOutcome", "Accepted: poll the Content-Location URL")}
+    parameters = {"content": {FHIR_JSON: {"schema": {"$ref": "#/components/schemas/Parameters"}}}}
+    for kind in ["", *levels]:
+        path, extra = (f"/{kind}/{{id}}/$export", [_id()]) if kind == "Group" else (f"/{kind}/$export" if kind else "/$export", [])
+        name = kind or "system"
+        paths[path.replace("//", "/")] = {
+            "get": _operation(f"export-{name}", f"Bulk export ({name} level)", accepted, [*extra, prefer, *query]),
+            "post": _operation(f"export-{name}-post", f"Bulk export ({name} level), Parameters in the body", accepted,
+                               [*extra, prefer], parameters),
+        }
+    job = {"name": "job", "in": "path", "required": True, "schema": {"type": "string"}}
+    manifest = {"description": "The manifest", "content": {"application/json": {"schema": {"type": "object"}}}}
+    paths["/$export-status/{job}"] = {
+        "get": _operation("export-status", "An export's progress (202), then its manifest", {"200": manifest, "202": {"description": "Running"}},
+                          [job]),
+        "delete": _operation("export-cancel", "Cancel an export, or remove its files", accepted, [job]),
+    }
+    file_name = {"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}
+    ndjson = {"description": "NDJSON", "content": {"application/fhir+ndjson": {"schema": {"type": "string"}}}}
+    paths["/$export-file/{job}/{name}"] = {"get": _operation("export-file", "One file of an export", {"200": ndjson}, [job, file_name])}
 
 
 def _operation(operation_id: str, summary: str, answers: dict[str, Any], parameters: list[dict[str, Any]] | None = None,
