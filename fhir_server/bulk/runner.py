@@ -23,6 +23,7 @@ import orjson
 
 from fhir_server.bulk.files import ExportFiles
 from fhir_server.bulk.request import elements_for
+from fhir_server.engine import Engine
 from fhir_server.engine.pacing import Pacer
 from fhir_server.search.executor import Searcher
 from fhir_server.search.subset import subset
@@ -53,20 +54,13 @@ class RunSettings:
 
 
 class ExportRun:
-    def __init__(self, job: dict[str, Any], worker: str, exports: ExportStore, search: SearchStore, searcher: Searcher,
-                 spec: Spec, files: ExportFiles, pacer: Pacer, settings: RunSettings,
-                 clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc)):
-        self._job = job
-        self._id: str = job["_id"]
-        self._worker = worker
-        self._exports = exports
-        self._search = search
-        self._searcher = searcher
-        self._spec = spec
-        self._files = files
-        self._pacer = pacer
-        self._settings = settings
-        self._clock = clock
+    def __init__(self, job: dict[str, Any], worker: str, exports: ExportStore, engine: Engine, files: ExportFiles, pacer: Pacer,
+                 settings: RunSettings, clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc)):
+        self._job, self._id, self._worker = job, job["_id"], worker
+        self._exports, self._files, self._pacer, self._settings, self._clock = exports, files, pacer, settings, clock
+        self._search = SearchStore(engine.store.current_versions)  # reads: the current versions, as searches read them
+        self._searcher: Searcher = engine.searcher  # compiles `_typeFilter`; says which plan suits the database
+        self._spec: Spec = engine.spec
         self._parts: list[dict[str, Any]] = [dict(part) for part in job.get("files", [])]
         self._exported: int = job.get("exported", 0)
         self._open: dict[tuple[str, str], dict[str, Any]] = {}  # this run's part per (kind, type): a resumed run starts new ones

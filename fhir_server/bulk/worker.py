@@ -25,7 +25,6 @@ from fhir_server.security.audit import AuditTrail, export_event
 from fhir_server.security.policy import Access, acting_as
 from fhir_server.security.tokens import Claims
 from fhir_server.storage.exports import ExportStore
-from fhir_server.storage.search_store import SearchStore
 
 log = logging.getLogger("calipso.export")
 
@@ -44,13 +43,8 @@ class ExportWorker:
     def __init__(self, engine: Engine, exports: ExportStore, files: ExportFiles,
                  access_of: Callable[[Claims | None], Awaitable[Access]], settings: WorkerSettings, audit: AuditTrail | None = None,
                  clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc)):
-        self._engine = engine
-        self.jobs = exports
-        self.files = files
-        self._access_of = access_of
-        self._settings = settings
-        self._audit = audit
-        self._clock = clock
+        self._engine, self._access_of, self._settings, self._audit, self._clock = engine, access_of, settings, audit, clock
+        self.jobs, self.files = exports, files  # the routes read and cancel jobs and serve files through them
         self.name = f"{socket.gethostname()}:{os.getpid()}:{id(self):x}"
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -103,8 +97,7 @@ class ExportWorker:
         try:
             # a long task of this process's workload: it gives way to requests between pages
             with acting_as(access), engine.workload.working(), engine.workload.long_task() as pacer:
-                final = await ExportRun(job, self.name, self.jobs, SearchStore(engine.store.current_versions), engine.searcher,
-                                engine.spec, self.files, pacer, self._settings.run, self._clock).run()
+                final = await ExportRun(job, self.name, self.jobs, engine, self.files, pacer, self._settings.run, self._clock).run()
         except JobLost:
             if await self.jobs.get(job_id) is None:  # cancelled: what this run wrote goes too
                 await self.files.remove(job_id)
