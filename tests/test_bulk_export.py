@@ -296,3 +296,12 @@ async def test_an_export_is_audited_without_patient_data(audited: Any) -> None: 
     assert "helene" not in orjson.dumps(ended).decode() and "jean" not in orjson.dumps(ended).decode()
     operations = await _audit_events(client, system, altid="system:warehouse", subtype="operation")
     assert len(operations) >= 3  # the kick-off, the polls, the download
+
+
+async def test_a_file_missing_from_this_node_is_a_clear_503(app: FastAPI, client: httpx.AsyncClient) -> None:
+    await _seed(client, entries=1)
+    body = await manifest(client, await kick_off(client, "/fhir/$export?_type=Patient"))
+    job = body["output"][0]["url"].split("/")[-2]
+    (app.state.settings.data_dir / "exports" / job / "Patient-1.ndjson").unlink()  # as if another node had written it
+    missing = await client.get(body["output"][0]["url"])
+    assert missing.status_code == 503 and "shared" in missing.text

@@ -121,6 +121,9 @@ async def download(request: Request) -> Response:
     if part is None:
         raise FhirError.of(404, "not-found", "No such file in this export")
     files: ExportFiles = _worker(request).files
+    if not files.path(job["_id"], name).is_file():  # written by another node whose data folder is not shared with this one
+        raise FhirError(503, Issue("transient", "This export's files are not on this server node: its exports/ folder must be shared "
+                                   "storage (docs/bulk-export.md)"), headers={"Retry-After": "30"})
     chunks = files.read(job["_id"], name, part["bytes"])
     if "gzip" in request.headers.get("accept-encoding", "").lower():
         return StreamingResponse(_gzipped(chunks), media_type=NDJSON, headers={"Content-Encoding": "gzip", "Vary": "Accept-Encoding"})
