@@ -14,6 +14,7 @@ import pytest
 from fastapi import FastAPI
 
 from fhir_server.app import create_app
+from fhir_server.bulk.client import bar
 from fhir_server.security.policy import VISIBILITY
 from fhir_server.settings import Settings
 from tests.conftest import fhir_client, notebook_entry, notebook_patient, running
@@ -305,3 +306,8 @@ async def test_a_file_missing_from_this_node_is_a_clear_503(app: FastAPI, client
     (app.state.settings.data_dir / "exports" / job / "Patient-1.ndjson").unlink()  # as if another node had written it
     missing = await client.get(body["output"][0]["url"])
     assert missing.status_code == 503 and "shared" in missing.text
+
+
+def test_calipso_export_draws_the_steps_done_from_x_progress() -> None:
+    assert bar("10 resources exported, output Communication (3 of 5 steps)").startswith("[" + "#" * 8 + "." * 12 + "] 10 resources")
+    assert bar("queued").startswith("[" + "." * 20 + "] queued")

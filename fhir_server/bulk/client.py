@@ -6,6 +6,7 @@ Ctrl-C while the export runs cancels it on the server."""
 from __future__ import annotations
 
 import asyncio
+import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,6 +17,7 @@ import orjson
 
 ASYNC = {"Prefer": "respond-async", "Accept": "application/fhir+json"}
 LONGEST_WAIT = 10.0  # seconds between polls, whatever Retry-After says
+STEPS = re.compile(r"\((?P<step>\d+) of (?P<steps>\d+) steps\)")
 
 
 class ExportFailed(Exception):
@@ -72,8 +74,17 @@ async def _wait(client: httpx.AsyncClient, status_url: str, progress: TextIO) ->
         if response.status_code != 202:
             print(file=progress)
             raise ExportFailed(_diagnostics(response))
-        print(f"\rexporting: {response.headers.get('x-progress', '')[:70]:<70}", end="", file=progress, flush=True)
+        print(f"\r{bar(response.headers.get('x-progress', ''))}", end="", file=progress, flush=True)
         await asyncio.sleep(min(float(response.headers.get("retry-after", "1") or 1), LONGEST_WAIT))
+
+
+def bar(text: str, width: int = 20) -> str:
+    """A progress line from the server's X-Progress ("1200 resources exported, output Patient
+    (2 of 5 steps)"): a bar of the steps done, then the text."""
+    found = STEPS.search(text)
+    done = (int(found["step"]) - 1) / int(found["steps"]) if found and int(found["steps"]) else 0.0
+    filled = round(done * width)
+    return f"[{'#' * filled}{'.' * (width - filled)}] {text[:70]:<70}"
 
 
 async def _download(client: httpx.AsyncClient, url: str, folder: Path, count: int) -> Path:
@@ -92,4 +103,4 @@ async def _download(client: httpx.AsyncClient, url: str, folder: Path, count: in
     return path
 
 
-__all__ = ["Downloaded", "ExportFailed", "export"]
+__all__ = ["Downloaded", "ExportFailed", "bar", "export"]
