@@ -29,7 +29,7 @@ from fhir_server.storage.exports import ExportStore
 log = logging.getLogger("calipso.export")
 
 MAX_ATTEMPTS = 5
-IDLE_SECONDS = 1.0  # a worker with nothing to do looks for jobs (kicked off on another node) this often
+IDLE_SECONDS = 5.0  # a worker with nothing to do looks for jobs this often (one kicked off on its own node wakes it at once)
 SWEEP_SECONDS = 60.0
 
 

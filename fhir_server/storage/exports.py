@@ -76,6 +76,8 @@ class ExportStore:
     async def claim(self, worker: str, now: datetime, until: datetime) -> dict[str, Any] | None:
         """The oldest active job no live worker holds, now held by `worker` until `until`."""
         free = {"status": {"$in": list(ACTIVE)}, "$or": [{"lease_until": None}, {"lease_until": {"$lt": now}}]}
+        if await self._jobs.find_one(free, {"_id": 1}) is None:
+            return None  # a read first: the idle workers' look, every few seconds, writes nothing
         return await self._jobs.find_one_and_update(
             free, {"$set": {"status": "running", "worker": worker, "lease_until": until, "started": now}, "$inc": {"attempts": 1}},
             sort=[("created", ASCENDING)], return_document=ReturnDocument.AFTER)
