@@ -44,9 +44,11 @@ def rss_kib(pid: int) -> int:
     return 0
 
 
-def export(base: str, path: str, db: Any, pid: int | None = None) -> tuple[int, float, tuple[int, int]]:
+def export(base: str, path: str, db: Any, pid: int | None = None, runs: list[tuple[float, float]] | None = None
+           ) -> tuple[int, float, tuple[int, int]]:
     """(resources exported, server-side seconds, (RSS before, peak RSS during) in KiB) of one
-    export; the RSS is sampled (every 50 ms, in a thread of this process) only when `pid` is given."""
+    export; the RSS is sampled (every 50 ms, in a thread of this process) only when `pid` is
+    given; the job's (start, finish) wall-clock times go to `runs`."""
     before = rss_kib(pid) if pid else 0
     peak = [before]
     done = threading.Event()
@@ -68,6 +70,8 @@ def export(base: str, path: str, db: Any, pid: int | None = None) -> tuple[int, 
     assert poll.status_code == 200, poll.text
     job = db["export_jobs"].find_one({"_id": status_url.rsplit("/", 1)[1]})
     seconds = (job["finished"] - job["started"]).total_seconds()
+    if runs is not None:
+        runs.append((job["started"].timestamp(), job["finished"].timestamp()))
     httpx.delete(status_url)
     return job["exported"], seconds, (before, peak[0])
 
@@ -106,15 +110,35 @@ def group_query(patients: int) -> dict[str, Any]:
     return {"type": "Communication", "ix.rf": {"$in": keys}, "deleted": False}
 
 
-def reads(base: str, seconds: float | None, stop: threading.Event | None = None) -> list[float]:
+def reads(base: str, seconds: float | None, stop: threading.Event | None = None, timed: list[tuple[float, float]] | None = None) -> list[float]:
+    """Latencies (ms) of one client reading in a loop; with `timed`, each read's (wall-clock
+    start, end) is kept there too."""
     latencies = []
     with httpx.Client(base_url=base) as client:
         end = time.monotonic() + (seconds or 1e9)
         while time.monotonic() < end and not (stop and stop.is_set()):
-            start = time.perf_counter()
+            start, wall = time.perf_counter(), time.time()
             assert client.get("/Communication/pat-042-0042").status_code == 200
             latencies.append((time.perf_counter() - start) * 1000)
+            if timed is not None:
+                timed.append((wall, time.time()))
     return sorted(latencies)
+
+
+def beside_jobs(base: str, path: str, db: Any, seconds: float = 5.0) -> list[float]:
+    """Latencies of the reads that overlapped an export job's run (from the job's start to its
+    finish, as the job document says), exports run back to back for `seconds`."""
+    stop = threading.Event()
+    timed: list[tuple[float, float]] = []
+    reader = threading.Thread(target=lambda: reads(base, None, stop, timed))
+    reader.start()
+    runs: list[tuple[float, float]] = []
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        export(base, path, db, runs=runs)
+    stop.set()
+    reader.join()
+    return sorted((finish - start) * 1000 for start, finish in timed if any(start < b and finish > a for a, b in runs))
 
 
 def beside(base: str, work: Any, seconds: float = 5.0) -> list[float]:
@@ -176,6 +200,10 @@ def main() -> None:
                 during = beside(base, work)
                 print(f"reads during {label}: p50 {statistics.median(during):.1f} ms, p99 {percentile(during, 0.99):.1f} ms "
                       f"({len(during)} reads); p99 ratio to idle {percentile(during, 0.99) / percentile(idle, 0.99):.2f} (target <= 2)")
+            running = beside_jobs(base, "/Group/cohort/$export", db)
+            print(f"reads while the Group export jobs ran (their start to their finish): p50 {statistics.median(running):.1f} ms, "
+                  f"p99 {percentile(running, 0.99):.1f} ms ({len(running)} reads); p99 ratio to idle "
+                  f"{percentile(running, 0.99) / percentile(idle, 0.99):.2f} (target <= 2)")
 
             if args.grow > 1:
                 extra = [r for r in notebook(args.patients, args.entries * args.grow) if r["resourceType"] == "Communication"]
