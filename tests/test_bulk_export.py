@@ -124,9 +124,14 @@ async def test_since_exports_what_changed_and_lists_what_was_deleted(client: htt
     assert ids(await exported(client, body)) == {"Communication/p1-entry-0"}
     deletions = await exported(client, body, part="deleted")
     assert [b["entry"][0]["request"] for b in deletions["Bundle"]] == [{"method": "DELETE", "url": "Communication/p2-entry-1"}]
+    # at Group level, a deletion is listed when the version before it was in a member's compartment
+    assert (await client.delete("/fhir/Communication/p3-entry-0")).status_code == 200  # p3 is not in the Group
+    grouped = await manifest(client, await kick_off(client, f"/fhir/Group/pair/$export?_since={since}&_type=Communication"))
+    assert [b["entry"][0]["request"]["url"] for b in (await exported(client, grouped, part="deleted"))["Bundle"]] == [
+        "Communication/p2-entry-1"]
     until = await manifest(client, await kick_off(client, f"/fhir/$export?_until={since}&_type=Communication"))
-    # the 6 entries, minus the one changed since and the one deleted (their current versions are newer)
-    assert len((await exported(client, until))["Communication"]) == 4
+    # the 6 entries, minus the one changed since and the two deleted (their current versions are newer)
+    assert len((await exported(client, until))["Communication"]) == 3
 
 
 async def test_elements_subset_the_resources_and_say_so(client: httpx.AsyncClient) -> None:
@@ -230,19 +235,31 @@ async def test_a_practitioner_exports_its_circle_only_and_jobs_are_their_owners(
     patients = {r["subject"]["reference"] for r in found.get("Communication", [])} | {f"Patient/{r['id']}" for r in found["Patient"]}
     assert patients == {"Patient/helene"} and len(found["Communication"]) == 3  # not the entry labelled MASQUE_PS
     assert ids(found) >= {"CareTeam/team-helene", "CarePlan/plan-helene"} and "CarePlan/plan-jean" not in ids(found)
+    # deletions: the GP's incremental export lists Hélène's, not Jean's
+    since = (await client.get("/fhir/Patient/jean", headers=feed)).json()["meta"]["lastUpdated"]
+    await asyncio.sleep(0.01)
+    for entry in ("entry-helene-2", "entry-jean-2"):
+        assert (await client.delete(f"/fhir/Communication/{entry}", headers=feed)).status_code == 200
+    await client.delete(status_url, headers=gp)
+    status_url = await kick_off(client, f"/fhir/Patient/$export?_since={since}&_type=Communication", headers=gp)
+    deletions = await exported(client, await manifest(client, status_url, gp), gp, part="deleted")
+    assert [b["entry"][0]["request"]["url"] for b in deletions["Bundle"]] == ["Communication/entry-helene-2"]
     # a Group naming both patients exports, for the GP, only the patient it reaches
     await client.delete(status_url, headers=gp)
-    in_group = await exported(client, await manifest(client, await kick_off(client, "/fhir/Group/both/$export", headers=gp), gp), gp)
-    assert {r["id"] for r in in_group["Patient"]} == {"helene"} and len(in_group["Communication"]) == 3
+    status_url = await kick_off(client, "/fhir/Group/both/$export", headers=gp)
+    body = await manifest(client, status_url, gp)
+    in_group = await exported(client, body, gp)
+    assert {r["id"] for r in in_group["Patient"]} == {"helene"} and len(in_group["Communication"]) == 2
     # a system export reaches both patients and the labelled entry; the GP's job is the GP's alone
     system = bearer(issuer.token("feed", "system/*.rs", aud))
     everyone = await exported(client, await manifest(client, await kick_off(client, "/fhir/Patient/$export", headers=system), system), system)
-    assert len(everyone["Communication"]) == 7
+    assert len(everyone["Communication"]) == 5
     nurse = bearer(issuer.token("moreau", "user/*.rs", aud, fhir_user="Practitioner/nurse-moreau"))
-    assert (await client.get(status_url, headers=nurse)).status_code == 404
+    assert (await client.get(status_url, headers=nurse)).status_code == 404  # the GP's live job
     assert (await client.get(body["output"][0]["url"], headers=nurse)).status_code == 404
     assert (await client.get(body["output"][0]["url"])).status_code == 401
     assert (await client.delete(status_url, headers=nurse)).status_code == 404
+    assert (await client.get(body["output"][0]["url"], headers=gp)).status_code == 200  # still there for its owner
     # types the token does not read are refused, not left out quietly
     reader = bearer(issuer.token("gp", "user/Patient.rs", aud, fhir_user="Practitioner/gp"))
     refused = await client.get("/fhir/$export?_type=Communication", headers={**ASYNC, **reader})

@@ -43,11 +43,7 @@ def plan_job(request: ExportRequest, access: Access, spec: Spec, present: list[s
     population = _population(request, members, notes)
     steps = [{"kind": "output", "type": t} for t in types]
     if request.since is not None:
-        if request.level == "system" and access.unrestricted:
-            steps += [{"kind": "deleted", "type": t} for t in types]
-        else:
-            notes.append("deleted[] lists deleted resources for system-level exports by unrestricted system/ tokens only; "
-                         "this export does not list them")
+        steps += [{"kind": "deleted", "type": t} for t in types]
     until = min(request.until, now) if request.until is not None else now
     return {
         "_id": uuid.uuid4().hex,

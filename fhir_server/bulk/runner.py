@@ -58,6 +58,7 @@ class ExportRun:
                  settings: RunSettings, clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc)):
         self._job, self._id, self._worker = job, job["_id"], worker
         self._exports, self._files, self._pacer, self._settings, self._clock = exports, files, pacer, settings, clock
+        self._engine = engine
         self._search = SearchStore(engine.store.current_versions)  # reads: the current versions, as searches read them
         self._searcher: Searcher = engine.searcher  # compiles `_typeFilter`; says which plan suits the database
         self._spec: Spec = engine.spec
@@ -69,6 +70,7 @@ class ExportRun:
         self._position: dict[str, Any] = {}
         self._unsynced: set[str] = set()  # parts appended to since the last checkpoint
         self._checkpointed = time.monotonic()
+        self._members: dict[str, frozenset[str]] = {}  # per type: the compartment entries of the export's patients
 
     async def run(self) -> dict[str, Any]:
         """Every step from the checkpoint on; the job's final record (its parts, durable on disk,
@@ -171,11 +173,39 @@ class ExportRun:
     # -- the deleted resources -----------------------------------------------------------------------
 
     async def _deleted(self, index: int, resource_type: str, after: str) -> None:
+        """The resources deleted within the window, as DELETE entries; when the export is limited
+        (a population, or a restricted token) each is judged by its version before the deletion."""
         query = filters.all_of([filters.equal("deleted", True), self._updated()])
-        async with aclosing(self._rows(resource_type, query, after, {"_id": 1})) as pages:
+        limited = self._job["level"] != "system" or not ACCESS.get().unrestricted
+        async with aclosing(self._rows(resource_type, query, after, {"_id": 1, "id": 1, "version": 1})) as pages:
             async for rows in pages:
-                lines = [orjson.dumps(_deletion(row["_id"])) for row in rows]
+                kept = [row for row in rows if not limited or await self._was_in_export(resource_type, row)]
+                lines = [orjson.dumps(_deletion(row["_id"])) for row in kept]
                 await self._write("deleted", "Bundle", lines, {"step": index, "batch": 0, "after": rows[-1]["_id"]}, resource_type)
+
+    async def _was_in_export(self, resource_type: str, tombstone: dict[str, Any]) -> bool:
+        """Whether the version before a deletion was one this export covers: reached by the
+        owner's access (compartments, labels), in the export's patients' compartments."""
+        before = await self._engine.indexed_version(resource_type, tombstone["id"], tombstone["version"] - 1)
+        if before is None:
+            return False
+        reach = ACCESS.get().clause(resource_type, self._spec.compartments["Patient"])
+        if reach == NOTHING or (reach is not None and not matches(before, reach)):
+            return False
+        if self._job["level"] == "system":
+            return True
+        population: list[str] | None = self._job.get("population")
+        if resource_type == "Patient":
+            return population is None or tombstone["id"] in population
+        codes = self._spec.compartments["Patient"].get(resource_type, [])
+        entries = before["ix"].get("rf", [])
+        if population is None:
+            prefixes = tuple(key(code, "Patient/") for code in codes)
+            return any(entry.startswith(prefixes) for entry in entries)
+        members = self._members.get(resource_type)
+        if members is None:
+            members = self._members[resource_type] = frozenset(key(code, f"Patient/{p}") for code in codes for p in population)
+        return any(entry in members for entry in entries)
 
     # -- writing and checkpoints ----------------------------------------------------------------------
 

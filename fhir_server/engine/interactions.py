@@ -275,6 +275,19 @@ class Engine:
             raise _gone(version)
         return version
 
+    async def indexed_version(self, resource_type: str, resource_id: str, number: int, raw: bytes | None = None) -> dict[str, Any] | None:
+        """A version as search sees it stored (its index entries: what access clauses and search
+        criteria are matched against), from `raw` or from the history; None when that version
+        holds no resource (a deletion) or does not exist. Only current versions are indexed in
+        the database: a deleted resource's compartment is decided from the version before."""
+        if raw is None:
+            found = await self.store.read_version(resource_type, resource_id, number)
+            raw = found.raw if found is not None else None
+        if raw is None:
+            return None
+        ix, so = build_index(orjson.loads(raw), self.parameters.for_type(resource_type))
+        return {"_id": f"{resource_type}/{resource_id}", "type": resource_type, "id": resource_id, "ix": ix, "so": so, "deleted": False}
+
 
 def parse_etag(text: str) -> int | None:
     """The version an ETag (`W/"3"`, `"3"`, `3`) names, or None when it names none of ours."""

@@ -37,7 +37,6 @@ import orjson
 from fhir_server.engine import writes
 from fhir_server.engine.interactions import Engine, utc_now
 from fhir_server.outcome import FhirError
-from fhir_server.search.index import build_index
 from fhir_server.security.audit import AuditTrail, notification_event
 from fhir_server.security.policy import SYSTEM, Access, acting_as
 from fhir_server.security.tokens import Claims
@@ -256,16 +255,11 @@ class Dispatcher:
     async def _document(self, event: Version, number: int, documents: dict[int, dict[str, Any] | None]) -> dict[str, Any] | None:
         """A version as search sees it stored (its index entries), built once per event."""
         if number not in documents:
-            raw = event.raw if number == event.version else None
-            if raw is None and number != event.version:
-                found = await self._engine.store.read_version(event.type, event.id, number)
-                raw = found.raw if found is not None else None
-            if raw is None:
-                documents[number] = None
+            if number == event.version and event.raw is None:
+                documents[number] = None  # the event is a deletion
             else:
-                ix, so = build_index(orjson.loads(raw), self._engine.parameters.for_type(event.type))
-                documents[number] = {"_id": f"{event.type}/{event.id}", "type": event.type, "id": event.id, "ix": ix, "so": so,
-                                     "deleted": False}
+                documents[number] = await self._engine.indexed_version(event.type, event.id, number,
+                                                                       event.raw if number == event.version else None)
         return documents[number]
 
     async def _meets(self, resource_type: str, criteria: list[tuple[str, str]], document: dict[str, Any],
