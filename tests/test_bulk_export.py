@@ -101,6 +101,12 @@ async def test_type_filter_is_applied_or_refused_never_ignored(client: httpx.Asy
     body = await manifest(client, status_url)
     found = await exported(client, body)
     assert ids(found) == {"Communication/urgent", "Patient/p2"}
+    # a reference given with this server's base is read at run time as at kick-off
+    absolute = await manifest(client, await kick_off(
+        client, "/fhir/$export?_typeFilter=Communication%3Fsubject%3Dhttp%3A%2F%2Fcalipso.test%2Ffhir%2FPatient%2Fp3"))
+    assert ids(await exported(client, absolute)) == {"Communication/urgent", "Communication/p3-entry-0", "Communication/p3-entry-1",
+                                                    "Patient/p1", "Patient/p2", "Patient/p3", "CarePlan/plan-p1", "Group/pair",
+                                                    "Group/empty"}
     refusals = {
         "_typeFilter=Communication%3F_sort%3Dsent": "_sort",
         "_typeFilter=Communication%3Fnot-a-parameter%3Dx": "not-a-parameter",

@@ -77,4 +77,4 @@ def _sync(paths: list[Path]) -> None:
             os.close(fd)
 
 
-__all__ = ["ExportFiles"]
+__all__ = ["ExportFiles", "JOB_ID"]

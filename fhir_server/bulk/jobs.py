@@ -35,9 +35,10 @@ def group_members(group: dict[str, Any]) -> list[str]:
     return sorted(set(found))
 
 
-def plan_job(request: ExportRequest, access: Access, spec: Spec, present: list[str], now: datetime, url: str,
+def plan_job(request: ExportRequest, access: Access, spec: Spec, present: list[str], now: datetime, url: str, base: str,
              members: list[str] | None = None) -> dict[str, Any]:
-    """The job document for a kick-off (403 when the token may not read a type it names)."""
+    """The job document for a kick-off (403 when the token may not read a type it names);
+    `base`: the FHIR base its `_typeFilter` references are read against, at kick-off and at run."""
     notes = list(request.not_honoured)
     types = _types(request, access, spec, present, notes)
     population = _population(request, members, notes)
@@ -58,6 +59,7 @@ def plan_job(request: ExportRequest, access: Access, spec: Spec, present: list[s
         "until": until,
         "transaction_time": now,
         "request": url,
+        "base": base,
         "notes": notes,
         "status": "accepted",
         "created": now,

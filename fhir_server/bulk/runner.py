@@ -159,7 +159,8 @@ class ExportRun:
         queries = (self._job.get("type_filters") or {}).get(resource_type)
         if not queries:
             return None
-        compiled = [await self._searcher.criteria(resource_type, parse_qsl(q, keep_blank_values=True), "") for q in queries]
+        base = self._job.get("base", "")
+        compiled = [await self._searcher.criteria(resource_type, parse_qsl(q, keep_blank_values=True), base) for q in queries]
         return filters.any_of([criteria.filter() for criteria in compiled])
 
     def _updated(self) -> dict[str, Any]:
@@ -200,8 +201,7 @@ class ExportRun:
         codes = self._spec.compartments["Patient"].get(resource_type, [])
         entries = before["ix"].get("rf", [])
         if population is None:
-            prefixes = tuple(key(code, "Patient/") for code in codes)
-            return any(entry.startswith(prefixes) for entry in entries)
+            return any(entry.startswith(_patient_prefixes(codes)) for entry in entries)
         members = self._members.get(resource_type)
         if members is None:
             members = self._members[resource_type] = frozenset(key(code, f"Patient/{p}") for code in codes for p in population)
@@ -282,7 +282,7 @@ def _kept(in_compartment: bool, several: bool, codes: list[str], covered: set[st
     grows as the scopes are read; `several`: the type is read by several scopes)."""
     if not in_compartment and not several:
         return None
-    prefixes = tuple(key(code, "Patient/") for code in codes)
+    prefixes = _patient_prefixes(codes)
 
     def keep(row: dict[str, Any]) -> bool:
         entries = (row.get("ix") or {}).get("rf") or []
@@ -291,6 +291,11 @@ def _kept(in_compartment: bool, several: bool, codes: list[str], covered: set[st
         return not (covered and any(entry in covered for entry in entries))
 
     return keep
+
+
+def _patient_prefixes(codes: list[str]) -> tuple[str, ...]:
+    """The beginnings of a type's index entries that put it in some patient's compartment."""
+    return tuple(key(code, "Patient/") for code in codes)
 
 
 def _deletion(key_: str) -> dict[str, Any]:

@@ -19,19 +19,18 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
-from fhir_server.bulk.files import ExportFiles
+from fhir_server.bulk.files import JOB_ID, ExportFiles
 from fhir_server.bulk.jobs import group_members, manifest, plan_job, progress
 from fhir_server.bulk.request import parameters_of, read_export
 from fhir_server.bulk.worker import ExportWorker
 from fhir_server.outcome import FhirError, Issue
 from fhir_server.rest.body import read_json
 from fhir_server.rest.context import base_url, engine_of, settings_of
-from fhir_server.rest.negotiation import negotiate
+from fhir_server.rest.negotiation import FORMAT_PARAMETERS, negotiate
 from fhir_server.rest.responses import outcome_response
 from fhir_server.security.policy import ACCESS
 from fhir_server.storage.exports import ACTIVE, ExportStore
 
-FORMAT_PARAMETERS = frozenset({"_format", "_pretty"})
 NDJSON = "application/fhir+ndjson"
 POLL_SECONDS = "2"
 BUSY_SECONDS = "30"
@@ -72,12 +71,13 @@ async def _kick_off(request: Request, level: str, group_id: str | None = None) -
     if group_id is not None:
         engine.check_id(group_id)
         members = group_members(orjson.loads((await engine.read("Group", group_id)).raw or b"{}"))  # 404 as a read would
+    base = base_url(request)
     for resource_type, queries in export.type_filters.items():  # a filter calipso cannot apply is the kick-off's 400
         for query in queries:
-            await engine.searcher.criteria(resource_type, parse_qsl(query, keep_blank_values=True), base_url(request))
+            await engine.searcher.criteria(resource_type, parse_qsl(query, keep_blank_values=True), base)
     access = ACCESS.get()
     present = await worker.jobs.types_present(sorted(engine.spec.resource_types)) if export.types is None else []
-    job = plan_job(export, access, engine.spec, present, datetime.now(timezone.utc), str(request.url), members)
+    job = plan_job(export, access, engine.spec, present, datetime.now(timezone.utc), str(request.url), base, members)
     if not await worker.jobs.take_slot(access.who, job["_id"]):
         raise FhirError(429, Issue("throttled", "An export of this client is still running: poll it (or DELETE it) first"),
                         headers={"Retry-After": BUSY_SECONDS})
@@ -87,7 +87,7 @@ async def _kick_off(request: Request, level: str, group_id: str | None = None) -
         await worker.jobs.release_slot(access.who, job["_id"])
         raise
     worker.poke()
-    location = f"{base_url(request)}/$export-status/{job['_id']}"
+    location = f"{base}/$export-status/{job['_id']}"
     issue = Issue("informational", "Export accepted: poll the Content-Location URL", "information")
     return outcome_response(202, [issue], {"Content-Location": location}, rendering)
 
@@ -143,7 +143,7 @@ async def _own_job(request: Request) -> dict[str, Any]:
     """The caller's job named in the URL; 404 for another client's, an expired or an unknown one."""
     jobs: ExportStore = _worker(request).jobs
     job_id = request.path_params["job"]
-    job = await jobs.get(job_id) if len(job_id) == 32 and job_id.isalnum() else None
+    job = await jobs.get(job_id) if JOB_ID.fullmatch(job_id) else None
     if job is None or job["owner"] != ACCESS.get().who:
         raise FhirError.of(404, "not-found", "No such export (unknown, cancelled, expired, or another client's)")
     expires = job.get("expires")

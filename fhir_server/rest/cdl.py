@@ -26,7 +26,7 @@ from fhir_server.rest.bundle import assemble, paging_links
 from fhir_server.rest.bundles import apply_bundle
 from fhir_server.rest.capability import instance_statement
 from fhir_server.rest.context import base_url, engine_of, settings_of
-from fhir_server.rest.negotiation import negotiate
+from fhir_server.rest.negotiation import FORMAT_PARAMETERS, negotiate
 from fhir_server.rest.preconditions import if_match, not_modified, strict_handling
 from fhir_server.rest.responses import fhir_response, outcome_response, version_headers
 from fhir_server.security.discovery import rest_security
@@ -75,7 +75,7 @@ async def read_note(request: Request) -> Response:
 async def search_notes(request: Request) -> Response:
     rendering = negotiate(request)
     engine, base, cdl = engine_of(request), base_url(request), cdl_base(request)
-    asked = [(k, v) for k, v in request.query_params.multi_items() if k not in ("_format", "_pretty")]
+    asked = [(k, v) for k, v in request.query_params.multi_items() if k not in FORMAT_PARAMETERS]
     translated, unsupported = translate_search(asked)
     if unsupported and strict_handling(request):
         raise FhirError.of(400, "not-supported", f"The CdL view does not support {', '.join(unsupported)[:200]}")

@@ -46,6 +46,9 @@ def _other_fhir_version(header: str) -> str | None:
     return None
 
 
+FORMAT_PARAMETERS = frozenset({"_format", "_pretty"})  # how to answer, not what: no interaction takes them as criteria
+
+
 def negotiate(request: Request) -> Rendering:
     """Check `_format` and `Accept`; 406 when the client wants a format we do not serve."""
     params = request.query_params
@@ -95,4 +98,4 @@ def body_is_xml(request: Request) -> bool:
     raise FhirError.of(415, "not-supported", f"Content-Type {media[:60]!r} is not accepted: send {FHIR_JSON} or {FHIR_XML}")
 
 
-__all__ = ["CONTENT_TYPE", "FHIR_JSON", "FHIR_XML", "Rendering", "XML_CONTENT_TYPE", "body_is_xml", "negotiate", "preferred"]
+__all__ = ["FORMAT_PARAMETERS", "CONTENT_TYPE", "FHIR_JSON", "FHIR_XML", "Rendering", "XML_CONTENT_TYPE", "body_is_xml", "negotiate", "preferred"]

@@ -28,7 +28,7 @@ from fhir_server.rest.capability import capability_statement
 from fhir_server.rest.context import base_url, engine_of, settings_of
 from fhir_server.rest.history_bundle import history_bundle
 from fhir_server.rest.hl7v2_ingest import ingest
-from fhir_server.rest.negotiation import Rendering, negotiate, preferred
+from fhir_server.rest.negotiation import FORMAT_PARAMETERS, Rendering, negotiate, preferred
 from fhir_server.rest.openapi import openapi_document
 from fhir_server.rest.preconditions import if_match, not_modified, parse_instant, return_preference, strict_handling
 from fhir_server.rest.search_bundle import search_bundle, search_etag, unchanged
@@ -128,7 +128,6 @@ async def jwks(request: Request) -> Response:
     return JSONResponse(issuer.jwks())
 
 
-FORMAT_PARAMETERS = frozenset({"_format", "_pretty"})
 
 
 async def create(request: Request) -> Response:
@@ -307,7 +306,7 @@ async def _search_parameters(request: Request) -> list[tuple[str, str]]:
             params += parse_qsl(body.decode("utf-8"), keep_blank_values=True, strict_parsing=False)
         except UnicodeDecodeError:
             raise FhirError.of(400, "structure", "A _search body must be application/x-www-form-urlencoded UTF-8") from None
-    return [(k, v) for k, v in params if k not in ("_format", "_pretty")]
+    return [(k, v) for k, v in params if k not in FORMAT_PARAMETERS]
 
 
 async def _search(request: Request, resource_type: str, path: str, extra: dict | None) -> Response:

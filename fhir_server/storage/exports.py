@@ -89,7 +89,7 @@ class ExportStore:
 
     async def expired(self, now: datetime, limit: int = 100) -> list[dict[str, Any]]:
         """Finished jobs whose files are past their expiry."""
-        return [job async for job in self._jobs.find({"expires": {"$lt": now}}, {"_id": 1, "owner": 1}).limit(limit)]
+        return [job async for job in self._jobs.find({"expires": {"$lt": now}}, {"_id": 1}).limit(limit)]
 
 
 __all__ = ["ACTIVE", "ExportStore", "JOBS", "SLOTS"]
