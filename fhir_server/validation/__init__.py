@@ -14,6 +14,8 @@ from typing import Any
 from fhir_server.ig import ImplementationGuide
 from fhir_server.outcome import Issue
 from fhir_server.spec import Spec
+from fhir_server.validation.cross_references import cross_reference_issues
+from fhir_server.validation.definitions import DefinitionChecker
 from fhir_server.validation.extensions import ExtensionChecker
 from fhir_server.validation.invariants import CoreInvariants
 from fhir_server.validation.profile import ProfileValidator
@@ -30,6 +32,7 @@ class Validator:
         self.structural = StructuralValidator(spec)
         self.extensions = ExtensionChecker(spec)
         self.invariants = CoreInvariants(spec)
+        self.definitions = DefinitionChecker(spec)
         self.profiles = ProfileValidator(guide)
         self._guide = guide
         self._enforce = enforce_profiles
@@ -64,7 +67,8 @@ class Validator:
         return [url for url in declared if isinstance(url, str) and self.profiles.knows(url)]
 
     def _deep(self, resource: dict[str, Any], resource_type: str, profiles: list[str]) -> list[Issue]:
-        issues = self.extensions.check(resource, resource_type) + self.invariants.check(resource, resource_type)
+        issues = (self.extensions.check(resource, resource_type) + self.invariants.check(resource, resource_type)
+                  + self.definitions.check(resource, resource_type) + cross_reference_issues(resource, resource_type))
         for url in profiles:
             if self.profiles.profile_type(url) != resource_type:
                 issues.append(Issue("invalid", f"Profile {url} is for {self.profiles.profile_type(url)}, not {resource_type}", expression=f"{resource_type}.meta.profile"))

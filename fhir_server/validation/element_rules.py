@@ -3,8 +3,9 @@ invariants express, but which the specification states in prose and the HL7 Java
 enforces. Each takes one object (already of the right shape) and its location.
 
 - Attachment: `size` is the number of bytes of the content; with `data`, they must agree.
-- Bundle: `entry.fullUrl` is an absolute URL (or a urn:uuid / urn:oid); each `link.relation`
-  occurs once.
+- Bundle: `entry.fullUrl` is an absolute URL (or a urn:uuid / urn:oid) and, when it is a
+  RESTful one (`[base]/Type/id`), it agrees with its resource's type and id ("fullUrl SHALL NOT
+  disagree with the id in the resource"); each `link.relation` occurs once.
 - Coding: `system` is an absolute URI (a code system is named by its canonical URL or urn).
 - SearchParameter: a `composite` one has two or more components.
 """
@@ -17,8 +18,10 @@ import re
 from typing import Any, Callable
 
 from fhir_server.outcome import Issue
+from fhir_server.spec import load_spec
 
 ABSOLUTE_URL = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*:\S+")
+RESTFUL_URL = re.compile(r"^https?://\S*/(?P<type>[A-Z][A-Za-z]+)/(?P<id>[A-Za-z0-9\-.]{1,64})(?:/_history/[A-Za-z0-9\-.]{1,64})?$")
 
 
 def attachment_issues(attachment: dict[str, Any], path: str) -> list[Issue]:
@@ -41,6 +44,8 @@ def bundle_issues(bundle: dict[str, Any], path: str) -> list[Issue]:
         if isinstance(full_url, str) and not ABSOLUTE_URL.fullmatch(full_url):
             issues.append(Issue("invalid", f"Bundle.entry.fullUrl must be an absolute URL, not {full_url[:60]!r}",
                                 expression=f"{path}.entry[{index}].fullUrl"))
+        elif isinstance(full_url, str) and isinstance(entry.get("resource"), dict):
+            issues.extend(_full_url_disagreement(full_url, entry["resource"], f"{path}.entry[{index}].fullUrl"))
     seen: set[str] = set()
     for index, link in enumerate(bundle.get("link") or []):
         relation = link.get("relation") if isinstance(link, dict) else None
@@ -50,6 +55,17 @@ def bundle_issues(bundle: dict[str, Any], path: str) -> list[Issue]:
                                     expression=f"{path}.link[{index}]"))
             seen.add(relation)
     return issues
+
+
+def _full_url_disagreement(full_url: str, resource: dict[str, Any], path: str) -> list[Issue]:
+    restful = RESTFUL_URL.match(full_url)
+    if restful is None or not load_spec().is_resource_type(restful.group("type")):
+        return []  # a urn, or a URL that does not name a resource
+    kind, resource_id = resource.get("resourceType"), resource.get("id")
+    if restful.group("type") == kind and (not isinstance(resource_id, str) or restful.group("id") == resource_id):
+        return []
+    said = f"{kind}/{resource_id}" if isinstance(resource_id, str) else f"a {kind}"
+    return [Issue("invalid", f"The fullUrl {full_url[:100]} does not agree with its resource, {str(said)[:100]}", expression=path)]
 
 
 def coding_issues(coding: dict[str, Any], path: str) -> list[Issue]:

@@ -43,6 +43,32 @@ def _rules() -> _Rules:
         "elements", "attributes", "element_attributes", "url_attributes", "refused_schemes")))
 
 
+def internal_links(div: str) -> tuple[list[str], set[str]]:
+    """The `#` links of a narrative (`href="#x"` -> `x`) and the anchors it offers (`id`, `name`);
+    none when it cannot be read (`narrative_issues` says why)."""
+    links: list[str] = []
+    anchors: set[str] = set()
+
+    def start(name: str, attributes: dict[str, str]) -> None:
+        href = attributes.get("href")
+        if isinstance(href, str) and href.startswith("#") and len(href) > 1:
+            links.append(href[1:])
+        anchors.update(v for k, v in attributes.items() if k in ("id", "name"))
+
+    parser = expat.ParserCreate()
+    parser.StartElementHandler = start
+    parser.StartDoctypeDeclHandler = parser.EntityDeclHandler = _refuse
+    try:
+        parser.Parse(div, True)
+    except (expat.ExpatError, _Declaration):
+        return [], set()
+    return links, anchors
+
+
+def _refuse(*args: object) -> None:
+    raise _Declaration()
+
+
 def narrative_issues(div: str, path: str) -> list[Issue]:
     """What is wrong with one Narrative.div (empty when it is valid R4 narrative)."""
     checker = _Checker(_rules(), path)
@@ -128,4 +154,4 @@ def _clip(text: str) -> str:
     return text[:40]
 
 
-__all__ = ["narrative_issues"]
+__all__ = ["internal_links", "narrative_issues"]

@@ -1,0 +1,129 @@
+"""Definition resources checked against the core R4 search parameters they build on, as the
+HL7 Java validator does (test cases sp-diff-type, sp-diff-base, capstmt):
+
+- a SearchParameter `derivedFrom` a core one keeps its type, and each of its bases is one of
+  the parent's bases;
+- each path of a SearchParameter's `expression` (the parts of a `|` union) starts with one of
+  its bases, when it starts with a resource type at all;
+- a CapabilityStatement's `rest.resource.searchParam` whose `definition` is a core search
+  parameter declares that parameter's type.
+
+Checked on the resource, its contained resources and a Bundle's entries. Search parameters of
+our guide or of others are not known here and are left alone.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any, Iterator
+
+from fhir_server.outcome import Issue
+from fhir_server.spec import Spec
+
+ANY_RESOURCE = frozenset({"Resource", "DomainResource"})
+LEADING_NAME = re.compile(r"\(*\s*([A-Z][A-Za-z]*)\b")
+MAX_NESTING = 8  # Bundles in Bundles: deeper ones are not looked into
+
+
+@dataclass(frozen=True)
+class CoreParameter:
+    type: str
+    bases: frozenset[str]
+
+
+class DefinitionChecker:
+    """Checks SearchParameters and CapabilityStatements against the core search parameters."""
+
+    def __init__(self, spec: Spec):
+        self._spec = spec
+        found: dict[str, tuple[str, set[str]]] = {}
+        for base, parameters in spec.search_parameters.items():
+            for info in parameters.values():
+                kind, bases = found.setdefault(info["url"], (info["type"], set()))
+                bases.add(base)
+        self._core = {url: CoreParameter(kind, frozenset(bases)) for url, (kind, bases) in found.items()}
+
+    def check(self, resource: dict[str, Any], resource_type: str) -> list[Issue]:
+        issues: list[Issue] = []
+        for inner, location in _resources(resource, resource_type):
+            kind = inner.get("resourceType")
+            if kind == "SearchParameter":
+                issues.extend(self._search_parameter(inner, location))
+            elif kind == "CapabilityStatement":
+                issues.extend(self._capability_statement(inner, location))
+        return issues
+
+    def _core_parameter(self, canonical: Any) -> CoreParameter | None:
+        return self._core.get(canonical.split("|", 1)[0]) if isinstance(canonical, str) else None
+
+    def _search_parameter(self, parameter: dict[str, Any], location: str) -> list[Issue]:
+        issues = []
+        bases = [b for b in parameter.get("base") or [] if isinstance(b, str)]
+        parent_url = parameter.get("derivedFrom")
+        parent = self._core_parameter(parent_url)
+        if parent is not None:
+            if isinstance(parameter.get("type"), str) and parameter["type"] != parent.type:
+                issues.append(Issue("business-rule", f"The type {parameter['type']} is not the type {parent.type} of "
+                                    f"{parent_url} it is derived from", expression=f"{location}.type"))
+            for base in bases:
+                if base not in parent.bases and not parent.bases & ANY_RESOURCE:
+                    issues.append(Issue("business-rule", f"{base} is not a base of {parent_url}, which this "
+                                        "SearchParameter is derived from", expression=f"{location}.base"))
+        expression = parameter.get("expression")
+        if isinstance(expression, str) and bases and not set(bases) & ANY_RESOURCE:
+            for part in union_parts(expression):
+                named = LEADING_NAME.match(part)
+                if named and self._spec.is_resource_type(named.group(1)) and named.group(1) not in bases:
+                    issues.append(Issue("invalid", f"The expression path '{part[:80]}' starts with {named.group(1)}, "
+                                        f"which is not a base of this SearchParameter ({', '.join(bases)[:80]})",
+                                        expression=f"{location}.expression"))
+        return issues
+
+    def _capability_statement(self, statement: dict[str, Any], location: str) -> list[Issue]:
+        issues = []
+        for r, rest in enumerate(_objects(statement.get("rest"))):
+            for s, declared in enumerate(_objects(rest.get("resource"))):
+                for p, search in enumerate(_objects(declared.get("searchParam"))):
+                    core = self._core_parameter(search.get("definition"))
+                    if core is not None and isinstance(search.get("type"), str) and search["type"] != core.type:
+                        issues.append(Issue("invalid", f"Search parameter {search['definition'][:100]} is of type "
+                                            f"{core.type}, not {search['type']}",
+                                            expression=f"{location}.rest[{r}].resource[{s}].searchParam[{p}].type"))
+        return issues
+
+
+def union_parts(expression: str) -> list[str]:
+    """The paths of a FHIRPath union (`A.b | A.c`), split at the `|` outside parentheses."""
+    parts, depth, start = [], 0, 0
+    for index, character in enumerate(expression):
+        if character == "(":
+            depth += 1
+        elif character == ")":
+            depth -= 1
+        elif character == "|" and depth == 0:
+            parts.append(expression[start:index].strip())
+            start = index + 1
+    parts.append(expression[start:].strip())
+    return [p for p in parts if p]
+
+
+def _objects(value: Any) -> list[dict[str, Any]]:
+    return [v for v in value if isinstance(v, dict)] if isinstance(value, list) else []
+
+
+def _resources(resource: dict[str, Any], location: str, depth: int = 0) -> Iterator[tuple[dict[str, Any], str]]:
+    """The resource, its contained resources and (in a Bundle) its entries' resources."""
+    yield resource, location
+    if depth >= MAX_NESTING:
+        return
+    for index, contained in enumerate(_objects(resource.get("contained"))):
+        yield from _resources(contained, f"{location}.contained[{index}]", depth + 1)
+    if resource.get("resourceType") == "Bundle":
+        for index, entry in enumerate(_objects(resource.get("entry"))):
+            inner = entry.get("resource")
+            if isinstance(inner, dict):
+                yield from _resources(inner, f"{location}.entry[{index}].resource", depth + 1)
+
+
+__all__ = ["DefinitionChecker", "union_parts"]
