@@ -76,14 +76,7 @@ def load_guide(folder: Path = PROFILES_DIR) -> ImplementationGuide:
     guides = [r for r in sources if r["resourceType"] == "ImplementationGuide"]
     if len(guides) != 1:
         raise ValueError(f"{folder} must hold exactly one ImplementationGuide, found {len(guides)}")
-    definitions = base_definitions()
-    artifacts = []
-    profiles = {}
-    for resource in sources:
-        if resource["resourceType"] == "StructureDefinition":
-            resource = generate_snapshot(resource, definitions)
-            profiles[resource["url"]] = resource
-        artifacts.append(resource)
+    artifacts, profiles = _with_snapshots(sources)
     examples = read_json_folder(folder / "examples")
     return ImplementationGuide(
         guide=guides[0],
@@ -94,6 +87,31 @@ def load_guide(folder: Path = PROFILES_DIR) -> ImplementationGuide:
     )
 
 
+@cache
+def load_package_folder(folder: Path) -> ImplementationGuide:
+    """Definitions published without a guide resource of their own (R4's vital signs profiles):
+    the folder's `package.json` (a FHIR package manifest) names them; snapshots generated as for
+    our guide."""
+    package = orjson.loads((folder / "package.json").read_bytes())
+    artifacts, profiles = _with_snapshots(read_json_folder(folder))
+    guide = {"url": f"{package['canonical']}{GUIDE_PATH_SUFFIX}{package['name']}", "packageId": package["name"],
+             "version": package["version"]}
+    return ImplementationGuide(guide=guide, artifacts=artifacts, examples=[], terminology=Terminology(artifacts), profiles=profiles)
+
+
+def _with_snapshots(sources: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], dict[str, dict[str, Any]]]:
+    """The artifacts, StructureDefinitions with their snapshots; the profiles by url."""
+    definitions = base_definitions()
+    artifacts = []
+    profiles = {}
+    for resource in sources:
+        if resource["resourceType"] == "StructureDefinition":
+            resource = generate_snapshot(resource, definitions)
+            profiles[resource["url"]] = resource
+        artifacts.append(resource)
+    return artifacts, profiles
+
+
 __all__ = [
     "CONFORMANCE_TYPES",
     "Concept",
@@ -102,5 +120,6 @@ __all__ = [
     "SnapshotError",
     "Terminology",
     "load_guide",
+    "load_package_folder",
     "read_json_folder",
 ]

@@ -27,12 +27,42 @@ def generate_snapshot(profile: dict[str, Any], definitions: dict[str, dict[str, 
     if base is None:
         raise SnapshotError(f"no base definition for {profile['type']}")
     elements: list[dict[str, Any]] = copy.deepcopy(base["snapshot"]["element"])
-    for differential in profile.get("differential", {}).get("element", []):
+    for differential in choices_by_stem(profile.get("differential", {}).get("element", []), elements):
         index = _locate(elements, differential["id"], definitions)
         _merge(elements[index], differential, profile["url"])
     result = copy.deepcopy(profile)
     result["snapshot"] = {"element": elements}
     return result
+
+
+def choices_by_stem(differential: list[dict[str, Any]], base: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The differential with a choice element named by its one type (`Observation.valueQuantity`,
+    `Observation.component:SystolicBP.valueQuantity`, as R4's profiles write them) renamed to
+    the choice (`value[x]`) narrowed to that type, its children re-rooted under it."""
+    typed: dict[str, tuple[str, str]] = {}  # Observation.valueQuantity -> (value[x], Quantity)
+    for element in base:
+        if element["path"].endswith("[x]"):
+            stem = element["path"][: -len("[x]")]
+            for kind in element.get("type", []):
+                typed[stem + kind["code"][:1].upper() + kind["code"][1:]] = (element["path"].rsplit(".", 1)[-1], kind["code"])
+    renamed: list[dict[str, Any]] = []
+    for element in differential:
+        segments, path = element["id"].split("."), list[str]()
+        narrowed_to = None
+        for index, segment in enumerate(segments):
+            name, colon, slice_name = segment.partition(":")
+            choice = typed.get(".".join([*path, name]))
+            if choice is not None:
+                segments[index] = choice[0] + colon + slice_name
+                name = choice[0]
+                narrowed_to = choice[1] if index == len(segments) - 1 else None
+            path.append(name)
+        if narrowed_to is not None or ".".join(segments) != element["id"]:
+            element = {**element, "id": ".".join(segments)}
+            if narrowed_to is not None and "type" not in element:
+                element["type"] = [{"code": narrowed_to}]
+        renamed.append(element)
+    return renamed
 
 
 def _locate(elements: list[dict[str, Any]], element_id: str, definitions: dict[str, dict[str, Any]]) -> int:
@@ -137,4 +167,4 @@ def _merge(element: dict[str, Any], differential: dict[str, Any], source: str) -
             element[key] = copy.deepcopy(value)
 
 
-__all__ = ["SnapshotError", "generate_snapshot"]
+__all__ = ["SnapshotError", "choices_by_stem", "generate_snapshot"]

@@ -39,7 +39,7 @@ async def _validate(request: Request, resource_id: str | None) -> Response:
     if mode is not None and mode not in MODES:
         raise FhirError.of(400, "invalid", f"mode must be one of {', '.join(MODES)}")
     profile = given.text("profile")
-    if profile is not None and not engine.validator.profiles.knows(profile):
+    if profile is not None and not engine.validator.knows_profile(profile):
         raise FhirError.of(400, "not-found", f"Unknown profile {profile[:200]}", expression="profile")
     resource: Any = given.first("resource") if given.body is None else given.body
     if resource is None and resource_type == "Parameters" and given.parameters is not None:

@@ -17,6 +17,7 @@ import orjson
 
 DIGEST_PATH = Path(__file__).with_name("r4.json")
 BASE_DEFINITIONS_PATH = Path(__file__).with_name("r4-base.json.gz")
+VITAL_SIGNS_DIR = Path(__file__).with_name("vital-signs")  # R4's vital signs profiles (build_vital_signs.py)
 
 
 @dataclass(frozen=True, eq=False)  # identity hash: one Spec per process, usable as a cache key
@@ -74,4 +75,4 @@ def base_definitions() -> dict[str, dict[str, Any]]:
     return {sd["type"]: sd for sd in definitions}
 
 
-__all__ = ["Spec", "base_definitions", "load_spec"]
+__all__ = ["VITAL_SIGNS_DIR", "Spec", "base_definitions", "load_spec"]

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from fhir_server.national import NATIONAL_DIR  # the French guides' definitions calipso checks against
+from fhir_server.spec import VITAL_SIGNS_DIR  # R4's vital signs profiles
 from fhir_server.subscriptions.vocabulary import BACKPORT_DIR  # the Backport IG's notification profiles
 
 DIGEST_PATH = Path(__file__).with_name("r4.json")
@@ -279,13 +280,13 @@ def _add_root_invariants(invariants: dict[str, list[list[str]]], sd: dict[str, A
 
 
 def base_definitions(source: Path, profiles: Path = PROFILES_DIR, national: Path = NATIONAL_DIR,
-                     backport: Path = BACKPORT_DIR) -> list[dict[str, Any]]:
-    """The complex types, and the resources our profiles, the national ones and the Backport IG
-    notification ones constrain, as full StructureDefinitions."""
+                     backport: Path = BACKPORT_DIR, vital_signs: Path = VITAL_SIGNS_DIR) -> list[dict[str, Any]]:
+    """The complex types, and the resources our profiles, the national ones, the Backport IG
+    notification ones and R4's vital signs ones constrain, as full StructureDefinitions."""
     constrained = {
         json.loads(path.read_text(encoding="utf-8"))["type"]
         for path in sorted([*profiles.glob("StructureDefinition-*.json"), *national.glob("*/StructureDefinition-*.json"),
-                            *backport.glob("StructureDefinition-*.json")])
+                            *backport.glob("StructureDefinition-*.json"), *vital_signs.glob("StructureDefinition-*.json")])
     }
     types = [
         sd

@@ -1,10 +1,11 @@
-"""Resource validation: structural (base R4), core FHIRPath invariants, and our profiles.
+"""Resource validation: structural (base R4), core FHIRPath invariants, our profiles and R4's
+vital signs profiles.
 
-Writes always get the structural pass, the core extensions' rules and the core R4 invariants
-(errors); a resource whose
-`meta.profile` names one of our profiles also gets that profile; with `enforce_profiles`, a
-resource of a type our guide profiles must name one. `$validate` runs everything and also
-reports warnings.
+Writes always get the structural pass, the core extensions' rules, the core R4 invariants and
+the checks across a resource's parts (errors); a resource whose `meta.profile` names one of our
+profiles also gets that profile; an Observation claiming a vital signs profile, or coded as
+one, gets it (R4: it SHALL conform); with `enforce_profiles`, a resource of a type our guide
+profiles must name one. `$validate` runs everything and also reports warnings.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from fhir_server.validation.extensions import ExtensionChecker
 from fhir_server.validation.invariants import CoreInvariants
 from fhir_server.validation.profile import ProfileValidator
 from fhir_server.validation.structural import StructuralValidator
+from fhir_server.validation.vital_signs import vital_signs
 
 
 BLOCKING = ("error", "fatal")
@@ -34,6 +36,7 @@ class Validator:
         self.invariants = CoreInvariants(spec)
         self.definitions = DefinitionChecker(spec)
         self.profiles = ProfileValidator(guide)
+        self.vital_signs = vital_signs()
         self._guide = guide
         self._enforce = enforce_profiles
         self._profiled_types = frozenset(sd["type"] for sd in guide.profiles.values())
@@ -47,34 +50,50 @@ class Validator:
         if not claimed and self._enforce and resource_type in self._profiled_types:
             wanted = ", ".join(sorted(self._guide.profiles_for(resource_type)))
             return [Issue("required", f"meta.profile must name one of: {wanted}", expression=f"{resource_type}.meta.profile")]
-        return [i for i in self._deep(resource, resource_type, claimed) if i.severity in BLOCKING]
+        return [i for i in self._deep(resource, resource_type, claimed, _declared(resource)) if i.severity in BLOCKING]
 
     def validate_all(self, resource: Any, resource_type: str, profile: str | None = None) -> list[Issue]:
         """Everything `$validate` reports: errors, warnings, and which profiles were checked."""
         issues = self.structural.validate(resource, resource_type)
         if issues:
             return issues
-        claimed = [profile] if profile else self.claimed_profiles(resource)
-        unknown = [url for url in claimed if not self.profiles.knows(url)]
-        if unknown:
-            return [Issue("not-found", f"Unknown profile {url}", expression=f"{resource_type}.meta.profile") for url in unknown]
-        return self._deep(resource, resource_type, claimed)
+        if profile is None:
+            return self._deep(resource, resource_type, self.claimed_profiles(resource), _declared(resource))
+        if self.profiles.knows(profile):
+            return self._deep(resource, resource_type, [profile], [])
+        if self.vital_signs.knows(profile):
+            return self._deep(resource, resource_type, [], [profile])
+        return [Issue("not-found", f"Unknown profile {profile}", expression=f"{resource_type}.meta.profile")]
+
+    def knows_profile(self, url: str) -> bool:
+        """One of our guide's profiles, or one of R4's vital signs profiles."""
+        return self.profiles.knows(url) or self.vital_signs.knows(url)
 
     def claimed_profiles(self, resource: dict[str, Any]) -> list[str]:
         """Our profiles among `meta.profile` (others cannot be checked here and are left alone)."""
-        meta = resource.get("meta")
-        declared = meta.get("profile", []) if isinstance(meta, dict) else []
-        return [url for url in declared if isinstance(url, str) and self.profiles.knows(url)]
+        return [url for url in _declared(resource) if self.profiles.knows(url)]
 
-    def _deep(self, resource: dict[str, Any], resource_type: str, profiles: list[str]) -> list[Issue]:
+    def _deep(self, resource: dict[str, Any], resource_type: str, ours: list[str], declared: list[str]) -> list[Issue]:
+        """Everything past the structural pass: `ours`, the guide's profiles to check; `declared`,
+        the profiles named otherwise (R4's vital signs ones among them are checked)."""
         issues = (self.extensions.check(resource, resource_type) + self.invariants.check(resource, resource_type)
                   + self.definitions.check(resource, resource_type) + cross_reference_issues(resource, resource_type))
-        for url in profiles:
+        for url in ours:
             if self.profiles.profile_type(url) != resource_type:
                 issues.append(Issue("invalid", f"Profile {url} is for {self.profiles.profile_type(url)}, not {resource_type}", expression=f"{resource_type}.meta.profile"))
                 continue
             issues.extend(self.profiles.validate(resource, url))
-        return issues
+        vital = self.vital_signs.required(resource, declared)
+        if vital and resource_type != "Observation":
+            return issues + [Issue("invalid", f"Profile {url} is for Observation, not {resource_type}", expression=f"{resource_type}.meta.profile")
+                             for url in vital]
+        return issues + self.vital_signs.check(resource, vital)
+
+
+def _declared(resource: dict[str, Any]) -> list[str]:
+    meta = resource.get("meta")
+    declared = meta.get("profile", []) if isinstance(meta, dict) else []
+    return [url for url in declared if isinstance(url, str)] if isinstance(declared, list) else []
 
 
 __all__ = ["CoreInvariants", "ProfileValidator", "StructuralValidator", "Validator"]

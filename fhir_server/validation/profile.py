@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, Iterator
 
 from fhir_server.ig import ImplementationGuide
-from fhir_server.ig.snapshot import SnapshotError
+from fhir_server.ig.snapshot import SnapshotError, choices_by_stem
 from fhir_server.outcome import Issue
 from fhir_server.search.references import reference_type
 from fhir_server.validation.invariants import Invariant
@@ -53,6 +53,7 @@ class Rule:
     resource_type: str | None = None  # a resource-valued element (Bundle.entry.resource) constrained to one type
     resource_profile: str | None = None  # ... and to one of the guide's profiles, checked on the nested resource
     choice_keys: frozenset[str] | None = None  # a choice element narrowed to some types: the JSON keys allowed (valueString)
+    choice_types: dict[str, str] = field(default_factory=dict)  # a choice element's JSON key -> its type (valueString -> string)
 
     def child(self, name: str) -> "Rule | None":
         for rule in self.children:
@@ -93,7 +94,7 @@ class ProfileValidator:
 def _compile(profile: dict[str, Any], guide: ImplementationGuide) -> Rule:
     """The rule tree of a snapshot, pruned to the elements the differential touches."""
     elements = profile["snapshot"]["element"]
-    touched = {e["id"] for e in profile["differential"]["element"]}
+    touched = {e["id"] for e in choices_by_stem(profile["differential"]["element"], elements)}
     keep = {element_id for element_id in (e["id"] for e in elements) if _touches(element_id, touched)}
     rules: dict[str, Rule] = {}
     root: Rule | None = None
@@ -158,7 +159,8 @@ def _rule_of(element: dict[str, Any], profile_url: str, guide: ImplementationGui
         rule.targets = frozenset(targets)
     types = element.get("type", [])
     if choice and types:
-        rule.choice_keys = frozenset(rule.name + t["code"][0].upper() + t["code"][1:] for t in types if t.get("code"))
+        rule.choice_types = {rule.name + t["code"][0].upper() + t["code"][1:]: t["code"] for t in types if t.get("code")}
+        rule.choice_keys = frozenset(rule.choice_types)
     if element["path"].endswith(".resource") and len(types) == 1 and types[0].get("code") not in ("Resource", None):
         rule.resource_type = types[0]["code"]
         profiles = [p for p in types[0].get("profile", []) if p in guide.profiles]
@@ -185,13 +187,13 @@ def _prefixed(element: dict[str, Any], prefix: str) -> Any:
 
 
 def _profile_type(url: str, guide: ImplementationGuide) -> str:
-    """The resource type a target profile constrains (base R4 or ours)."""
+    """The resource type a target profile constrains (one of the guide's, or base R4)."""
+    profile = guide.profiles.get(url)
+    if profile is not None:
+        return str(profile["type"])
     if url.startswith(R4_STRUCTURE):
         return url[len(R4_STRUCTURE) :]
-    profile = guide.profiles.get(url)
-    if profile is None:
-        raise SnapshotError(f"unknown target profile {url}")
-    return str(profile["type"])
+    raise SnapshotError(f"unknown target profile {url}")
 
 
 class _Walk:
@@ -234,7 +236,7 @@ class _Walk:
             member_location = _located(location, key, index)
             if rule.choice_keys is not None and key not in rule.choice_keys:
                 self._issue("value", f"{key} is not allowed here: {', '.join(sorted(rule.choice_keys))}", member_location)
-            self.check_value(rule, value, member_location)
+            self.check_value(rule, value, member_location, rule.choice_types.get(key))
 
     def _check_slices(self, rule: Rule, found: list[tuple[str, int | None, Any]], location: str) -> None:
         assert rule.slicing is not None
@@ -259,14 +261,19 @@ class _Walk:
         return None
 
     def _discriminates(self, slice_rule: Rule, kind: str, path: str, value: Any) -> bool:
-        """Does `value` carry the value the slice fixes at `path` (value / pattern discriminators)?"""
-        target = slice_rule
+        """Does `value` carry the value the slice fixes at `path` (value / pattern discriminators)?
+        The fixed value may sit in a slice further down (`code.coding:SBPCode.code` for the
+        path `code.coding.code`, as R4's blood pressure profile writes it)."""
+        targets = [slice_rule]
         for step in ([] if path == "$this" else path.split(".")):
-            child = target.child(step)
-            if child is None:
+            children = [child for target in targets if (child := target.child(step)) is not None]
+            targets = children + [s for child in children if child.slicing is not None for s in child.slicing.slices]
+            if not targets:
                 return False
-            target = child
         candidates = [value] if path == "$this" else list(_descend(value, path.split(".")))
+        return any(self._carries(target, kind, candidates) for target in targets)
+
+    def _carries(self, target: Rule, kind: str, candidates: list[Any]) -> bool:
         if kind in ("type", "profile"):  # the resource's type (a profile discriminator: the type its profile constrains)
             return target.resource_type is not None and any(isinstance(c, dict) and c.get("resourceType") == target.resource_type
                                                              for c in candidates)
