@@ -13,7 +13,7 @@ from tests.conftest import project_root
 
 def test_calipso_agrees_with_the_java_validator_on_the_committed_cases(tmp_path: Path) -> None:
     cases = load_cases(project_root() / "tests" / "data" / "fhir-test-cases")
-    assert len(cases) == 45
+    assert len(cases) == 46
     assert 10 < sum(c.java_valid for c in cases) < 25  # valid and invalid cases both
     served = Served(tmp_path / "data")
     try:

@@ -134,3 +134,27 @@ async def test_a_restful_full_url_agrees_with_its_resource(client: httpx.AsyncCl
         {"fullUrl": "urn:uuid:8d4c2b1e-0c5a-4f57-9d4c-3c2f2b6e7a03", "resource": {"resourceType": "Organization", "id": "g", "name": "G"}}]}
     assert [where for where, _ in await errors(client, bundle)] == ["Bundle.entry[1].fullUrl", "Bundle.entry[2].fullUrl"]
     assert (await client.post("/fhir/Bundle", json=bundle)).status_code == 422
+
+
+async def test_a_profiles_differential_names_elements_of_its_type(client: httpx.AsyncClient) -> None:
+    profile = {"resourceType": "StructureDefinition", "url": "https://calipso.example/StructureDefinition/pulse", "name": "Pulse",
+               "status": "draft", "kind": "resource", "abstract": False, "type": "Observation", "derivation": "constraint",
+               "baseDefinition": "http://hl7.org/fhir/StructureDefinition/Observation",
+               "differential": {"element": [
+                   {"id": "Observation.value[x]", "path": "Observation.value[x]", "type": [{"code": "Quantity"}]},
+                   {"id": "Observation.valueQuantity.code", "path": "Observation.valueQuantity.code", "fixedCode": "/min"},
+                   {"id": "Observation.component.code.coding.system", "path": "Observation.component.code.coding.system", "min": 1},
+                   {"id": "Observation.status.extension", "path": "Observation.status.extension", "max": "0"},
+                   {"id": "Observation.contained.anything", "path": "Observation.contained.anything", "max": "0"}]}}
+    assert await errors(client, profile) == []
+    profile["differential"]["element"].append({"id": "Observation.valueBla", "path": "Observation.valueBla", "min": 1})
+    profile["differential"]["element"].append({"id": "Observation.effective[x].start", "path": "Observation.effective[x].start", "min": 1})
+    profile["differential"]["element"].append({"id": "Observation.status.coding", "path": "Observation.status.coding", "min": 1})
+    said = await errors(client, profile)
+    assert [where for where, _ in said] == [f"StructureDefinition.differential.element[{i}].path" for i in (5, 7)]
+    assert "Observation.valueBla" in said[0][1]
+    assert (await client.post("/fhir/StructureDefinition", json=profile)).status_code == 422
+    logical = {**profile, "kind": "logical", "type": "https://calipso.example/Model", "derivation": "specialization",
+               "baseDefinition": "http://hl7.org/fhir/StructureDefinition/Base", "abstract": True}
+    logical["differential"] = {"element": [{"id": "Model", "path": "Model"}, {"id": "Model.anything", "path": "Model.anything"}]}
+    assert not [text for _, text in await errors(client, logical) if "differential names" in text]

@@ -6,7 +6,11 @@ HL7 Java validator does (test cases sp-diff-type, sp-diff-base, capstmt):
 - each path of a SearchParameter's `expression` (the parts of a `|` union) starts with one of
   its bases, when it starts with a resource type at all;
 - a CapabilityStatement's `rest.resource.searchParam` whose `definition` is a core search
-  parameter declares that parameter's type.
+  parameter declares that parameter's type;
+- each `path` of a StructureDefinition's differential is an element of its R4 type: a member
+  name, a choice as `value[x]` or named by one of its types (`valueQuantity`), through data
+  types and backbone elements (test case obs-mz: `Observation.valueBla`). Logical models and
+  types R4 does not define are left alone.
 
 Checked on the resource, its contained resources and a Bundle's entries. Search parameters of
 our guide or of others are not known here and are left alone.
@@ -24,6 +28,7 @@ from fhir_server.spec import Spec
 ANY_RESOURCE = frozenset({"Resource", "DomainResource"})
 LEADING_NAME = re.compile(r"\(*\s*([A-Z][A-Za-z]*)\b")
 MAX_NESTING = 8  # Bundles in Bundles: deeper ones are not looked into
+PRIMITIVE_MEMBERS = {"id": {"type": "string"}, "extension": {"type": "Extension"}}  # a primitive's element children
 
 
 @dataclass(frozen=True)
@@ -52,6 +57,8 @@ class DefinitionChecker:
                 issues.extend(self._search_parameter(inner, location))
             elif kind == "CapabilityStatement":
                 issues.extend(self._capability_statement(inner, location))
+            elif kind == "StructureDefinition":
+                issues.extend(self._structure_definition(inner, location))
         return issues
 
     def _core_parameter(self, canonical: Any) -> CoreParameter | None:
@@ -91,6 +98,45 @@ class DefinitionChecker:
                                             f"{core.type}, not {search['type']}",
                                             expression=f"{location}.rest[{r}].resource[{s}].searchParam[{p}].type"))
         return issues
+
+
+    def _structure_definition(self, definition: dict[str, Any], location: str) -> list[Issue]:
+        differential = definition.get("differential")
+        elements = _objects(differential.get("element")) if isinstance(differential, dict) else []
+        if definition.get("kind") == "logical" or definition.get("type") not in self._spec.structures:
+            return []
+        issues = []
+        for index, element in enumerate(elements):
+            path = element.get("path")
+            if isinstance(path, str) and not self._is_element(path, definition["type"]):
+                issues.append(Issue("invalid", f"The differential names {path[:120]}, which is not an element of {definition['type']}",
+                                    expression=f"{location}.differential.element[{index}].path"))
+        return issues
+
+    def _is_element(self, path: str, type_name: str) -> bool:
+        """Does `path` (`Observation.component.valueQuantity.code`) name an element of `type_name`?"""
+        steps = path.split(".")
+        if steps[0] != type_name:
+            return False
+        current = {type_name}
+        for step in steps[1:]:
+            found: set[str] = set()
+            for structure in current:
+                if structure == "Resource":
+                    return True  # a resource inside (contained, Bundle.entry.resource): not followed
+                members = self._spec.structures.get(structure)
+                if members is None:
+                    if structure not in self._spec.primitives:
+                        return True  # a type the digest does not describe: not followed
+                    members = PRIMITIVE_MEMBERS
+                if step.endswith("[x]"):
+                    found.update(info["type"] for info in members.values() if info.get("choice") == step[:-3])
+                elif step in members:
+                    found.add(members[step]["type"])
+            if not found:
+                return False
+            current = found
+        return True
 
 
 def union_parts(expression: str) -> list[str]:
