@@ -125,20 +125,23 @@ def reads(base: str, seconds: float | None, stop: threading.Event | None = None,
     return sorted(latencies)
 
 
-def beside_jobs(base: str, path: str, db: Any, seconds: float = 5.0) -> list[float]:
+def beside_jobs(base: str, path: str, db: Any, seconds: float = 5.0) -> tuple[list[float], float]:
     """Latencies of the reads that overlapped an export job's run (from the job's start to its
-    finish, as the job document says), exports run back to back for `seconds`."""
+    finish, as the job document says), exports run back to back for `seconds`; and the jobs'
+    rate meanwhile (resources per second of their runs)."""
     stop = threading.Event()
     timed: list[tuple[float, float]] = []
     reader = threading.Thread(target=lambda: reads(base, None, stop, timed))
     reader.start()
     runs: list[tuple[float, float]] = []
+    exported, busy = 0, 0.0
     end = time.monotonic() + seconds
     while time.monotonic() < end:
-        export(base, path, db, runs=runs)
+        count, taken, _ = export(base, path, db, runs=runs)
+        exported, busy = exported + count, busy + taken
     stop.set()
     reader.join()
-    return sorted((finish - start) * 1000 for start, finish in timed if any(start < b and finish > a for a, b in runs))
+    return sorted((finish - start) * 1000 for start, finish in timed if any(start < b and finish > a for a, b in runs)), exported / busy
 
 
 def beside(base: str, work: Any, seconds: float = 5.0) -> list[float]:
@@ -200,10 +203,10 @@ def main() -> None:
                 during = beside(base, work)
                 print(f"reads during {label}: p50 {statistics.median(during):.1f} ms, p99 {percentile(during, 0.99):.1f} ms "
                       f"({len(during)} reads); p99 ratio to idle {percentile(during, 0.99) / percentile(idle, 0.99):.2f} (target <= 2)")
-            running = beside_jobs(base, "/Group/cohort/$export", db)
+            running, rate = beside_jobs(base, "/Group/cohort/$export", db)
             print(f"reads while the Group export jobs ran (their start to their finish): p50 {statistics.median(running):.1f} ms, "
                   f"p99 {percentile(running, 0.99):.1f} ms ({len(running)} reads); p99 ratio to idle "
-                  f"{percentile(running, 0.99) / percentile(idle, 0.99):.2f} (target <= 2)")
+                  f"{percentile(running, 0.99) / percentile(idle, 0.99):.2f} (target <= 2); the jobs exported {rate:,.0f}/s meanwhile")
 
             if args.grow > 1:
                 extra = [r for r in notebook(args.patients, args.entries * args.grow) if r["resourceType"] == "Communication"]

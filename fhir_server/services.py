@@ -81,7 +81,7 @@ def build_export_worker(settings: Settings, services: Services, access_of: Calla
     """The `$export` worker of an API node (`access_of`: the gate's, to decide a job owner's
     access when its job runs); files under the data folder's `exports/`."""
     run = RunSettings(page_size=settings.export_page_size, lease_seconds=settings.export_lease_seconds,
-                      max_per_second=settings.export_max_per_second)
+                      max_per_second=settings.export_max_per_second, share_while_serving=settings.export_share_percent / 100)
     return ExportWorker(services.engine, ExportStore(services.store), ExportFiles(settings.data_dir / "exports"), access_of,
                         WorkerSettings(run, settings.export_retention_seconds), services.audit)
 

@@ -70,6 +70,7 @@ class Settings:
     export_lease_seconds: float = 30.0  # how long a silent export worker keeps its job from the others
     export_retention_seconds: float = 3600.0  # how long a finished export's files stay (the manifest's Expires)
     export_max_per_second: float = 0.0  # a cap on each export's pace (0: none; exports give way to requests anyway)
+    export_share_percent: int = 50  # while requests are being served, the share of time an export may take (100: no rests)
 
     @classmethod
     def from_env(cls, **overrides: Any) -> "Settings":
@@ -114,6 +115,7 @@ class Settings:
             export_lease_seconds=float(_env_int("CALIPSO_EXPORT_LEASE_SECONDS", 30)),
             export_retention_seconds=float(_env_int("CALIPSO_EXPORT_RETENTION_SECONDS", 3600)),
             export_max_per_second=float(_env_int("CALIPSO_EXPORT_MAX_PER_SECOND", 0)),
+            export_share_percent=min(100, max(1, _env_int("CALIPSO_EXPORT_SHARE_PERCENT", 50))),
         )
         return replace(settings, **{k: v for k, v in overrides.items() if v is not None})
 

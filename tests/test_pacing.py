@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+
 from fhir_server.engine.pacing import Workload
 
 
@@ -58,3 +60,30 @@ async def test_a_long_task_is_never_starved() -> None:
             for _ in range(5):
                 await asyncio.wait_for(pacer.turn(), 5)
     assert workload.at_work == 0
+
+
+async def test_background_work_rests_after_each_piece_only_while_requests_are_served(monkeypatch: pytest.MonkeyPatch) -> None:
+    workload = Workload()
+    rests: list[float] = []
+    real_sleep = asyncio.sleep
+
+    async def recorded(seconds: float) -> None:
+        rests.append(seconds)
+        await real_sleep(0)
+
+    with workload.working(), workload.long_task() as pacer:
+        monkeypatch.setattr(asyncio, "sleep", recorded)
+        pacer._piece_started -= 0.005  # a piece of work of 5 ms, nobody served: no rest
+        workload.last_done -= 1.0
+        await pacer.breathe(0.5)
+        assert rests == []
+        with workload.working():  # a request at work: rest as long as the piece took
+            pacer._piece_started -= 0.005
+            await pacer.breathe(0.5)
+        assert len(rests) == 1 and 0.005 <= rests[0] < 0.02
+        pacer._piece_started -= 1.0  # a long piece just after a request: a short rest at most
+        await pacer.breathe(0.5)
+        assert rests[1] == 0.02
+        pacer._piece_started -= 0.005  # a share of 1: never rests
+        await pacer.breathe(1.0)
+        assert len(rests) == 2

@@ -51,6 +51,7 @@ class RunSettings:
     page_size: int = 500
     lease_seconds: float = 30.0
     max_per_second: float = 0.0  # 0: as fast as the API lets it (the pacer gives way to requests)
+    share_while_serving: float = 0.5  # while the node serves requests, the share of time the export may take (pacing.py)
 
 
 class ExportRun:
@@ -148,6 +149,7 @@ class ExportRun:
                         and (residual is None or matches(row, residual))]
                 lines = [subset(bytes(row["raw"]), self._spec, None, elements) for row in kept]
                 await self._write("output", resource_type, lines, {"step": index, "batch": number, "after": rows[-1]["_id"]})
+        await self._pace(0)  # a query that found nothing is a piece of work too
 
     def _rows(self, resource_type: str, query: dict[str, Any], after: str, fields: dict[str, Any]) -> AsyncGenerator[list[dict[str, Any]], None]:
         """A type's rows matching `query` after the keyset position `after`, by `_id`, a page at a time."""
@@ -259,6 +261,7 @@ class ExportRun:
     async def _pace(self, written: int) -> None:
         """Give way to the API's requests; keep under the configured rate."""
         await self._pacer.turn()
+        await self._pacer.breathe(self._settings.share_while_serving)
         rate = self._settings.max_per_second
         if rate > 0 and written:
             self._written_here += written

@@ -8,6 +8,11 @@ loop (request, checks, query sent, answer read, response) waits for ten entries.
 works for a slice, then, while short requests are at work, waits until they are done (woken by
 the last one, or after a bounded pause, so that it is never starved). Alone, or beside other
 long tasks only, it never waits. Figures: bench/RESULTS.md, large_body.
+
+Background work (a bulk export) also breathes: giving way between pieces is not enough when
+each piece is a database query that holds the database's other clients (the embedded one
+does). While requests are being served, it rests after each piece about as long as the piece
+took, so that a request meets at most one of its queries. Figures: bench/RESULTS.md, export.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ class Workload:
         self.slice_seconds = slice_seconds  # a long task works this long between looks ...
         self.longest_pause_seconds = longest_pause_seconds  # ... then waits at most this long for short work to end
         self._waiting: list[asyncio.Future[None]] = []
+        self.last_done = 0.0  # when a request last finished (time.monotonic())
 
     @contextmanager
     def working(self) -> Iterator[None]:
@@ -37,6 +43,7 @@ class Workload:
             yield
         finally:
             self.at_work -= 1
+            self.last_done = time.monotonic()
             if self._waiting and not self.short_work_at_work():
                 self._wake()
 
@@ -51,6 +58,10 @@ class Workload:
 
     def short_work_at_work(self) -> bool:
         return self.at_work > self.giving_way
+
+    def serving(self, within: float) -> bool:
+        """Short work at work now, or a request finished less than `within` seconds ago."""
+        return self.short_work_at_work() or time.monotonic() - self.last_done < within
 
     async def quiet(self) -> None:
         """Until no short work is at work, or the longest pause has passed."""
@@ -82,6 +93,7 @@ class Pacer:
     def __init__(self, workload: Workload | None):
         self._workload = workload
         self._since = time.perf_counter()
+        self._piece_started = time.monotonic()
 
     async def turn(self) -> None:
         workload = self._workload
@@ -91,6 +103,17 @@ class Pacer:
             return
         await workload.quiet()
         self._since = time.perf_counter()
+
+
+    async def breathe(self, share: float, within: float = 0.01, longest: float = 0.02) -> None:
+        """Background work (a bulk export): while requests are being served, rest after each
+        piece so that it takes at most `share` of the time (its database queries too), and
+        requests meet at most one of its pieces at a time. A rest lasts `longest` at most."""
+        workload = self._workload
+        worked = time.monotonic() - self._piece_started
+        if workload is not None and 0 < share < 1 and workload.serving(within):
+            await asyncio.sleep(min(worked * (1 - share) / share, longest))
+        self._piece_started = time.monotonic()
 
 
 NO_PACING = Pacer(None)  # short work itself (an HL7 message's plan): only lets others in between pieces
