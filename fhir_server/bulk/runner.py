@@ -260,8 +260,8 @@ class ExportRun:
 
     async def _pace(self, written: int) -> None:
         """Give way to the API's requests; keep under the configured rate."""
-        await self._pacer.turn()
         await self._pacer.breathe(self._settings.share_while_serving)
+        await self._pacer.turn()
         rate = self._settings.max_per_second
         if rate > 0 and written:
             self._written_here += written

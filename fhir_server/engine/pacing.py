@@ -100,9 +100,10 @@ class Pacer:
         if (workload is None or time.perf_counter() - self._since < workload.slice_seconds
                 or not workload.short_work_at_work()):
             await asyncio.sleep(0)
-            return
-        await workload.quiet()
-        self._since = time.perf_counter()
+        else:
+            await workload.quiet()
+            self._since = time.perf_counter()
+        self._piece_started = time.monotonic()  # waiting is not work: `breathe` counts from here
 
 
     async def breathe(self, share: float, within: float = 0.01, longest: float = 0.02) -> None:
