@@ -32,9 +32,9 @@ def cross_reference_issues(resource: dict[str, Any], resource_type: str) -> list
 
 
 def _unresolved_links(resource: dict[str, Any], resource_type: str) -> list[Issue]:
+    if not any(marker in div for div, _ in _narratives(resource, None) for marker in LINK_MARKERS):
+        return []  # the common case: no location built, nothing parsed
     narratives = list(_narratives(resource, resource_type))
-    if not any(marker in div for div, _ in narratives for marker in LINK_MARKERS):
-        return []  # the common case: no parsing
     targets = _element_ids(resource)
     found: list[tuple[list[str], str]] = []
     for div, location in narratives:
@@ -45,31 +45,30 @@ def _unresolved_links(resource: dict[str, Any], resource_type: str) -> list[Issu
             for links, location in found for link in dict.fromkeys(links) if link not in targets]
 
 
-def _narratives(value: Any, location: str) -> Iterator[tuple[str, str]]:
+def _narratives(value: Any, location: str | None) -> Iterator[tuple[str, str]]:
+    for item, where in _objects(value, location):
+        div = item.get("div")
+        if isinstance(div, str) and "status" in item:
+            yield div, f"{where}.div"
+
+
+def _element_ids(value: Any) -> set[str]:
+    return {item["id"] for item, _ in _objects(value, None) if isinstance(item.get("id"), str)}
+
+
+def _objects(value: Any, location: str | None) -> Iterator[tuple[dict[str, Any], str]]:
+    """Every JSON object inside `value` (itself included), with its location (none asked:
+    ""), iteratively."""
     stack = [(value, location)]
     while stack:
         current, where = stack.pop()
         if isinstance(current, dict):
-            div = current.get("div")
-            if isinstance(div, str) and "status" in current:
-                yield div, f"{where}.div"
-            stack.extend((child, f"{where}.{key}") for key, child in current.items() if isinstance(child, (dict, list)))
+            yield current, where or ""
+            stack.extend((child, None if where is None else f"{where}.{key}")
+                         for key, child in current.items() if isinstance(child, (dict, list)))
         elif isinstance(current, list):
-            stack.extend((child, f"{where}[{index}]") for index, child in enumerate(current) if isinstance(child, (dict, list)))
-
-
-def _element_ids(value: Any) -> set[str]:
-    ids: set[str] = set()
-    stack = [value]
-    while stack:
-        current = stack.pop()
-        if isinstance(current, dict):
-            if isinstance(current.get("id"), str):
-                ids.add(current["id"])
-            stack.extend(child for child in current.values() if isinstance(child, (dict, list)))
-        elif isinstance(current, list):
-            stack.extend(child for child in current if isinstance(child, (dict, list)))
-    return ids
+            stack.extend((child, None if where is None else f"{where}[{index}]")
+                         for index, child in enumerate(current) if isinstance(child, (dict, list)))
 
 
 # -- references inside a Bundle ----------------------------------------------------------------
@@ -96,16 +95,10 @@ def _ambiguous_references(bundle: dict[str, Any], resource_type: str) -> list[Is
 
 
 def _references(value: Any, location: str) -> Iterator[tuple[str, str]]:
-    stack = [(value, location)]
-    while stack:
-        current, where = stack.pop()
-        if isinstance(current, dict):
-            reference = current.get("reference")
-            if isinstance(reference, str) and not reference.startswith("#"):
-                yield reference, f"{where}.reference"
-            stack.extend((child, f"{where}.{key}") for key, child in current.items() if isinstance(child, (dict, list)))
-        elif isinstance(current, list):
-            stack.extend((child, f"{where}[{index}]") for index, child in enumerate(current) if isinstance(child, (dict, list)))
+    for item, where in _objects(value, location):
+        reference = item.get("reference")
+        if isinstance(reference, str) and not reference.startswith("#"):
+            yield reference, f"{where}.reference"
 
 
 def _matches(reference: str, own_full_url: Any, entries: list[dict[str, Any]]) -> int:
