@@ -78,19 +78,23 @@ def _ambiguous_references(bundle: dict[str, Any], resource_type: str) -> list[Is
     if resource_type != "Bundle" or bundle.get("type") == "history":
         return []
     entries = [e for e in bundle.get("entry") or [] if isinstance(e, dict)]
-    full_urls = [e.get("fullUrl") for e in entries]
-    if len(set(full_urls)) == len(full_urls):
+    versions: dict[Any, list[Any]] = {}  # fullUrl -> the versionIds of its entries, one per entry
+    for entry in entries:
+        versions.setdefault(entry.get("fullUrl"), []).append(_version(entry))
+    if all(len(found) == 1 for found in versions.values()):
         return []  # every fullUrl once: nothing can match twice
-    issues = []
+    issues: list[Issue] = []
     for index, entry in enumerate(entries):
         resource = entry.get("resource")
         if not isinstance(resource, dict):
             continue
         for reference, location in _references(resource, f"{resource_type}.entry[{index}].resource"):
-            matches = _matches(reference, entry.get("fullUrl"), entries)
+            matches = _matches(reference, entry.get("fullUrl"), versions)
             if matches > 1:
                 issues.append(Issue("invalid", f"The reference {reference[:100]} matches {matches} entries of the Bundle",
                                     expression=location))
+                if len(issues) >= MAX_ISSUES:
+                    return issues
     return issues
 
 
@@ -101,8 +105,9 @@ def _references(value: Any, location: str) -> Iterator[tuple[str, str]]:
             yield reference, f"{where}.reference"
 
 
-def _matches(reference: str, own_full_url: Any, entries: list[dict[str, Any]]) -> int:
-    """How many entries `reference`, made in the entry whose fullUrl is `own_full_url`, resolves to."""
+def _matches(reference: str, own_full_url: Any, versions: dict[Any, list[Any]]) -> int:
+    """How many entries `reference`, made in the entry whose fullUrl is `own_full_url`, resolves to
+    (`versions`: each fullUrl's entries' versionIds)."""
     parsed = RESTFUL.match(reference)
     version = parsed.group("version") if parsed else None
     target = reference.split("/_history/", 1)[0] if version else reference
@@ -111,7 +116,8 @@ def _matches(reference: str, own_full_url: Any, entries: list[dict[str, Any]]) -
         if own is None or not own.group("base"):
             return 0  # no RESTful base to resolve it against: left to the server
         target = f"{own.group('base')}{parsed.group('type')}/{parsed.group('id')}"
-    return sum(1 for e in entries if e.get("fullUrl") == target and (version is None or _version(e) == version))
+    found = versions.get(target, [])
+    return len(found) if version is None else found.count(version)
 
 
 def _version(entry: dict[str, Any]) -> Any:
