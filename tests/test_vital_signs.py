@@ -7,9 +7,11 @@ from __future__ import annotations
 from typing import Any
 
 import httpx
+import orjson
 
-from fhir_server.ig import load_package_folder
+from fhir_server.ig import load_package_folder, read_json_folder
 from fhir_server.spec import VITAL_SIGNS_DIR
+from fhir_server.spec.build_vital_signs import loinc_codes
 
 BODY_TEMP = "http://hl7.org/fhir/StructureDefinition/bodytemp"
 VITAL_SIGNS_CATEGORY = {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/observation-category", "code": "vital-signs"}]}
@@ -83,3 +85,13 @@ def test_every_vital_signs_profile_compiles_and_names_its_loinc_code() -> None:
     derived = [sd for sd in guide.profiles.values() if sd["baseDefinition"] != "http://hl7.org/fhir/StructureDefinition/Observation"]
     assert len(derived) == 10
     assert all(sd["snapshot"]["element"] for sd in guide.profiles.values())
+
+
+def test_the_loinc_table_is_what_the_committed_profiles_fix() -> None:
+    """loinc.json is derived from the profiles by spec/build_vital_signs.py: the committed copy
+    agrees with the committed profiles, and the SNOMED CT table names only those profiles."""
+    profiles = [r for r in read_json_folder(VITAL_SIGNS_DIR) if r["resourceType"] == "StructureDefinition"]
+    assert orjson.loads((VITAL_SIGNS_DIR / "loinc.json").read_bytes()) == loinc_codes(profiles)
+    urls = {sd["url"] for sd in profiles}
+    snomed = orjson.loads((VITAL_SIGNS_DIR / "snomed-ct.json").read_bytes())
+    assert {url for code, url in snomed.items() if not code.startswith("_")} <= urls
