@@ -105,7 +105,6 @@ class Pacer:
             self._since = time.perf_counter()
         self._piece_started = time.monotonic()  # waiting is not work: `breathe` counts from here
 
-
     async def breathe(self, share: float, within: float = 0.01, longest: float = 0.02) -> None:
         """Background work (a bulk export): while requests are being served, rest after each
         piece so that it takes at most `share` of the time (its database queries too), and

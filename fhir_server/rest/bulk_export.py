@@ -27,6 +27,7 @@ from fhir_server.outcome import FhirError, Issue
 from fhir_server.rest.body import read_json
 from fhir_server.rest.context import base_url, engine_of, settings_of
 from fhir_server.rest.negotiation import FORMAT_PARAMETERS, negotiate
+from fhir_server.rest.preconditions import preferences
 from fhir_server.rest.responses import outcome_response
 from fhir_server.security.policy import ACCESS
 from fhir_server.storage.exports import ACTIVE, ExportStore
@@ -54,8 +55,8 @@ async def kick_off_group(request: Request) -> Response:
 
 async def _kick_off(request: Request, level: str, group_id: str | None = None) -> Response:
     rendering = negotiate(request)
-    preferences = {p.strip().lower() for item in request.headers.getlist("prefer") for p in item.replace(";", ",").split(",")}
-    if "respond-async" not in preferences:
+    asked = preferences(request)
+    if "respond-async" not in asked:
         raise FhirError.of(400, "not-supported", "$export runs asynchronously: send the header Prefer: respond-async")
     engine, worker = engine_of(request), _worker(request)
     if request.method == "POST":
@@ -66,7 +67,7 @@ async def _kick_off(request: Request, level: str, group_id: str | None = None) -
     else:
         pairs = [(k, v) for k, v in request.query_params.multi_items() if k not in FORMAT_PARAMETERS]
     export = read_export(pairs, level, engine.spec.is_resource_type, lambda t: set(engine.spec.structures.get(t, {})),
-                         lenient="handling=lenient" in preferences)
+                         lenient="handling=lenient" in asked)
     members = None
     if group_id is not None:
         engine.check_id(group_id)

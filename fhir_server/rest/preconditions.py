@@ -44,21 +44,27 @@ def not_modified(request: Request, version: Version) -> bool:
     return False
 
 
+def preferences(request: Request) -> set[str]:
+    """The `Prefer` header's preferences (RFC 7240), each `name` or `name=value`: names in lower
+    case, values unquoted; several headers, commas and semicolons alike."""
+    found = set()
+    for header in request.headers.getlist("prefer"):
+        for part in header.replace(";", ",").split(","):
+            name, equals, value = part.strip().partition("=")
+            if name.strip():
+                found.add(name.strip().lower() + (f"={value.strip().strip(chr(34))}" if equals else ""))
+    return found
+
+
 def return_preference(request: Request) -> str:
     """The `Prefer: return=` the client asked for (representation by default)."""
-    prefer = request.headers.get("prefer", "")
-    for part in prefer.split(","):
-        for token in part.split(";"):
-            name, _, value = token.strip().partition("=")
-            if name.strip().lower() == "return" and value.strip().strip('"') in RETURN_PREFERENCES:
-                return value.strip().strip('"')
-    return "representation"
+    asked = preferences(request)
+    return next((value for value in RETURN_PREFERENCES if f"return={value}" in asked), "representation")
 
 
 def strict_handling(request: Request) -> bool:
     """`Prefer: handling=strict`: unknown search parameters are errors, not ignored."""
-    prefer = request.headers.get("prefer", "")
-    return any(part.strip().replace(" ", "") == "handling=strict" for chunk in prefer.split(",") for part in chunk.split(";"))
+    return "handling=strict" in preferences(request)
 
 
 def parse_instant(value: str, parameter: str) -> datetime:
@@ -69,4 +75,4 @@ def parse_instant(value: str, parameter: str) -> datetime:
     return moment
 
 
-__all__ = ["if_match", "not_modified", "parse_instant", "return_preference", "strict_handling"]
+__all__ = ["if_match", "not_modified", "parse_instant", "preferences", "return_preference", "strict_handling"]

@@ -1,6 +1,11 @@
-"""Reading the target type out of a FHIR reference string."""
+"""Reading a FHIR reference string: its target type, its parts."""
 
 from __future__ import annotations
+
+import re
+
+# `[base/]Type/id[/_history/version]`: a RESTful reference or URL (R4 Bundle, "Resolving references")
+RESTFUL = re.compile(r"^(?P<base>.*?/)?(?P<type>[A-Z][A-Za-z]+)/(?P<id>[A-Za-z0-9\-.]{1,64})(?:/_history/(?P<version>[A-Za-z0-9\-.]{1,64}))?$")
 
 
 def reference_type(reference: str) -> str | None:
@@ -17,4 +22,4 @@ def reference_type(reference: str) -> str | None:
     return None
 
 
-__all__ = ["reference_type"]
+__all__ = ["RESTFUL", "reference_type"]

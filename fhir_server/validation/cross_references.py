@@ -13,13 +13,12 @@
 
 from __future__ import annotations
 
-import re
 from typing import Any, Iterator
 
 from fhir_server.outcome import Issue
+from fhir_server.search.references import RESTFUL
 from fhir_server.validation.narrative import internal_links
 
-RESTFUL = re.compile(r"^(?P<base>.*?/)?(?P<type>[A-Z][A-Za-z]+)/(?P<id>[A-Za-z0-9\-.]{1,64})(?:/_history/(?P<version>[A-Za-z0-9\-.]{1,64}))?$")
 LINK_MARKERS = ('href="#', "href='#")
 MAX_ISSUES = 20
 
@@ -126,4 +125,4 @@ def _version(entry: dict[str, Any]) -> Any:
     return meta.get("versionId") if isinstance(meta, dict) else None
 
 
-__all__ = ["RESTFUL", "cross_reference_issues"]
+__all__ = ["cross_reference_issues"]

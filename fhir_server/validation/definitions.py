@@ -24,6 +24,7 @@ from typing import Any, Iterator
 
 from fhir_server.outcome import Issue
 from fhir_server.spec import Spec
+from fhir_server.validation.invariants import top_level_split
 
 ANY_RESOURCE = frozenset({"Resource", "DomainResource"})
 LEADING_NAME = re.compile(r"\(*\s*([A-Z][A-Za-z]*)\b")
@@ -38,7 +39,8 @@ class CoreParameter:
 
 
 class DefinitionChecker:
-    """Checks SearchParameters and CapabilityStatements against the core search parameters."""
+    """Checks SearchParameters and CapabilityStatements against the core search parameters, and
+    StructureDefinitions' differential paths against the core types."""
 
     def __init__(self, spec: Spec):
         self._spec = spec
@@ -79,7 +81,7 @@ class DefinitionChecker:
                                         "SearchParameter is derived from", expression=f"{location}.base"))
         expression = parameter.get("expression")
         if isinstance(expression, str) and bases and not set(bases) & ANY_RESOURCE:
-            for part in union_parts(expression):
+            for part in top_level_split(expression, "|"):
                 named = LEADING_NAME.match(part)
                 if named and self._spec.is_resource_type(named.group(1)) and named.group(1) not in bases:
                     issues.append(Issue("invalid", f"The expression path '{part[:80]}' starts with {named.group(1)}, "
@@ -98,7 +100,6 @@ class DefinitionChecker:
                                             f"{core.type}, not {search['type']}",
                                             expression=f"{location}.rest[{r}].resource[{s}].searchParam[{p}].type"))
         return issues
-
 
     def _structure_definition(self, definition: dict[str, Any], location: str) -> list[Issue]:
         differential = definition.get("differential")
@@ -139,21 +140,6 @@ class DefinitionChecker:
         return True
 
 
-def union_parts(expression: str) -> list[str]:
-    """The paths of a FHIRPath union (`A.b | A.c`), split at the `|` outside parentheses."""
-    parts, depth, start = [], 0, 0
-    for index, character in enumerate(expression):
-        if character == "(":
-            depth += 1
-        elif character == ")":
-            depth -= 1
-        elif character == "|" and depth == 0:
-            parts.append(expression[start:index].strip())
-            start = index + 1
-    parts.append(expression[start:].strip())
-    return [p for p in parts if p]
-
-
 def _objects(value: Any) -> list[dict[str, Any]]:
     return [v for v in value if isinstance(v, dict)] if isinstance(value, list) else []
 
@@ -172,4 +158,4 @@ def _resources(resource: dict[str, Any], location: str, depth: int = 0) -> Itera
                 yield from _resources(inner, f"{location}.entry[{index}].resource", depth + 1)
 
 
-__all__ = ["DefinitionChecker", "union_parts"]
+__all__ = ["DefinitionChecker"]

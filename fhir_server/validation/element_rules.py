@@ -18,10 +18,10 @@ import re
 from typing import Any, Callable
 
 from fhir_server.outcome import Issue
+from fhir_server.search.references import RESTFUL
 from fhir_server.spec import load_spec
 
 ABSOLUTE_URL = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*:\S+")
-RESTFUL_URL = re.compile(r"^https?://\S*/(?P<type>[A-Z][A-Za-z]+)/(?P<id>[A-Za-z0-9\-.]{1,64})(?:/_history/[A-Za-z0-9\-.]{1,64})?$")
 
 
 def attachment_issues(attachment: dict[str, Any], path: str) -> list[Issue]:
@@ -58,7 +58,7 @@ def bundle_issues(bundle: dict[str, Any], path: str) -> list[Issue]:
 
 
 def _full_url_disagreement(full_url: str, resource: dict[str, Any], path: str) -> list[Issue]:
-    restful = RESTFUL_URL.match(full_url)
+    restful = RESTFUL.match(full_url) if full_url.startswith(("http://", "https://")) else None
     if restful is None or not load_spec().is_resource_type(restful.group("type")):
         return []  # a urn, or a URL that does not name a resource
     kind, resource_id = resource.get("resourceType"), resource.get("id")

@@ -220,20 +220,21 @@ def _vacuous_without(expression: str) -> str | None:
     - `a.x.exists() implies …`: without `a` the premise is false, and `false implies anything`
       is true (ctm-1 without `onBehalfOf`).
     """
-    members = {_single_path_member(part, ".empty()") for part in _top_level_split(expression, " and ")}
+    members = {_single_path_member(part, ".empty()") for part in top_level_split(expression, " and ")}
     if len(members) == 1 and None not in members:
         return members.pop()
-    premise = _top_level_split(expression, " implies ")  # the loosest operator: `a or b implies c`
+    premise = top_level_split(expression, " implies ")  # the loosest operator: `a or b implies c`
     if len(premise) == 2:
         return _single_path_member(premise[0], ".exists()")
-    if len(premise) == 1 and len(_top_level_split(expression, " xor ")) == 1:
-        for part in _top_level_split(expression, " or "):
+    if len(premise) == 1 and len(top_level_split(expression, " xor ")) == 1:
+        for part in top_level_split(expression, " or "):
             if (member := _single_path_member(part, ".empty()")) is not None:
                 return member
     return None
 
 
-def _top_level_split(expression: str, separator: str) -> list[str]:
+def top_level_split(expression: str, separator: str) -> list[str]:
+    """The parts of a FHIRPath expression between `separator`s outside parentheses, brackets and quotes."""
     parts, depth, quoted, start, index = [], 0, False, 0, 0
     while index < len(expression):
         char = expression[index]
@@ -255,7 +256,7 @@ def _top_level_split(expression: str, separator: str) -> list[str]:
 
 def _single_path_member(part: str, ending: str) -> str | None:
     """`a.b(...)<ending>` with no top-level operator -> `a`; anything else -> None."""
-    if not part.endswith(ending) or len(_top_level_split(part, " ")) != 1:
+    if not part.endswith(ending) or len(top_level_split(part, " ")) != 1:
         return None
     head = part.split(".", 1)[0]
     return head if head.isidentifier() else None
@@ -341,4 +342,4 @@ class CoreInvariants:
                         stack.append((child, info["type"], resource, root, child_location))
 
 
-__all__ = ["CoreInvariants", "Invariant", "invariants_of"]
+__all__ = ["CoreInvariants", "Invariant", "invariants_of", "top_level_split"]

@@ -99,8 +99,7 @@ class _Checker:
         parser.StartElementHandler = self._start
         parser.EndElementHandler = self._end
         parser.CharacterDataHandler = self._text
-        parser.StartDoctypeDeclHandler = self._refuse_declarations
-        parser.EntityDeclHandler = self._refuse_declarations
+        parser.StartDoctypeDeclHandler = parser.EntityDeclHandler = _refuse
         parser.Parse(div, True)
         if not self._content:
             self._issue("txt-2", "The narrative SHALL have some non-whitespace content")
@@ -133,9 +132,6 @@ class _Checker:
     def _text(self, data: str) -> None:
         if data.strip():
             self._content = True
-
-    def _refuse_declarations(self, *args: object) -> None:
-        raise _Declaration()
 
     def _issue(self, key: str, message: str) -> None:
         said = f"Constraint {key} failed: {message}"
